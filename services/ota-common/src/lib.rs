@@ -1,0 +1,10 @@
+//! Shared vocabulary of the platform: the error codes every service maps its
+//! errors to (and from which gRPC and HTTP statuses follow), VIN validation,
+//! and the vehicle domain types with their protobuf conversions.
+
+pub mod error;
+pub mod vehicle;
+pub mod vin;
+
+pub use error::{CodedError, ErrorCode};
+pub use vin::{Vin, VinError};

@@ -1,0 +1,254 @@
+//! Per-field source precedence: which source's word wins for which field.
+//!
+//! Every field a source writes is recorded in the vehicle's provenance map
+//! (field path to source). A later write from source S replaces the value only
+//! when S ranks at least as high as the source recorded for that field, so a
+//! manufacturing re-import never rolls back the software version a vehicle
+//! reported about itself.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use ota_common::vehicle::{Ecu, Vehicle, VehiclePatch};
+use serde::{Deserialize, Serialize};
+
+/// Field groups that can be given their own order.
+pub const FIELD_GROUPS: [&str; 11] = [
+    "model",
+    "model_year",
+    "platform",
+    "gateway",
+    "protocol",
+    "region",
+    "country",
+    "tags",
+    "attributes",
+    "ecu_hw",
+    "ecu_sw",
+];
+
+/// Source names, highest precedence first. Sources not listed rank below all
+/// listed ones; between equals the later write wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Precedence {
+    pub default: Vec<String>,
+    /// Overrides for single field groups (see [`FIELD_GROUPS`]).
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for Precedence {
+    fn default() -> Self {
+        let vehicle_first = vec![
+            "vehicle".to_owned(),
+            "manufacturing".to_owned(),
+            "dealer".to_owned(),
+            "api".to_owned(),
+        ];
+        Self {
+            default: vec![
+                "manufacturing".into(),
+                "dealer".into(),
+                "api".into(),
+                "vehicle".into(),
+            ],
+            fields: [
+                ("ecu_sw".to_owned(), vehicle_first.clone()),
+                ("ecu_hw".to_owned(), vehicle_first),
+            ]
+            .into(),
+        }
+    }
+}
+
+impl Precedence {
+    /// Checks the configuration; errors name the offending key.
+    pub fn validate(&self, prefix: &str) -> Result<(), String> {
+        for key in self.fields.keys() {
+            if !FIELD_GROUPS.contains(&key.as_str()) {
+                return Err(format!(
+                    "{prefix}.{key}: unknown field group, expected one of {}",
+                    FIELD_GROUPS.join(", ")
+                ));
+            }
+        }
+        for (key, list) in std::iter::once(("default", &self.default))
+            .chain(self.fields.iter().map(|(k, v)| (k.as_str(), v)))
+        {
+            for s in list {
+                validate_source(s).map_err(|e| format!("{prefix}.{key}: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn rank(&self, group: &str, source: &str) -> usize {
+        let list = self.fields.get(group).unwrap_or(&self.default);
+        list.iter().position(|s| s == source).unwrap_or(list.len())
+    }
+
+    /// May `source` overwrite a field whose current value came from `current`?
+    pub fn wins(&self, group: &str, source: &str, current: Option<&str>) -> bool {
+        current.is_none_or(|cur| self.rank(group, source) <= self.rank(group, cur))
+    }
+}
+
+pub fn validate_source(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 32
+        && s
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid source {s:?}: use 1-32 characters of a-z, 0-9, _ and -"
+        ))
+    }
+}
+
+/// Result of merging one patch into one vehicle.
+pub struct Merged {
+    pub vehicle: Vehicle,
+    pub created: bool,
+    pub changed: bool,
+}
+
+/// Applies what `source` says in `patch` to `current` (None: a new vehicle).
+pub fn merge(
+    current: Option<Vehicle>,
+    patch: &VehiclePatch,
+    source: &str,
+    prec: &Precedence,
+    now: DateTime<Utc>,
+) -> Merged {
+    let created = current.is_none();
+    let mut v = current.unwrap_or_else(|| Vehicle::new(&patch.vin, now));
+    let before = (!created).then(|| v.clone());
+    let prov = &mut v.provenance;
+    let mut claim = |path: &str, group: &str| -> bool {
+        let ok = prec.wins(group, source, prov.get(path).map(String::as_str));
+        if ok && prov.get(path).map(String::as_str) != Some(source) {
+            prov.insert(path.to_owned(), source.to_owned());
+        }
+        ok
+    };
+
+    macro_rules! scalar {
+        ($($field:ident),*) => {$(
+            if let Some(val) = &patch.$field {
+                if claim(stringify!($field), stringify!($field)) {
+                    v.$field = Some(val.clone());
+                }
+            }
+        )*};
+    }
+    scalar!(model, model_year, platform, gateway, protocol, region, country);
+    if let Some(tags) = &patch.tags {
+        if claim("tags", "tags") {
+            v.tags = tags.clone();
+        }
+    }
+    for (k, val) in &patch.attributes {
+        if claim(&format!("attributes.{k}"), "attributes") {
+            v.attributes.insert(k.clone(), val.clone());
+        }
+    }
+    for (name, ecu) in &patch.ecus {
+        let hw_ok = ecu.hw.is_some() && claim(&format!("ecus.{name}.hw"), "ecu_hw");
+        let sw_ok = ecu.sw.is_some() && claim(&format!("ecus.{name}.sw"), "ecu_sw");
+        if hw_ok || sw_ok || !v.ecus.contains_key(name) {
+            let slot = v.ecus.entry(name.clone()).or_insert_with(Ecu::default);
+            if hw_ok {
+                slot.hw = ecu.hw.clone().unwrap_or_default();
+            }
+            if sw_ok {
+                slot.sw = ecu.sw.clone().unwrap_or_default();
+            }
+        }
+    }
+    let changed = before.as_ref() != Some(&v);
+    if changed && !created {
+        v.updated_at = now;
+    }
+    Merged {
+        vehicle: v,
+        created,
+        changed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ota_common::vehicle::EcuPatch;
+
+    const VIN: &str = "WVWZZZE1ZMP000001";
+
+    fn patch(model: &str, sw: &str) -> VehiclePatch {
+        VehiclePatch {
+            vin: VIN.into(),
+            model: Some(model.into()),
+            ecus: [(
+                "BMS".to_owned(),
+                EcuPatch {
+                    hw: Some("H2".into()),
+                    sw: Some(sw.into()),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn vehicle_self_report_wins_for_ecu_software_but_not_for_model() {
+        let p = Precedence::default();
+        let now = Utc::now();
+        let m = merge(None, &patch("ID.4", "2.2.0"), "manufacturing", &p, now);
+        assert!(m.created);
+        let m = merge(Some(m.vehicle), &patch("ID.4 GTX", "2.3.1"), "vehicle", &p, now);
+        assert_eq!(m.vehicle.model.as_deref(), Some("ID.4"), "manufacturing owns model");
+        assert_eq!(m.vehicle.ecus["BMS"].sw, "2.3.1", "vehicle owns ecu sw");
+        assert_eq!(m.vehicle.provenance["ecus.BMS.sw"], "vehicle");
+        let m = merge(Some(m.vehicle), &patch("ID.4", "2.2.0"), "manufacturing", &p, now);
+        assert_eq!(m.vehicle.ecus["BMS"].sw, "2.3.1", "re-import does not roll back");
+        assert!(!m.changed);
+    }
+
+    #[test]
+    fn unlisted_sources_rank_last_and_equal_sources_overwrite() {
+        let p = Precedence::default();
+        assert!(p.wins("model", "telematics", None));
+        assert!(!p.wins("model", "telematics", Some("dealer")));
+        assert!(p.wins("model", "telematics", Some("telematics")));
+        assert!(p.wins("model", "dealer", Some("dealer")));
+    }
+
+    #[test]
+    fn absent_fields_never_clear_values() {
+        let p = Precedence::default();
+        let now = Utc::now();
+        let m = merge(None, &patch("ID.4", "1.0"), "dealer", &p, now);
+        let empty = VehiclePatch {
+            vin: VIN.into(),
+            ..Default::default()
+        };
+        let m = merge(Some(m.vehicle), &empty, "manufacturing", &p, now);
+        assert!(!m.changed);
+        assert_eq!(m.vehicle.model.as_deref(), Some("ID.4"));
+    }
+
+    #[test]
+    fn validation_names_the_bad_key() {
+        let mut p = Precedence::default();
+        p.fields.insert("ecu_fw".into(), vec!["vehicle".into()]);
+        let err = p.validate("vehicle_store.precedence").unwrap_err();
+        assert!(err.starts_with("vehicle_store.precedence.ecu_fw: unknown field group"), "{err}");
+        let mut p = Precedence::default();
+        p.default.push("Bad Source".into());
+        let err = p.validate("vehicle_store.precedence").unwrap_err();
+        assert!(err.starts_with("vehicle_store.precedence.default: invalid source \"Bad Source\""), "{err}");
+    }
+}
