@@ -158,6 +158,8 @@ export class Observability extends Construct {
       const ns = new NamespaceV1(this, "namespace", {
         metadata: { name: ob.namespace, labels },
       });
+      // Stable address for targeted applies (docs/deploy.md: namespaces first, then Secrets).
+      ns.overrideLogicalId("monitoring_namespace");
       const values = {
         fullnameOverride: "kps",
         grafana: {

@@ -69,6 +69,9 @@ export class RegionStack extends TerraformStack {
       },
     });
 
+    // Stable address for targeted applies (docs/deploy.md: namespace first, then Secrets).
+    namespace.overrideLogicalId("ota_namespace");
+
     this.observability = new Observability(this, "observability", {
       config,
       region,

@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{SubsecRound, Utc};
 use futures::{Stream, StreamExt};
 use ota_common::vehicle::{Vehicle, VehiclePatch};
 use ota_common::Vin;
@@ -296,7 +296,9 @@ impl VehicleStore {
         batch: Vec<(u64, VehiclePatch)>,
         touch: bool,
     ) -> Result<(Vec<(bool, bool)>, HashMap<String, Vehicle>), StoreError> {
-        let now = Utc::now();
+        // Stored timestamps have millisecond precision; what a write returns
+        // must equal what a later read gives.
+        let now = Utc::now().trunc_subsecs(3);
         let mut vins: Vec<String> = batch.iter().map(|(_, p)| p.vin.clone()).collect();
         vins.sort_unstable();
         vins.dedup();
