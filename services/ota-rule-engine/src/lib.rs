@@ -1,0 +1,1 @@
+//! CEL targeting (in progress).
