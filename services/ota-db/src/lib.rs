@@ -9,6 +9,19 @@ use ota_common::ErrorCode;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
+/// Runs the same sqlx code against whichever pool `db` holds. The SQL must be
+/// valid for both databases: write parameters as `$1, $2, ...` in order of
+/// first use, which SQLite reads positionally too.
+#[macro_export]
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::Db::Sqlite($pool) => $body,
+            $crate::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("unsupported database url {0:?}: expected sqlite://PATH or postgres://...")]
