@@ -3,6 +3,7 @@
 //! and the vehicle domain types with their protobuf conversions.
 
 pub mod error;
+pub mod peer;
 pub mod vehicle;
 pub mod vin;
 

@@ -1,0 +1,90 @@
+//! The management REST API under `/api/v1` (JSON, bearer tokens with roles):
+//! what the `ota` CLI and the dashboard talk to. Handlers are thin: they
+//! authenticate, translate JSON to the gRPC services' messages and call the
+//! services through their clients, in-process or remote alike.
+
+mod auth;
+mod error;
+mod import;
+mod tokens;
+mod vehicles;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ota_auth::TokenStore;
+use ota_common::peer::Peer;
+use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
+use tower_http::limit::RequestBodyLimitLayer;
+
+pub use auth::Caller;
+pub use error::RestError;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest JSON request body.
+    pub max_body_bytes: usize,
+    /// Largest vehicle import body.
+    pub max_import_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_import_bytes: 4 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RestState {
+    pub tokens: TokenStore,
+    pub vehicles: VehicleStoreClient<Peer>,
+    pub limits: Limits,
+}
+
+impl RestState {
+    pub fn new(tokens: TokenStore, vehicle_store: Peer, limits: Limits) -> Self {
+        let vehicles = VehicleStoreClient::new(vehicle_store)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(64 * 1024 * 1024);
+        Self {
+            tokens,
+            vehicles,
+            limits,
+        }
+    }
+}
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn router(state: RestState) -> Router {
+    let import = Router::new()
+        .route("/api/v1/vehicles:import", post(import::import_vehicles))
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(state.limits.max_import_bytes));
+    Router::new()
+        .route("/api/v1/vehicles", get(vehicles::list))
+        .route("/api/v1/vehicles/{vin}", get(vehicles::get).put(vehicles::put))
+        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/openapi.json", get(openapi))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .merge(import)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn whoami(caller: Caller) -> Json<ota_auth::TokenInfo> {
+    Json(caller.0)
+}
+
+async fn openapi() -> impl axum::response::IntoResponse {
+    ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn not_found(uri: http::Uri) -> RestError {
+    RestError::NoRoute(uri.path().to_owned())
+}

@@ -1,1 +1,113 @@
-fn main() {}
+//! `ota`: the whole platform in one binary. `ota serve` runs any subset of
+//! the services; every other subcommand is the command-line client of a
+//! running server's management API.
+
+mod cli;
+mod client;
+mod config;
+mod serve;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use figment::providers::Serialized;
+use figment::Figment;
+use serde::Serialize;
+
+#[derive(Parser, Debug)]
+#[command(name = "ota", version, about = "Over-the-air update platform for vehicle fleets")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    #[command(flatten)]
+    conn: client::Connection,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run the platform (all services by default).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit (for deployments that migrate
+    /// before rolling out).
+    Migrate(ServeArgs),
+    /// Manage vehicles in the inventory.
+    #[command(subcommand)]
+    Vehicles(cli::vehicles::VehiclesCmd),
+    /// Manage management-API tokens.
+    #[command(subcommand)]
+    Tokens(cli::tokens::TokensCmd),
+}
+
+/// Flags override ota.toml and OTA_* variables.
+#[derive(clap::Args, Debug, Serialize)]
+struct ServeArgs {
+    /// Config file (default: ./ota.toml when present).
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Comma-separated services to run, or "all".
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    services: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    database_url: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    http_addr: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_addr: Option<String>,
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log: Option<String>,
+}
+
+impl ServeArgs {
+    fn load(&self) -> anyhow::Result<config::Config> {
+        config::load(self.config.as_deref(), Figment::from(Serialized::globals(self)))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.cmd {
+        Cmd::Serve(args) => {
+            let cfg = args.load()?;
+            let telemetry = telemetry::init(&cfg.log)?;
+            if let Err(e) = serve::run(cfg, telemetry).await {
+                tracing::error!(error = format!("{e:#}"), "ota failed");
+                return Err(e);
+            }
+            Ok(0)
+        }
+        Cmd::Migrate(args) => {
+            let cfg = args.load()?;
+            let url = cfg.database_url();
+            ota_db::Db::connect(&url, &ota_db::DbOptions::default()).await?.close().await;
+            println!("database {} is migrated", ota_db::redact(&url));
+            Ok(0)
+        }
+        Cmd::Vehicles(cmd) => cli::vehicles::run(cmd, &cli.conn).await,
+        Cmd::Tokens(cmd) => cli::tokens::run(cmd, &cli.conn).await.map(|_| 0),
+    }
+}

@@ -1,0 +1,225 @@
+//! `POST /api/v1/vehicles:import`: the body (NDJSON or CSV, any size) is
+//! split into lines and parsed as it arrives and streamed into the vehicle
+//! store's Import RPC, so memory stays flat for a million-vehicle file.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::{Buf, BytesMut};
+use futures::{Stream, StreamExt};
+use http::{HeaderMap, StatusCode};
+use ota_auth::Role;
+use ota_proto::v1 as pb;
+use ota_vehicle_store::parse::{Format, LineParser};
+use ota_vehicle_store::{ImportError, ImportItem, ImportSummary};
+use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{Caller, RestError, RestState};
+
+/// Longer lines are rejected (and skipped) rather than buffered.
+pub const MAX_LINE_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportQuery {
+    source: Option<String>,
+    format: Option<String>,
+    #[serde(default)]
+    strict: bool,
+}
+
+pub async fn import_vehicles(
+    caller: Caller,
+    State(s): State<RestState>,
+    query: Result<Query<ImportQuery>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, RestError> {
+    caller.require(Role::Engineer)?;
+    let Query(q) = query.map_err(|e| RestError::Invalid(e.body_text().to_lowercase()))?;
+    let format = match (&q.format, headers.get(http::header::CONTENT_TYPE)) {
+        (Some(f), _) => f.parse().map_err(RestError::Invalid)?,
+        (None, Some(ct)) => Format::detect(ct.to_str().unwrap_or_default()).unwrap_or(Format::Ndjson),
+        (None, None) => Format::Ndjson,
+    };
+    let source = q.source.unwrap_or_else(|| "api".into());
+    tracing::info!(by = %caller.0.name, %source, ?format, strict = q.strict, "import started");
+
+    let (tx, rx) = mpsc::channel::<pb::ImportVehiclesRequest>(1024);
+    let (fail_tx, fail_rx) = oneshot::channel::<RestError>();
+    let failed = Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn(read_body(
+        body,
+        format,
+        pb::ImportVehiclesRequest {
+            source,
+            strict: q.strict,
+            ..Default::default()
+        },
+        tx,
+        fail_tx,
+        failed.clone(),
+        s.limits.max_import_bytes,
+    ));
+    // When reading the body fails, the request stream must not simply end
+    // (that would commit a truncated import): it stays open until the call is
+    // dropped below, which rolls back whatever is not yet committed.
+    let requests = ReceiverStream::new(rx).chain(
+        futures::stream::once(async move {
+            if failed.load(Ordering::SeqCst) {
+                futures::future::pending::<()>().await;
+            }
+        })
+        .filter_map(|_| async { None }),
+    );
+    let mut client = s.vehicles.clone();
+    let summary = tokio::select! {
+        r = client.import(requests) => r?.into_inner(),
+        Ok(e) = fail_rx => {
+            reader.abort();
+            return Err(e);
+        }
+    };
+    let summary = ImportSummary {
+        imported: summary.imported,
+        updated: summary.updated,
+        unchanged: summary.unchanged,
+        rejected: summary.rejected,
+        aborted: summary.aborted,
+        errors: summary
+            .errors
+            .into_iter()
+            .map(|e| ImportError {
+                line: e.line,
+                vin: e.vin,
+                reason: e.reason,
+            })
+            .collect(),
+    };
+    let status = if summary.aborted {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(summary)).into_response())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_body(
+    body: Body,
+    format: Format,
+    first: pb::ImportVehiclesRequest,
+    tx: mpsc::Sender<pb::ImportVehiclesRequest>,
+    fail: oneshot::Sender<RestError>,
+    failed: Arc<AtomicBool>,
+    limit: usize,
+) {
+    let mut header = Some(first);
+    let mut parser = LineParser::new(format);
+    let result = for_each_line(body.into_data_stream(), |line| {
+        let item = match line {
+            Ok(bytes) => match parser.next_line(bytes) {
+                Ok(Some(item)) => item,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(RestError::Invalid(e.to_string())),
+            },
+            Err(too_long) => parser.reject_line(too_long),
+        };
+        let mut msg = header.take().unwrap_or_default();
+        match item {
+            ImportItem::Record { line, patch } => {
+                msg.line = line;
+                msg.item = Some(pb::import_vehicles_request::Item::Vehicle(patch.into()));
+            }
+            ImportItem::Rejected { line, reason, vin } => {
+                msg.line = line;
+                let reason = if vin.is_empty() { reason } else { format!("{reason} (vin {vin})") };
+                msg.item = Some(pb::import_vehicles_request::Item::ParseError(reason));
+            }
+        }
+        Ok(Some(msg))
+    }, &tx, limit)
+    .await;
+    if let Err(e) = result {
+        failed.store(true, Ordering::SeqCst);
+        let _ = fail.send(e);
+    } else if let Some(first) = header {
+        // An empty file still opens the import so that it answers zeros.
+        let _ = tx.send(first).await;
+    }
+}
+
+/// Splits the byte stream into lines (without `\n`) and sends what `each`
+/// makes of them. Lines over [`MAX_LINE_BYTES`] are passed as `Err(reason)`.
+async fn for_each_line<S, E, F>(
+    mut stream: S,
+    mut each: F,
+    tx: &mpsc::Sender<pb::ImportVehiclesRequest>,
+    limit: usize,
+) -> Result<(), RestError>
+where
+    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+    F: FnMut(Result<&[u8], String>) -> Result<Option<pb::ImportVehiclesRequest>, RestError>,
+{
+    let mut buf = BytesMut::new();
+    let mut skipping = false;
+    let mut emit = |line: Result<&[u8], String>| each(line);
+    loop {
+        let chunk = match stream.next().await {
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                let msg = e.to_string();
+                return Err(if msg.contains("length limit") {
+                    RestError::TooLarge(limit)
+                } else {
+                    RestError::Invalid(format!("reading the request body failed: {msg}"))
+                });
+            }
+            None => None,
+        };
+        let at_end = chunk.is_none();
+        if let Some(c) = chunk {
+            buf.extend_from_slice(&c);
+        }
+        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+            let line = buf.split_to(nl + 1);
+            let msg = if skipping {
+                skipping = false;
+                None
+            } else {
+                emit(Ok(&line[..nl]))?
+            };
+            if let Some(m) = msg {
+                if tx.send(m).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if !skipping && buf.len() > MAX_LINE_BYTES {
+            skipping = true;
+            if let Some(m) = emit(Err(format!("line is longer than {MAX_LINE_BYTES} bytes")))? {
+                if tx.send(m).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if skipping {
+            buf.advance(buf.len());
+        }
+        if at_end {
+            if !buf.is_empty() && !skipping {
+                if let Some(m) = emit(Ok(&buf[..]))? {
+                    let _ = tx.send(m).await;
+                }
+            }
+            return Ok(());
+        }
+    }
+}

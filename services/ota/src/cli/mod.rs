@@ -1,0 +1,2 @@
+pub mod tokens;
+pub mod vehicles;

@@ -1,0 +1,327 @@
+//! Layered configuration: defaults < `ota.toml` (or `--config FILE`) <
+//! `OTA_*` environment variables < command-line flags. Nested keys use `__` in
+//! the environment (`OTA_PEERS__VEHICLE_STORE`). Every error names the key
+//! and where its value came from.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{bail, Context};
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ota_vehicle_store::Precedence;
+use serde::{Deserialize, Serialize};
+
+/// The roles one process can take; `ota serve --services` picks any subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Service {
+    VehicleStore,
+    RuleEngine,
+    Staging,
+    CampaignManager,
+    HttpAdapter,
+    MqttAdapter,
+    Rest,
+}
+
+impl Service {
+    pub const ALL: [Service; 7] = [
+        Service::VehicleStore,
+        Service::RuleEngine,
+        Service::Staging,
+        Service::CampaignManager,
+        Service::HttpAdapter,
+        Service::MqttAdapter,
+        Service::Rest,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::VehicleStore => "vehicle-store",
+            Service::RuleEngine => "rule-engine",
+            Service::Staging => "staging",
+            Service::CampaignManager => "campaign-manager",
+            Service::HttpAdapter => "http-adapter",
+            Service::MqttAdapter => "mqtt-adapter",
+            Service::Rest => "rest",
+        }
+    }
+}
+
+impl fmt::Display for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Service {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Service::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
+            let names: Vec<_> = Service::ALL.iter().map(|r| r.name()).collect();
+            format!("unknown service {s:?}, expected \"all\" or some of {}", names.join(", "))
+        })
+    }
+}
+
+/// Parses `all` or a comma-separated list of service names.
+pub fn parse_services(s: &str) -> Result<BTreeSet<Service>, String> {
+    let s = s.trim();
+    if s.is_empty() || s == "all" {
+        return Ok(Service::ALL.into_iter().collect());
+    }
+    s.split(',').map(|p| p.trim().parse()).collect()
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peers {
+    pub vehicle_store: Option<String>,
+    pub rule_engine: Option<String>,
+    pub staging: Option<String>,
+    pub campaign_manager: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_body_bytes: usize,
+    pub max_import_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VehicleStoreSettings {
+    #[serde(default)]
+    pub precedence: Precedence,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub services: String,
+    pub data_dir: PathBuf,
+    /// Unset: the SQLite file `<data_dir>/ota.db`.
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+    pub mqtt_url: Option<String>,
+    pub mqtt_listen: String,
+    pub http_addr: String,
+    pub grpc_addr: String,
+    /// Log filter (tracing `EnvFilter` syntax).
+    pub log: String,
+    pub peers: Peers,
+    pub limits: Limits,
+    pub database: DatabaseSettings,
+    pub vehicle_store: VehicleStoreSettings,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let rest = ota_rest::Limits::default();
+        Self {
+            services: "all".into(),
+            data_dir: PathBuf::from("./ota-data"),
+            database_url: None,
+            redis_url: None,
+            mqtt_url: None,
+            mqtt_listen: "127.0.0.1:1883".into(),
+            http_addr: "127.0.0.1:8080".into(),
+            grpc_addr: "127.0.0.1:50051".into(),
+            log: "info,sqlx=warn,h2=warn,tower=warn,hyper=warn".into(),
+            peers: Peers::default(),
+            limits: Limits {
+                max_body_bytes: rest.max_body_bytes,
+                max_import_bytes: rest.max_import_bytes,
+            },
+            database: DatabaseSettings {
+                max_connections: 16,
+                acquire_timeout_ms: 3000,
+            },
+            vehicle_store: VehicleStoreSettings::default(),
+        }
+    }
+}
+
+/// Top-level keys read from `OTA_*` variables. Others (OTA_SERVER, OTA_TOKEN
+/// of the CLI, variables of future versions) are left alone.
+const ENV_KEYS: [&str; 9] = [
+    "services",
+    "data_dir",
+    "database_url",
+    "redis_url",
+    "mqtt_url",
+    "mqtt_listen",
+    "http_addr",
+    "grpc_addr",
+    "log",
+];
+const ENV_SECTIONS: [&str; 4] = ["peers__", "limits__", "database__", "vehicle_store__"];
+
+/// Loads the layers. `file` is `--config`; without it `./ota.toml` is read
+/// when present. `flags` are the command-line overrides.
+pub fn load(file: Option<&Path>, flags: Figment) -> anyhow::Result<Config> {
+    let mut fig = Figment::from(Serialized::defaults(Config::default()));
+    match file {
+        Some(f) => {
+            if !f.exists() {
+                bail!("config file {} does not exist", f.display());
+            }
+            fig = fig.merge(Toml::file(f));
+        }
+        None => fig = fig.merge(Toml::file("ota.toml")),
+    }
+    let env = Env::prefixed("OTA_")
+        .filter(|k| {
+            let k = k.as_str();
+            ENV_KEYS.contains(&k) || ENV_SECTIONS.iter().any(|s| k.starts_with(s))
+        })
+        .split("__");
+    let cfg: Config = fig
+        .merge(env)
+        .merge(flags)
+        .extract()
+        .map_err(|e| anyhow::anyhow!(describe(e)))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// figment lists nested errors one per line; keep each with its key.
+fn describe(e: figment::Error) -> String {
+    let all: Vec<String> = e.into_iter().map(|e| format!("invalid configuration: {e}")).collect();
+    all.join("\n")
+}
+
+impl Config {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        parse_services(&self.services).map_err(|e| anyhow::anyhow!("invalid configuration: services: {e}"))?;
+        for (key, v) in [
+            ("http_addr", &self.http_addr),
+            ("grpc_addr", &self.grpc_addr),
+            ("mqtt_listen", &self.mqtt_listen),
+        ] {
+            v.parse::<SocketAddr>().map_err(|_| {
+                anyhow::anyhow!("invalid configuration: {key}: {v:?} is not an address like 127.0.0.1:8080")
+            })?;
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+                bail!(
+                    "invalid configuration: database_url: {:?} must start with sqlite:, postgres: or postgresql:",
+                    ota_db::redact(url)
+                );
+            }
+        }
+        self.vehicle_store
+            .precedence
+            .validate("vehicle_store.precedence")
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if self.limits.max_body_bytes == 0 || self.limits.max_import_bytes == 0 {
+            bail!("invalid configuration: limits: body limits must be above 0");
+        }
+        Ok(())
+    }
+
+    pub fn services(&self) -> BTreeSet<Service> {
+        parse_services(&self.services).expect("validated")
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ota.db").display()))
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr.parse().expect("validated")
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr.parse().expect("validated")
+    }
+
+    /// The address of a peer that does not run in this process.
+    pub fn peer_url(&self, service: Service) -> anyhow::Result<String> {
+        let (key, v) = match service {
+            Service::VehicleStore => ("vehicle_store", &self.peers.vehicle_store),
+            Service::RuleEngine => ("rule_engine", &self.peers.rule_engine),
+            Service::Staging => ("staging", &self.peers.staging),
+            Service::CampaignManager => ("campaign_manager", &self.peers.campaign_manager),
+            other => bail!("{other} is not reachable over gRPC"),
+        };
+        v.clone().with_context(|| {
+            format!(
+                "{service} does not run in this process (services = {:?}), so peers.{key} (OTA_PEERS__{}) must give its address, e.g. http://{service}:50051",
+                self.services,
+                key.to_uppercase()
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    #[test]
+    fn layers_apply_in_order_and_name_bad_keys() {
+        Jail::expect_with(|jail| {
+            jail.create_file("ota.toml", "http_addr = \"127.0.0.1:9000\"\ngrpc_addr = \"127.0.0.1:9001\"\n")?;
+            jail.set_env("OTA_GRPC_ADDR", "127.0.0.1:9002");
+            jail.set_env("OTA_SERVER", "http://elsewhere"); // CLI variable, ignored
+            jail.set_env("OTA_PEERS__VEHICLE_STORE", "http://vs:50051");
+            let flags = Figment::from(Serialized::globals(serde_json::json!({"log": "debug"})));
+            let cfg = load(None, flags).unwrap();
+            assert_eq!(cfg.http_addr, "127.0.0.1:9000", "file over default");
+            assert_eq!(cfg.grpc_addr, "127.0.0.1:9002", "env over file");
+            assert_eq!(cfg.log, "debug", "flag over all");
+            assert_eq!(cfg.peers.vehicle_store.as_deref(), Some("http://vs:50051"));
+
+            jail.create_file("ota.toml", "htp_addr = \"x\"\n")?;
+            let err = load(None, Figment::new()).unwrap_err().to_string();
+            assert!(err.contains("unknown field") && err.contains("htp_addr"), "{err}");
+
+            jail.create_file("ota.toml", "")?;
+            jail.set_env("OTA_HTTP_ADDR", "localhost");
+            let err = load(None, Figment::new()).unwrap_err().to_string();
+            assert!(err.contains("http_addr: \"localhost\" is not an address"), "{err}");
+
+            jail.set_env("OTA_HTTP_ADDR", "127.0.0.1:8080");
+            jail.set_env("OTA_SERVICES", "rest,teleporter");
+            let err = load(None, Figment::new()).unwrap_err().to_string();
+            assert!(err.contains("services: unknown service \"teleporter\""), "{err}");
+
+            jail.set_env("OTA_SERVICES", "rest");
+            jail.set_env("OTA_LIMITS__MAX_BODY_BYTES", "lots");
+            let err = load(None, Figment::new()).unwrap_err().to_string();
+            assert!(err.contains("limits.max_body_bytes") && err.contains("OTA_LIMITS__MAX_BODY_BYTES"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_peer_address_names_the_setting() {
+        let cfg = Config {
+            services: "rest".into(),
+            ..Config::default()
+        };
+        let err = cfg.peer_url(Service::VehicleStore).unwrap_err().to_string();
+        assert!(err.contains("peers.vehicle_store (OTA_PEERS__VEHICLE_STORE)"), "{err}");
+    }
+
+    #[test]
+    fn default_database_is_sqlite_in_the_data_dir() {
+        assert_eq!(Config::default().database_url(), "sqlite://./ota-data/ota.db");
+    }
+}

@@ -1,0 +1,254 @@
+//! `ota serve`: the one server builder. It starts the services this process
+//! runs, connects to the peers it does not, and serves gRPC (all local
+//! services, health, reflection) and HTTP (health, metrics, the REST API) until
+//! SIGTERM or ctrl-c.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use ota_auth::TokenStore;
+use ota_common::peer::{self, GrpcMetricsLayer, Peer};
+use ota_db::{Db, DbOptions};
+use ota_proto::v1 as pb;
+use ota_vehicle_store::grpc::VehicleStoreService;
+use ota_vehicle_store::VehicleStore;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::{Config, Service};
+use crate::telemetry::Telemetry;
+
+/// Services whose RPCs are defined but not built yet; every call answers
+/// UNIMPLEMENTED (the generated default) so clients fail cleanly.
+#[derive(Clone, Copy)]
+struct NotYetImplemented;
+impl pb::rule_engine_server::RuleEngine for NotYetImplemented {}
+impl pb::staging_server::Staging for NotYetImplemented {}
+impl pb::campaign_manager_server::CampaignManager for NotYetImplemented {}
+
+struct HttpState {
+    telemetry: Telemetry,
+    db: Option<Db>,
+    services: BTreeSet<Service>,
+}
+
+pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let services = cfg.services();
+    let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
+    tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), "starting ota");
+
+    let needs_db = services.contains(&Service::VehicleStore) || services.contains(&Service::Rest);
+    let db = if needs_db {
+        let url = cfg.database_url();
+        let opts = DbOptions {
+            max_connections: cfg.database.max_connections,
+            acquire_timeout: Duration::from_millis(cfg.database.acquire_timeout_ms),
+        };
+        let db = tokio::time::timeout(Duration::from_secs(15), Db::connect(&url, &opts))
+            .await
+            .with_context(|| format!("timed out connecting to the database {} (database_url / OTA_DATABASE_URL)", ota_db::redact(&url)))?
+            .with_context(|| "the database is not usable (database_url / OTA_DATABASE_URL)".to_string())?;
+        Some(db)
+    } else {
+        None
+    };
+
+    // Local services and the peers everything else reaches them by.
+    let vehicle_store_server = match (&db, services.contains(&Service::VehicleStore)) {
+        (Some(db), true) => Some(
+            VehicleStoreService::new(VehicleStore::new(db, cfg.vehicle_store.precedence.clone())).into_server(),
+        ),
+        _ => None,
+    };
+    let rule_engine_server = services
+        .contains(&Service::RuleEngine)
+        .then(|| pb::rule_engine_server::RuleEngineServer::new(NotYetImplemented));
+    let staging_server = services
+        .contains(&Service::Staging)
+        .then(|| pb::staging_server::StagingServer::new(NotYetImplemented));
+    let campaign_server = services
+        .contains(&Service::CampaignManager)
+        .then(|| pb::campaign_manager_server::CampaignManagerServer::new(NotYetImplemented));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested, draining");
+        let _ = shutdown_tx.send(true);
+    });
+
+    let mut http = Router::new();
+    if services.contains(&Service::Rest) {
+        let db = db.as_ref().expect("rest needs the database");
+        let tokens = TokenStore::new(db.clone());
+        if let Some(path) = tokens.bootstrap(&cfg.data_dir).await? {
+            tracing::info!(path = %path.display(), "created the bootstrap admin token (first start on this database); the CLI reads it from there");
+        }
+        let vehicle_peer: Peer = match &vehicle_store_server {
+            Some(s) => peer::in_process(s.clone()),
+            None => peer::remote(&cfg.peer_url(Service::VehicleStore)?).map_err(anyhow::Error::msg)?,
+        };
+        let limits = ota_rest::Limits {
+            max_body_bytes: cfg.limits.max_body_bytes,
+            max_import_bytes: cfg.limits.max_import_bytes,
+        };
+        http = http.merge(ota_rest::router(ota_rest::RestState::new(tokens, vehicle_peer, limits)));
+    }
+
+    // gRPC: every local service, plus health and reflection.
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    if vehicle_store_server.is_some() {
+        health_reporter.set_serving::<pb::vehicle_store_server::VehicleStoreServer<VehicleStoreService>>().await;
+    }
+    if rule_engine_server.is_some() {
+        health_reporter.set_serving::<pb::rule_engine_server::RuleEngineServer<NotYetImplemented>>().await;
+    }
+    if staging_server.is_some() {
+        health_reporter.set_serving::<pb::staging_server::StagingServer<NotYetImplemented>>().await;
+    }
+    if campaign_server.is_some() {
+        health_reporter.set_serving::<pb::campaign_manager_server::CampaignManagerServer<NotYetImplemented>>().await;
+    }
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ota_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection")?;
+    let grpc_addr = cfg.grpc_addr();
+    let grpc_listener = TcpListener::bind(grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {grpc_addr} (grpc_addr / OTA_GRPC_ADDR)"))?;
+    let grpc = tonic::transport::Server::builder()
+        .layer(GrpcMetricsLayer)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_optional_service(vehicle_store_server)
+        .add_optional_service(rule_engine_server)
+        .add_optional_service(staging_server)
+        .add_optional_service(campaign_server)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), wait_true(shutdown_rx.clone()));
+
+    let http_addr = cfg.http_addr();
+    let http_listener = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {http_addr} (http_addr / OTA_HTTP_ADDR)"))?;
+    let state = Arc::new(HttpState {
+        telemetry,
+        db: db.clone(),
+        services,
+    });
+    let app = http
+        .merge(
+            Router::new()
+                .route("/healthz", get(|| async { "ok" }))
+                .route("/readyz", get(readyz))
+                .route("/metrics", get(metrics))
+                .with_state(state.clone()),
+        )
+        .layer(axum::middleware::from_fn(http_metrics));
+    let http = axum::serve(http_listener, app).with_graceful_shutdown(wait_true(shutdown_rx.clone()));
+    tracing::info!(%http_addr, %grpc_addr, elapsed_ms = started.elapsed().as_millis() as u64, "ota is serving");
+
+    let pool_gauge = db.clone().map(|db| tokio::spawn(report_pool(db)));
+    let (grpc_result, http_result) = tokio::join!(grpc, http);
+    grpc_result.context("gRPC server failed")?;
+    http_result.context("HTTP server failed")?;
+    if let Some(g) = pool_gauge {
+        g.abort();
+    }
+    if let Some(db) = &db {
+        db.close().await;
+    }
+    tracing::info!("stopped");
+    if let Ok(state) = Arc::try_unwrap(state) {
+        state.telemetry.shutdown();
+    }
+    Ok(())
+}
+
+async fn wait_true(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
+    let mut problems = Vec::new();
+    if let Some(db) = &s.db {
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(2), db.ping())
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+        {
+            problems.push(format!("database: {e}"));
+        }
+    }
+    let services: Vec<&str> = s.services.iter().map(|x| x.name()).collect();
+    if problems.is_empty() {
+        axum::Json(serde_json::json!({"ready": true, "services": services})).into_response()
+    } else {
+        (
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            [(http::header::RETRY_AFTER, "5")],
+            axum::Json(serde_json::json!({"ready": false, "services": services, "problems": problems})),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
+    (
+        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.telemetry.render(),
+    )
+}
+
+/// `ota_http_requests_total` and `ota_http_request_duration_seconds` by
+/// route template (never the raw path: VINs would explode the cardinality).
+async fn http_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("ota_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("ota_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
+
+async fn report_pool(db: Db) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let (idle, active) = db.pool_usage();
+        metrics::gauge!("ota_db_pool_connections", "state" => "idle").set(idle as f64);
+        metrics::gauge!("ota_db_pool_connections", "state" => "active").set(active as f64);
+    }
+}

@@ -1,0 +1,80 @@
+//! Logs (JSON lines on stdout), traces (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
+//! is set) and the Prometheus metrics recorder behind `/metrics`.
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+pub struct Telemetry {
+    pub metrics: PrometheusHandle,
+    tracer: Option<SdkTracerProvider>,
+}
+
+pub fn init(filter: &str) -> anyhow::Result<Telemetry> {
+    let filter = EnvFilter::try_new(filter).with_context(|| format!("invalid configuration: log: {filter:?} is not a valid log filter"))?;
+    let tracer = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => {
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build()
+                .with_context(|| format!("cannot set up the OTLP exporter for {endpoint}"))?;
+            let resource = opentelemetry_sdk::Resource::builder()
+                .with_service_name(std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "ota".into()))
+                .build();
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+        _ => None,
+    };
+    let otel_layer = tracer
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("ota")));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_target(true),
+        )
+        .with(otel_layer)
+        .try_init()
+        .context("logging was already initialised")?;
+    if tracer.is_some() {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+    }
+    let metrics = PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])
+        .expect("static buckets")
+        .install_recorder()
+        .context("cannot install the metrics recorder")?;
+    metrics_process::Collector::default().describe();
+    Ok(Telemetry { metrics, tracer })
+}
+
+impl Telemetry {
+    /// Renders `/metrics`, refreshing the process gauges first.
+    pub fn render(&self) -> String {
+        metrics_process::Collector::default().collect();
+        self.metrics.render()
+    }
+
+    pub fn shutdown(self) {
+        if let Some(t) = self.tracer {
+            let _ = t.shutdown();
+        }
+    }
+}
