@@ -8,3 +8,4 @@
 //! the tests fail with a message saying so: they never skip.
 
 pub mod db;
+pub mod proxy;

@@ -48,7 +48,11 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| AuthError::Invalid(format!("unknown role {s:?}: expected viewer, engineer, approver or admin")))
+            .ok_or_else(|| {
+                AuthError::Invalid(format!(
+                    "unknown role {s:?}: expected viewer, engineer, approver or admin"
+                ))
+            })
     }
 }
 
@@ -59,7 +63,11 @@ pub enum AuthError {
     #[error("invalid or revoked token")]
     BadToken,
     #[error("this needs the {needed} role; token {name:?} has {have}")]
-    Forbidden { needed: Role, have: Role, name: String },
+    Forbidden {
+        needed: Role,
+        have: Role,
+        name: String,
+    },
     #[error("token {0} not found")]
     NotFound(String),
     #[error("{0}")]
@@ -69,7 +77,10 @@ pub enum AuthError {
     #[error("database error: {0}")]
     Database(sqlx::Error),
     #[error("cannot write bootstrap token file {path}: {source}")]
-    TokenFile { path: String, source: std::io::Error },
+    TokenFile {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl From<sqlx::Error> for AuthError {
@@ -199,7 +210,10 @@ impl TokenStore {
                 .unwrap_or_default(),
             ..info
         };
-        Ok(NewToken { info, token: secret })
+        Ok(NewToken {
+            info,
+            token: secret,
+        })
     }
 
     /// The token a bearer secret belongs to, if it exists and is not revoked.
@@ -291,10 +305,17 @@ mod tests {
 
     #[test]
     fn roles_are_ordered_and_parsed() {
-        assert!(Role::Viewer < Role::Engineer && Role::Engineer < Role::Approver && Role::Approver < Role::Admin);
+        assert!(
+            Role::Viewer < Role::Engineer
+                && Role::Engineer < Role::Approver
+                && Role::Approver < Role::Admin
+        );
         assert_eq!("approver".parse::<Role>().unwrap(), Role::Approver);
         let err = "root".parse::<Role>().unwrap_err();
-        assert_eq!(err.to_string(), "unknown role \"root\": expected viewer, engineer, approver or admin");
+        assert_eq!(
+            err.to_string(),
+            "unknown role \"root\": expected viewer, engineer, approver or admin"
+        );
     }
 
     #[test]
@@ -309,7 +330,10 @@ mod tests {
         assert!(t.require(Role::Viewer).is_ok());
         let err = t.require(Role::Engineer).unwrap_err();
         assert_eq!(err.code(), ErrorCode::PermissionDenied);
-        assert_eq!(err.to_string(), "this needs the engineer role; token \"ci\" has viewer");
+        assert_eq!(
+            err.to_string(),
+            "this needs the engineer role; token \"ci\" has viewer"
+        );
     }
 
     #[test]

@@ -18,7 +18,10 @@ async fn wrong_and_revoked_tokens_are_unauthenticated(s: TokenStore) {
     }
     let revoked = s.revoke(&t.info.id).await.unwrap();
     assert!(revoked.revoked_at.is_some());
-    assert!(matches!(s.authenticate(&t.token).await, Err(AuthError::BadToken)));
+    assert!(matches!(
+        s.authenticate(&t.token).await,
+        Err(AuthError::BadToken)
+    ));
     let err = s.revoke("no-such-id").await.unwrap_err();
     assert_eq!(err.to_string(), "token no-such-id not found");
 }
@@ -34,16 +37,30 @@ async fn secrets_are_stored_hashed(s: TokenStore, db: ota_db::Db) {
 
 async fn bootstrap_happens_once_per_database(s: TokenStore) {
     let dir = tempfile::tempdir().unwrap();
-    let path = s.bootstrap(dir.path()).await.unwrap().expect("first start writes a token");
+    let path = s
+        .bootstrap(dir.path())
+        .await
+        .unwrap()
+        .expect("first start writes a token");
     let secret = std::fs::read_to_string(&path).unwrap();
-    assert_eq!(s.authenticate(secret.trim()).await.unwrap().role, Role::Admin);
+    assert_eq!(
+        s.authenticate(secret.trim()).await.unwrap().role,
+        Role::Admin
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
     }
     let other = tempfile::tempdir().unwrap();
-    assert_eq!(s.bootstrap(other.path()).await.unwrap(), None, "second start creates nothing");
+    assert_eq!(
+        s.bootstrap(other.path()).await.unwrap(),
+        None,
+        "second start creates nothing"
+    );
     assert_eq!(s.list().await.unwrap().len(), 1);
 }
 

@@ -161,6 +161,9 @@ mod tests {
     #[test]
     fn remote_rejects_bad_addresses_by_name() {
         let err = remote("not a url").err().unwrap();
-        assert!(err.starts_with("invalid peer address \"not a url\""), "{err}");
+        assert!(
+            err.starts_with("invalid peer address \"not a url\""),
+            "{err}"
+        );
     }
 }

@@ -173,7 +173,10 @@ impl VehiclePatch {
             check_text(&format!("attributes.{k}"), v)?;
         }
         if self.ecus.len() > MAX_ENTRIES {
-            return Err(format!("too many ecus: {} (max {MAX_ENTRIES})", self.ecus.len()));
+            return Err(format!(
+                "too many ecus: {} (max {MAX_ENTRIES})",
+                self.ecus.len()
+            ));
         }
         for (name, ecu) in &self.ecus {
             check_name("ecu name", name)?;
@@ -202,8 +205,7 @@ fn check_text(field: &str, v: &str) -> Result<(), String> {
 fn check_name(what: &str, v: &str) -> Result<(), String> {
     let ok = !v.is_empty()
         && v.len() <= 64
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '/'));
     if ok {
         Ok(())
@@ -336,8 +338,16 @@ impl From<pb::Vehicle> for Vehicle {
                 .map(|(k, e)| (k, Ecu { hw: e.hw, sw: e.sw }))
                 .collect(),
             last_seen: v.last_seen.as_ref().map(from_timestamp),
-            created_at: v.created_at.as_ref().map(from_timestamp).unwrap_or_default(),
-            updated_at: v.updated_at.as_ref().map(from_timestamp).unwrap_or_default(),
+            created_at: v
+                .created_at
+                .as_ref()
+                .map(from_timestamp)
+                .unwrap_or_default(),
+            updated_at: v
+                .updated_at
+                .as_ref()
+                .map(from_timestamp)
+                .unwrap_or_default(),
             provenance: v.provenance.into_iter().collect(),
         }
     }
@@ -359,17 +369,22 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_wrong_types_are_named() {
-        let err = serde_json::from_str::<VehiclePatch>(r#"{"vin":"WVWZZZE1ZMP000001","modle":"x"}"#)
-            .unwrap_err()
-            .to_string();
+        let err =
+            serde_json::from_str::<VehiclePatch>(r#"{"vin":"WVWZZZE1ZMP000001","modle":"x"}"#)
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("unknown field `modle`"), "{err}");
-        let err = serde_json::from_str::<VehiclePatch>(r#"{"vin":"WVWZZZE1ZMP000001","model_year":"new"}"#)
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_str::<VehiclePatch>(
+            r#"{"vin":"WVWZZZE1ZMP000001","model_year":"new"}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("invalid type: string \"new\""), "{err}");
-        let err = serde_json::from_str::<VehiclePatch>(r#"{"vin":"WVWZZZE1ZMP000001","attributes":{"a":[1]}}"#)
-            .unwrap_err()
-            .to_string();
+        let err = serde_json::from_str::<VehiclePatch>(
+            r#"{"vin":"WVWZZZE1ZMP000001","attributes":{"a":[1]}}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("attribute \"a\" must be a string"), "{err}");
     }
 
@@ -380,7 +395,10 @@ mod tests {
             model_year: Some(1850),
             ..Default::default()
         };
-        assert_eq!(p.validate().unwrap_err(), "model_year 1850 is out of range 1900..=2100");
+        assert_eq!(
+            p.validate().unwrap_err(),
+            "model_year 1850 is out of range 1900..=2100"
+        );
         p.model_year = None;
         p.ecus.insert("B MS".into(), EcuPatch::default());
         assert!(p.validate().unwrap_err().starts_with("ecu name \"B MS\""));
@@ -392,7 +410,14 @@ mod tests {
             vin: "WVWZZZE1ZMP000001".into(),
             model: Some("ID.4".into()),
             tags: Some(vec![]),
-            ecus: [("BMS".to_string(), EcuPatch { hw: None, sw: Some("1.0".into()) })].into(),
+            ecus: [(
+                "BMS".to_string(),
+                EcuPatch {
+                    hw: None,
+                    sw: Some("1.0".into()),
+                },
+            )]
+            .into(),
             ..Default::default()
         };
         let back = VehiclePatch::from(pb::Vehicle::from(p.clone()));

@@ -102,6 +102,13 @@ mod tests {
     #[test]
     fn counts_characters_not_bytes() {
         let err = Vin::parse("WVWZZZE1ZMP00000É").unwrap_err();
-        assert!(matches!(err, VinError::Character { ch: 'É', pos: 17, .. }));
+        assert!(matches!(
+            err,
+            VinError::Character {
+                ch: 'É',
+                pos: 17,
+                ..
+            }
+        ));
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use ota_common::ErrorCode;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 /// Runs the same sqlx code against whichever pool `db` holds. The SQL must be
 /// valid for both databases: write parameters as `$1, $2, ...` in order of
@@ -29,9 +31,15 @@ pub enum DbError {
     #[error("cannot open database {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
     #[error("cannot create directory {path} for the database: {source}")]
-    CreateDir { path: String, source: std::io::Error },
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("migrating database {url} failed: {source}")]
-    Migrate { url: String, source: sqlx::migrate::MigrateError },
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
 }
 
 impl ota_common::CodedError for DbError {
@@ -96,13 +104,20 @@ impl Db {
         let shown = redact(url);
         let db = if url.starts_with("sqlite:") {
             let co = SqliteConnectOptions::from_str(url)
-                .map_err(|source| DbError::Connect { url: shown.clone(), source })?
+                .map_err(|source| DbError::Connect {
+                    url: shown.clone(),
+                    source,
+                })?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
-            if let Some(dir) = co.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Some(dir) = co
+                .get_filename()
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+            {
                 std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
                     path: dir.display().to_string(),
                     source,
@@ -113,25 +128,39 @@ impl Db {
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(co)
                 .await
-                .map_err(|source| DbError::Connect { url: shown.clone(), source })?;
+                .map_err(|source| DbError::Connect {
+                    url: shown.clone(),
+                    source,
+                })?;
             sqlx::migrate!("../../migrations/sqlite")
                 .run(&pool)
                 .await
-                .map_err(|source| DbError::Migrate { url: shown.clone(), source })?;
+                .map_err(|source| DbError::Migrate {
+                    url: shown.clone(),
+                    source,
+                })?;
             Db::Sqlite(pool)
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let co = PgConnectOptions::from_str(url)
-                .map_err(|source| DbError::Connect { url: shown.clone(), source })?;
+            let co = PgConnectOptions::from_str(url).map_err(|source| DbError::Connect {
+                url: shown.clone(),
+                source,
+            })?;
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections)
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(co)
                 .await
-                .map_err(|source| DbError::Connect { url: shown.clone(), source })?;
+                .map_err(|source| DbError::Connect {
+                    url: shown.clone(),
+                    source,
+                })?;
             sqlx::migrate!("../../migrations/postgres")
                 .run(&pool)
                 .await
-                .map_err(|source| DbError::Migrate { url: shown.clone(), source })?;
+                .map_err(|source| DbError::Migrate {
+                    url: shown.clone(),
+                    source,
+                })?;
             Db::Postgres(pool)
         } else {
             return Err(DbError::UnsupportedUrl(shown));
@@ -202,12 +231,17 @@ mod tests {
             "postgres://ota:***@db:5432/ota"
         );
         assert_eq!(redact("postgres://ota@db/ota"), "postgres://ota@db/ota");
-        assert_eq!(redact("sqlite://./ota-data/ota.db"), "sqlite://./ota-data/ota.db");
+        assert_eq!(
+            redact("sqlite://./ota-data/ota.db"),
+            "sqlite://./ota-data/ota.db"
+        );
     }
 
     #[tokio::test]
     async fn rejects_unknown_schemes_by_name() {
-        let err = Db::connect("mysql://x", &DbOptions::default()).await.unwrap_err();
+        let err = Db::connect("mysql://x", &DbOptions::default())
+            .await
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
             "unsupported database url \"mysql://x\": expected sqlite://PATH or postgres://..."
@@ -218,9 +252,12 @@ mod tests {
     async fn creates_the_sqlite_file_and_its_directory() {
         let dir = std::env::temp_dir().join(format!("ota-db-test-{}", std::process::id()));
         let path = dir.join("nested/ota.db");
-        let db = Db::connect(&format!("sqlite://{}", path.display()), &DbOptions::default())
-            .await
-            .unwrap();
+        let db = Db::connect(
+            &format!("sqlite://{}", path.display()),
+            &DbOptions::default(),
+        )
+        .await
+        .unwrap();
         db.ping().await.unwrap();
         assert!(path.exists());
         db.close().await;

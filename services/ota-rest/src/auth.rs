@@ -18,7 +18,10 @@ impl Caller {
 impl FromRequestParts<RestState> for Caller {
     type Rejection = RestError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &RestState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &RestState,
+    ) -> Result<Self, Self::Rejection> {
         let result = authenticate(parts, state).await;
         if let Err(e) = &result {
             let reason = match e {

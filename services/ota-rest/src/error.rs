@@ -41,8 +41,10 @@ impl IntoResponse for RestError {
         let mut res = (code.http_status(), body).into_response();
         match code {
             ErrorCode::Unavailable => {
-                res.headers_mut()
-                    .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+                res.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("5"),
+                );
             }
             ErrorCode::Unauthenticated => {
                 res.headers_mut().insert(

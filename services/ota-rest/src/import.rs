@@ -45,7 +45,9 @@ pub async fn import_vehicles(
     let Query(q) = query.map_err(|e| RestError::Invalid(e.body_text().to_lowercase()))?;
     let format = match (&q.format, headers.get(http::header::CONTENT_TYPE)) {
         (Some(f), _) => f.parse().map_err(RestError::Invalid)?,
-        (None, Some(ct)) => Format::detect(ct.to_str().unwrap_or_default()).unwrap_or(Format::Ndjson),
+        (None, Some(ct)) => {
+            Format::detect(ct.to_str().unwrap_or_default()).unwrap_or(Format::Ndjson)
+        }
         (None, None) => Format::Ndjson,
     };
     let source = q.source.unwrap_or_else(|| "api".into());
@@ -122,29 +124,38 @@ async fn read_body(
 ) {
     let mut header = Some(first);
     let mut parser = LineParser::new(format);
-    let result = for_each_line(body.into_data_stream(), |line| {
-        let item = match line {
-            Ok(bytes) => match parser.next_line(bytes) {
-                Ok(Some(item)) => item,
-                Ok(None) => return Ok(None),
-                Err(e) => return Err(RestError::Invalid(e.to_string())),
-            },
-            Err(too_long) => parser.reject_line(too_long),
-        };
-        let mut msg = header.take().unwrap_or_default();
-        match item {
-            ImportItem::Record { line, patch } => {
-                msg.line = line;
-                msg.item = Some(pb::import_vehicles_request::Item::Vehicle(patch.into()));
+    let result = for_each_line(
+        body.into_data_stream(),
+        |line| {
+            let item = match line {
+                Ok(bytes) => match parser.next_line(bytes) {
+                    Ok(Some(item)) => item,
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(RestError::Invalid(e.to_string())),
+                },
+                Err(too_long) => parser.reject_line(too_long),
+            };
+            let mut msg = header.take().unwrap_or_default();
+            match item {
+                ImportItem::Record { line, patch } => {
+                    msg.line = line;
+                    msg.item = Some(pb::import_vehicles_request::Item::Vehicle(patch.into()));
+                }
+                ImportItem::Rejected { line, reason, vin } => {
+                    msg.line = line;
+                    let reason = if vin.is_empty() {
+                        reason
+                    } else {
+                        format!("{reason} (vin {vin})")
+                    };
+                    msg.item = Some(pb::import_vehicles_request::Item::ParseError(reason));
+                }
             }
-            ImportItem::Rejected { line, reason, vin } => {
-                msg.line = line;
-                let reason = if vin.is_empty() { reason } else { format!("{reason} (vin {vin})") };
-                msg.item = Some(pb::import_vehicles_request::Item::ParseError(reason));
-            }
-        }
-        Ok(Some(msg))
-    }, &tx, limit)
+            Ok(Some(msg))
+        },
+        &tx,
+        limit,
+    )
     .await;
     if let Err(e) = result {
         failed.store(true, Ordering::SeqCst);

@@ -66,7 +66,10 @@ pub fn router(state: RestState) -> Router {
         .layer(RequestBodyLimitLayer::new(state.limits.max_import_bytes));
     Router::new()
         .route("/api/v1/vehicles", get(vehicles::list))
-        .route("/api/v1/vehicles/{vin}", get(vehicles::get).put(vehicles::put))
+        .route(
+            "/api/v1/vehicles/{vin}",
+            get(vehicles::get).put(vehicles::put),
+        )
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/api/v1/whoami", get(whoami))

@@ -31,7 +31,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(token)).into_response())
 }
 
-pub async fn list(caller: Caller, State(s): State<RestState>) -> Result<Json<Vec<TokenInfo>>, RestError> {
+pub async fn list(
+    caller: Caller,
+    State(s): State<RestState>,
+) -> Result<Json<Vec<TokenInfo>>, RestError> {
     caller.require(Role::Admin)?;
     Ok(Json(s.tokens.list().await?))
 }

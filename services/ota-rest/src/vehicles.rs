@@ -10,9 +10,18 @@ use serde::{Deserialize, Serialize};
 use crate::error::json_rejection;
 use crate::{Caller, RestError, RestState};
 
-pub async fn get(caller: Caller, State(s): State<RestState>, Path(vin): Path<String>) -> Result<Json<Vehicle>, RestError> {
+pub async fn get(
+    caller: Caller,
+    State(s): State<RestState>,
+    Path(vin): Path<String>,
+) -> Result<Json<Vehicle>, RestError> {
     caller.require(Role::Viewer)?;
-    let v = s.vehicles.clone().get(pb::GetVehicleRequest { vin }).await?.into_inner();
+    let v = s
+        .vehicles
+        .clone()
+        .get(pb::GetVehicleRequest { vin })
+        .await?
+        .into_inner();
     Ok(Json(v.into()))
 }
 
@@ -110,7 +119,8 @@ pub async fn put(
             )))
         }
     }
-    let patch: VehiclePatch = serde_json::from_value(body).map_err(|e| RestError::Invalid(format!("invalid vehicle: {e}")))?;
+    let patch: VehiclePatch = serde_json::from_value(body)
+        .map_err(|e| RestError::Invalid(format!("invalid vehicle: {e}")))?;
     let r = s
         .vehicles
         .clone()
@@ -120,7 +130,21 @@ pub async fn put(
         })
         .await?
         .into_inner();
-    let status = if r.created { StatusCode::CREATED } else { StatusCode::OK };
-    let vehicle = r.vehicle.map(Vehicle::from).ok_or_else(|| RestError::Invalid("empty answer".into()))?;
-    Ok((status, Json(PutResult { vehicle, created: r.created })).into_response())
+    let status = if r.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let vehicle = r
+        .vehicle
+        .map(Vehicle::from)
+        .ok_or_else(|| RestError::Invalid("empty answer".into()))?;
+    Ok((
+        status,
+        Json(PutResult {
+            vehicle,
+            created: r.created,
+        }),
+    )
+        .into_response())
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 
 use ota_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
 
 /// Longest accepted expression, in bytes.
 pub const MAX_EXPRESSION_BYTES: usize = 16 * 1024;
@@ -11,9 +12,9 @@ pub const MAX_EXPRESSION_BYTES: usize = 16 * 1024;
 pub const MAX_NESTING: usize = 32;
 
 /// One problem in one expression of a rule set.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExpressionError {
-    /// "target" or "rules[N].when".
+    /// "target" or `rules[N].when`.
     pub path: String,
     pub message: String,
     /// 1-based line.
@@ -26,7 +27,11 @@ pub struct ExpressionError {
 
 impl fmt::Display for ExpressionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.path, self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.path, self.line, self.column, self.message
+        )
     }
 }
 
@@ -39,6 +44,19 @@ impl From<ExpressionError> for pb::ExpressionError {
                 line: e.line,
                 column: e.column,
             }),
+            excerpt: e.excerpt,
+        }
+    }
+}
+
+impl From<pb::ExpressionError> for ExpressionError {
+    fn from(e: pb::ExpressionError) -> Self {
+        let position = e.position.unwrap_or_default();
+        ExpressionError {
+            path: e.path,
+            message: e.message,
+            line: position.line,
+            column: position.column,
             excerpt: e.excerpt,
         }
     }
@@ -63,10 +81,20 @@ impl Source<'_> {
         }
     }
 
-    /// An error at a character offset, as the parser records node positions.
+    /// An error at a character offset.
     pub fn error_at(&self, char_offset: usize, message: impl Into<String>) -> ExpressionError {
         let (line, column) = line_column(self.text, char_offset);
         self.error(line, column, message)
+    }
+
+    /// The character offset of a byte offset, as the parser records node
+    /// positions in bytes while its syntax errors count characters.
+    pub fn char_offset(&self, byte: usize) -> usize {
+        let mut byte = byte.min(self.text.len());
+        while !self.text.is_char_boundary(byte) {
+            byte -= 1;
+        }
+        self.text[..byte].chars().count()
     }
 
     /// The character offset of the occurrence of `word` nearest to `near`:
@@ -113,7 +141,9 @@ pub(crate) fn excerpt(text: &str, line: usize, column: usize) -> String {
     let caret = column - 1;
     let (mut start, mut end) = (0, src.len());
     if src.len() > WIDTH {
-        start = caret.saturating_sub(WIDTH / 2).min(src.len().saturating_sub(WIDTH));
+        start = caret
+            .saturating_sub(WIDTH / 2)
+            .min(src.len().saturating_sub(WIDTH));
         end = (start + WIDTH).min(src.len());
     }
     let mut shown = String::new();
@@ -192,10 +222,8 @@ pub(crate) fn lexical_nesting_overflow(text: &str, limit: usize) -> Option<usize
                 *levels.last_mut().expect("never empty") += 1;
                 levels.push(0);
             }
-            ')' | ']' | '}' => {
-                if levels.len() > 1 {
-                    levels.pop();
-                }
+            ')' | ']' | '}' if levels.len() > 1 => {
+                levels.pop();
             }
             '&' | '|' if next == Some(c) => {
                 *levels.last_mut().expect("never empty") = 0;
@@ -258,7 +286,10 @@ fn skip_string(chars: &[char], start: usize, raw: bool) -> usize {
 }
 
 /// The candidate closest to `name`, if close enough to be a likely typo.
-pub(crate) fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub(crate) fn suggest<'a>(
+    name: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let max = if name.chars().count() >= 4 { 2 } else { 1 };
     candidates
         .into_iter()
@@ -277,13 +308,15 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {
             let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
             if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
                 best = best.min(d[i - 2][j - 2] + 1);
             }
@@ -318,7 +351,10 @@ mod tests {
     fn positions_count_characters_and_lines() {
         assert_eq!(line_column("ab\ncd", 4), (2, 2));
         assert_eq!(line_column("'ü' == x", 4), (1, 5));
-        let src = Source { path: "target", text: "vehicle.modle == 1" };
+        let src = Source {
+            path: "target",
+            text: "vehicle.modle == 1",
+        };
         assert_eq!(src.locate(7, "modle"), 8);
     }
 
@@ -343,7 +379,10 @@ mod tests {
         assert!(lexical_nesting_overflow(&format!("a{}", ".b".repeat(200)), 96).is_some());
         assert!(lexical_nesting_overflow(&format!("1{}", "+1".repeat(200)), 96).is_some());
         assert!(lexical_nesting_overflow(&format!("{}1", "!".repeat(200)), 96).is_some());
-        assert!(lexical_nesting_overflow(&format!("{}1{}", "(".repeat(200), ")".repeat(200)), 96).is_some());
+        assert!(
+            lexical_nesting_overflow(&format!("{}1{}", "(".repeat(200), ")".repeat(200)), 96)
+                .is_some()
+        );
         let flat = vec!["vehicle.model == 'a.b.c.d.e.f'"; 300].join(" || ");
         assert_eq!(lexical_nesting_overflow(&flat, 96), None);
         let list = format!("vehicle.model in [{}]", vec!["'x'"; 1000].join(", "));

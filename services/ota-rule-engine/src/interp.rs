@@ -110,7 +110,10 @@ pub(crate) fn format_value(v: &Value) -> String {
     write_value(&mut out, v);
     const MAX: usize = 512;
     if out.len() > MAX {
-        let cut = (0..=MAX).rev().find(|&i| out.is_char_boundary(i)).unwrap_or(0);
+        let cut = (0..=MAX)
+            .rev()
+            .find(|&i| out.is_char_boundary(i))
+            .unwrap_or(0);
         out.truncate(cut);
         out.push('…');
     }
@@ -189,17 +192,35 @@ mod tests {
         v.model = Some("ID.4".into());
         v.model_year = Some(2023);
         v.tags = vec!["fleet-a".into()];
-        v.ecus.insert("BMS".into(), Ecu { hw: "H2".into(), sw: "2.2.0".into() });
+        v.ecus.insert(
+            "BMS".into(),
+            Ecu {
+                hw: "H2".into(),
+                sw: "2.2.0".into(),
+            },
+        );
         v
     }
 
     #[test]
     fn vehicle_fields_and_version_cmp_are_visible() {
         let v = vehicle();
-        assert_eq!(run("vehicle.model == 'ID.4' && vehicle.model_year == 2023", &v), Ok(Value::Bool(true)));
-        assert_eq!(run("version_cmp(vehicle.ecus.BMS.sw, '2.10.0')", &v), Ok(Value::Int(-1)));
-        assert_eq!(run("has(vehicle.ecus.BMS) && !has(vehicle.ecus.HU)", &v), Ok(Value::Bool(true)));
-        assert_eq!(run("has(vehicle.model) && !has(vehicle.region)", &v), Ok(Value::Bool(true)));
+        assert_eq!(
+            run("vehicle.model == 'ID.4' && vehicle.model_year == 2023", &v),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            run("version_cmp(vehicle.ecus.BMS.sw, '2.10.0')", &v),
+            Ok(Value::Int(-1))
+        );
+        assert_eq!(
+            run("has(vehicle.ecus.BMS) && !has(vehicle.ecus.HU)", &v),
+            Ok(Value::Bool(true))
+        );
+        assert_eq!(
+            run("has(vehicle.model) && !has(vehicle.region)", &v),
+            Ok(Value::Bool(true))
+        );
         assert_eq!(run("'fleet-a' in vehicle.tags", &v), Ok(Value::Bool(true)));
     }
 

@@ -1,29 +1,50 @@
-//! CEL targeting (in progress).
+//! CEL targeting: which vehicles a campaign reaches and which of its rules
+//! gives each one its action.
+//!
+//! A [`RuleSet`] (a target expression plus ordered rules) is compiled once
+//! into a [`CompiledRuleSet`], with every problem reported at once as
+//! positioned [`ExpressionError`]s, then evaluated against any number of
+//! vehicles: one at a time ([`CompiledRuleSet::evaluate`]), per batch,
+//! explained node by node ([`CompiledRuleSet::explain`]), or counted over a
+//! streamed inventory ([`preview()`]). [`RuleSetCache`] keeps compiled rule
+//! sets by content, and [`grpc::RuleEngineService`] serves all of it as the
+//! `ota.v1.RuleEngine` gRPC service.
+//!
+//! Expressions see one variable, `vehicle`, and the function
+//! [`version_cmp`]. A field the vehicle lacks (an unset `model`, an ECU it
+//! does not have) is a missing map key, as in CEL: `has()` tests for it, and
+//! reading it is an error that makes that vehicle a non-match with the
+//! reason recorded, never a guess. A failing rule fails the vehicle rather
+//! than letting a later rule give it a possibly wrong action.
+//!
+//! Expressions run on a compiled evaluator that reads the vehicle in place,
+//! falling back to the `cel` interpreter for what it does not cover; the two
+//! are tested to agree.
+
+mod check;
+pub mod diagnostics;
+pub mod error;
+pub mod explain;
+mod fast;
+pub mod grpc;
+mod interp;
+pub mod preview;
+pub mod ruleset;
+mod schema;
+mod types;
+mod unparse;
+pub mod version;
+
 #[cfg(test)]
-mod probe {
-    fn run(src: &str) {
-        let env = cel::Env::stdlib();
-        let p = env.parser().max_recursion_depth(64);
-        match p.parse(src) { Err(e) => println!("{}: err {:?} {}", &src[..10.min(src.len())], e.errors[0].pos, e.errors[0].msg.chars().take(100).collect::<String>()), Ok(_) => println!("{}: ok", &src[..10.min(src.len())]) }
-    }
-    #[test]
-    fn probe() {
-        let n: usize = std::env::var("N").unwrap().parse().unwrap();
-        let which = std::env::var("W").unwrap();
-        let s = match which.as_str() {
-            "not" => format!("{}true", "!".repeat(n)),
-            "neg" => format!("{}1", "-".repeat(n)),
-            "sel" => format!("a{}", ".b".repeat(n)),
-            "list" => format!("{}1{}", "[".repeat(n), "]".repeat(n)),
-            "paren" => format!("{}1{}", "(".repeat(n), ")".repeat(n)),
-            "and" => format!("a{}", " && a".repeat(n)),
-            "plus" => format!("1{}", "+1".repeat(n)),
-            "idx" => format!("{}1{}", "a[".repeat(n), "]".repeat(n)),
-            "call" => format!("{}1{}", "f(".repeat(n), ")".repeat(n)),
-            "tern" => format!("{}1", "true ? 1 : ".repeat(n)),
-            "eq" => format!("1{}", "==1".repeat(n)),
-            _ => unreachable!(),
-        };
-        run(&s);
-    }
-}
+mod tests;
+
+pub use diagnostics::{ExpressionError, MAX_EXPRESSION_BYTES, MAX_NESTING};
+pub use error::RuleEngineError;
+pub use explain::{ExplainNode, Explanation};
+pub use grpc::{InMemoryVehicles, RuleEngineService, VehicleBatches, VehicleSource};
+pub use preview::{preview, ErrorSample, Preview};
+pub use ruleset::{
+    content_hash, validate, BatchEvaluation, CacheStats, CompiledRuleSet, Decision, Evaluation,
+    Rule, RuleSet, RuleSetCache,
+};
+pub use version::version_cmp;

@@ -109,10 +109,16 @@ pub(crate) fn vehicle_value(v: &Vehicle) -> Value {
     put(
         Field::Tags,
         Value::List(Arc::new(
-            v.tags.iter().map(|t| Value::String(Arc::new(t.clone()))).collect(),
+            v.tags
+                .iter()
+                .map(|t| Value::String(Arc::new(t.clone())))
+                .collect(),
         )),
     );
-    put(Field::Attributes, string_map(v.attributes.iter().map(|(k, v)| (k, v.clone()))));
+    put(
+        Field::Attributes,
+        string_map(v.attributes.iter().map(|(k, v)| (k, v.clone()))),
+    );
     put(
         Field::Ecus,
         map_value(v.ecus.iter().map(|(name, ecu)| (name, ecu_value(ecu)))),

@@ -56,7 +56,11 @@ mod tests {
     #[track_caller]
     fn check(a: &str, b: &str, expected: i64) {
         assert_eq!(version_cmp_int(a, b), expected, "version_cmp({a:?}, {b:?})");
-        assert_eq!(version_cmp_int(b, a), -expected, "version_cmp({b:?}, {a:?})");
+        assert_eq!(
+            version_cmp_int(b, a),
+            -expected,
+            "version_cmp({b:?}, {a:?})"
+        );
     }
 
     #[test]

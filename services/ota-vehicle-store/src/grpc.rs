@@ -61,7 +61,10 @@ type ScanStream =
 
 #[tonic::async_trait]
 impl VehicleStoreRpc for VehicleStoreService {
-    async fn get(&self, req: Request<pb::GetVehicleRequest>) -> Result<Response<pb::Vehicle>, Status> {
+    async fn get(
+        &self,
+        req: Request<pb::GetVehicleRequest>,
+    ) -> Result<Response<pb::Vehicle>, Status> {
         let v = self.store.get(&req.into_inner().vin).await?;
         Ok(Response::new(v.into()))
     }
@@ -81,7 +84,10 @@ impl VehicleStoreRpc for VehicleStoreService {
         }))
     }
 
-    async fn scan(&self, req: Request<pb::ScanVehiclesRequest>) -> Result<Response<ScanStream>, Status> {
+    async fn scan(
+        &self,
+        req: Request<pb::ScanVehiclesRequest>,
+    ) -> Result<Response<ScanStream>, Status> {
         let r = req.into_inner();
         let batch = match r.batch_size {
             0 => 1000,
@@ -99,9 +105,7 @@ impl VehicleStoreRpc for VehicleStoreService {
         tokio::spawn(async move {
             let mut cursor: Option<String> = None;
             loop {
-                let page = store
-                    .page(&filter, cursor.as_deref(), batch)
-                    .await;
+                let page = store.page(&filter, cursor.as_deref(), batch).await;
                 let (vehicles, next) = match page {
                     Ok(p) => p,
                     Err(e) => {
@@ -132,8 +136,15 @@ impl VehicleStoreRpc for VehicleStoreService {
         let vehicle = r
             .vehicle
             .ok_or_else(|| Status::invalid_argument("missing vehicle"))?;
-        let source = if r.source.is_empty() { "api" } else { &r.source };
-        let (v, created) = self.store.upsert(source, VehiclePatch::from(vehicle)).await?;
+        let source = if r.source.is_empty() {
+            "api"
+        } else {
+            &r.source
+        };
+        let (v, created) = self
+            .store
+            .upsert(source, VehiclePatch::from(vehicle))
+            .await?;
         Ok(Response::new(pb::UpsertVehicleResponse {
             vehicle: Some(v.into()),
             created,

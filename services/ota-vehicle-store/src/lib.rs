@@ -11,11 +11,14 @@ pub mod backend;
 pub mod error;
 pub mod grpc;
 pub mod parse;
-pub mod precedence;
 mod postgres;
+pub mod precedence;
 mod sqlite;
 mod store;
 
 pub use error::StoreError;
 pub use precedence::Precedence;
-pub use store::{ImportError, ImportItem, ImportSummary, VehicleFilter, VehicleStore, MAX_LISTED_ERRORS, MAX_PAGE};
+pub use store::{
+    ImportError, ImportItem, ImportSummary, VehicleFilter, VehicleStore, MAX_LISTED_ERRORS,
+    MAX_PAGE,
+};

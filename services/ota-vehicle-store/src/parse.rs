@@ -9,7 +9,7 @@
 
 use std::str::FromStr;
 
-use ota_common::vehicle::{EcuPatch, VehiclePatch};
+use ota_common::vehicle::VehiclePatch;
 
 use crate::ImportItem;
 
@@ -25,7 +25,9 @@ impl FromStr for Format {
         match s.to_ascii_lowercase().as_str() {
             "ndjson" | "jsonl" | "json" => Ok(Self::Ndjson),
             "csv" => Ok(Self::Csv),
-            other => Err(format!("unknown import format {other:?}: expected csv or ndjson")),
+            other => Err(format!(
+                "unknown import format {other:?}: expected csv or ndjson"
+            )),
         }
     }
 }
@@ -114,7 +116,8 @@ impl LineParser {
             Format::Ndjson => Ok(Some(parse_json(line, text))),
             Format::Csv => match &self.columns {
                 None => {
-                    self.columns = Some(parse_header(text).map_err(|reason| HeaderError { line, reason })?);
+                    self.columns =
+                        Some(parse_header(text).map_err(|reason| HeaderError { line, reason })?);
                     Ok(None)
                 }
                 Some(cols) => Ok(Some(parse_csv_row(line, text, cols))),
@@ -172,7 +175,11 @@ fn parse_header(text: &str) -> Result<Vec<Column>, String> {
                     match rest.rsplit_once('.') {
                         Some((ecu, "hw")) if !ecu.is_empty() => Column::EcuHw(ecu.to_owned()),
                         Some((ecu, "sw")) if !ecu.is_empty() => Column::EcuSw(ecu.to_owned()),
-                        _ => return Err(format!("column {name:?}: expected ecu.<NAME>.hw or ecu.<NAME>.sw")),
+                        _ => {
+                            return Err(format!(
+                                "column {name:?}: expected ecu.<NAME>.hw or ecu.<NAME>.sw"
+                            ))
+                        }
                     }
                 } else if let Some(key) = name.strip_prefix("attr.").filter(|k| !k.is_empty()) {
                     Column::Attr(key.to_owned())
@@ -217,7 +224,11 @@ fn parse_csv_row(line: u64, text: &str, cols: &[Column]) -> ImportItem {
     if cells.len() != cols.len() {
         return reject(
             vin,
-            format!("expected {} fields as in the header, got {}", cols.len(), cells.len()),
+            format!(
+                "expected {} fields as in the header, got {}",
+                cols.len(),
+                cells.len()
+            ),
         );
     }
     let mut p = VehiclePatch {
@@ -255,12 +266,8 @@ fn parse_csv_row(line: u64, text: &str, cols: &[Column]) -> ImportItem {
                         .collect(),
                 )
             }
-            Column::EcuHw(ecu) => {
-                p.ecus.entry(ecu.clone()).or_insert_with(EcuPatch::default).hw = Some(cell.to_owned())
-            }
-            Column::EcuSw(ecu) => {
-                p.ecus.entry(ecu.clone()).or_insert_with(EcuPatch::default).sw = Some(cell.to_owned())
-            }
+            Column::EcuHw(ecu) => p.ecus.entry(ecu.clone()).or_default().hw = Some(cell.to_owned()),
+            Column::EcuSw(ecu) => p.ecus.entry(ecu.clone()).or_default().sw = Some(cell.to_owned()),
             Column::Attr(key) => {
                 p.attributes.insert(key.clone(), cell.to_owned());
             }
@@ -294,7 +301,10 @@ mod tests {
             .next_line(b"vin,model,model_year,tags,ecu.BMS.hw,ecu.BMS.sw,attr.color")
             .unwrap()
             .is_none());
-        let (line, v) = record(p.next_line(b"WVWZZZE1ZMP000001,ID.4,2023,fleet-a;test,H2,2.2.0,blue\r").unwrap());
+        let (line, v) = record(
+            p.next_line(b"WVWZZZE1ZMP000001,ID.4,2023,fleet-a;test,H2,2.2.0,blue\r")
+                .unwrap(),
+        );
         assert_eq!(line, 2);
         assert_eq!(v.model.as_deref(), Some("ID.4"));
         assert_eq!(v.model_year, Some(2023));
@@ -308,17 +318,31 @@ mod tests {
         let mut p = LineParser::new(Format::Csv);
         p.next_line(b"vin,model_year").unwrap();
         let (line, reason) = rejected(p.next_line(b"WVWZZZE1ZMP000001,soon").unwrap());
-        assert_eq!((line, reason.as_str()), (2, "model_year \"soon\" is not an integer"));
+        assert_eq!(
+            (line, reason.as_str()),
+            (2, "model_year \"soon\" is not an integer")
+        );
         let (line, reason) = rejected(p.next_line(b"WVWZZZE1ZMP000001").unwrap());
-        assert_eq!((line, reason.as_str()), (3, "expected 2 fields as in the header, got 1"));
+        assert_eq!(
+            (line, reason.as_str()),
+            (3, "expected 2 fields as in the header, got 1")
+        );
     }
 
     #[test]
     fn csv_header_problems_stop_the_file() {
-        let err = LineParser::new(Format::Csv).next_line(b"vin,modle").unwrap_err();
+        let err = LineParser::new(Format::Csv)
+            .next_line(b"vin,modle")
+            .unwrap_err();
         assert_eq!(err.line, 1);
-        assert!(err.reason.starts_with("unknown column \"modle\""), "{}", err.reason);
-        let err = LineParser::new(Format::Csv).next_line(b"model").unwrap_err();
+        assert!(
+            err.reason.starts_with("unknown column \"modle\""),
+            "{}",
+            err.reason
+        );
+        let err = LineParser::new(Format::Csv)
+            .next_line(b"model")
+            .unwrap_err();
         assert_eq!(err.reason, "the CSV header has no \"vin\" column");
     }
 

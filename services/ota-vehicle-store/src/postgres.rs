@@ -55,7 +55,8 @@ impl Backend for PostgresBackend {
         let mut q = select();
         q.push(" WHERE TRUE");
         for (col, val) in f.text_columns() {
-            q.push(format_args!(" AND {col} = ")).push_bind(val.to_owned());
+            q.push(format_args!(" AND {col} = "))
+                .push_bind(val.to_owned());
         }
         if let Some(y) = f.model_year {
             q.push(" AND model_year = ").push_bind(y);

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use ota_common::vehicle::{Ecu, Vehicle, VehiclePatch};
+use ota_common::vehicle::{Vehicle, VehiclePatch};
 use serde::{Deserialize, Serialize};
 
 /// Field groups that can be given their own order.
@@ -96,8 +96,7 @@ impl Precedence {
 pub fn validate_source(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 32
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
     if ok {
         Ok(())
@@ -159,7 +158,7 @@ pub fn merge(
         let hw_ok = ecu.hw.is_some() && claim(&format!("ecus.{name}.hw"), "ecu_hw");
         let sw_ok = ecu.sw.is_some() && claim(&format!("ecus.{name}.sw"), "ecu_sw");
         if hw_ok || sw_ok || !v.ecus.contains_key(name) {
-            let slot = v.ecus.entry(name.clone()).or_insert_with(Ecu::default);
+            let slot = v.ecus.entry(name.clone()).or_default();
             if hw_ok {
                 slot.hw = ecu.hw.clone().unwrap_or_default();
             }
@@ -208,12 +207,31 @@ mod tests {
         let now = Utc::now();
         let m = merge(None, &patch("ID.4", "2.2.0"), "manufacturing", &p, now);
         assert!(m.created);
-        let m = merge(Some(m.vehicle), &patch("ID.4 GTX", "2.3.1"), "vehicle", &p, now);
-        assert_eq!(m.vehicle.model.as_deref(), Some("ID.4"), "manufacturing owns model");
+        let m = merge(
+            Some(m.vehicle),
+            &patch("ID.4 GTX", "2.3.1"),
+            "vehicle",
+            &p,
+            now,
+        );
+        assert_eq!(
+            m.vehicle.model.as_deref(),
+            Some("ID.4"),
+            "manufacturing owns model"
+        );
         assert_eq!(m.vehicle.ecus["BMS"].sw, "2.3.1", "vehicle owns ecu sw");
         assert_eq!(m.vehicle.provenance["ecus.BMS.sw"], "vehicle");
-        let m = merge(Some(m.vehicle), &patch("ID.4", "2.2.0"), "manufacturing", &p, now);
-        assert_eq!(m.vehicle.ecus["BMS"].sw, "2.3.1", "re-import does not roll back");
+        let m = merge(
+            Some(m.vehicle),
+            &patch("ID.4", "2.2.0"),
+            "manufacturing",
+            &p,
+            now,
+        );
+        assert_eq!(
+            m.vehicle.ecus["BMS"].sw, "2.3.1",
+            "re-import does not roll back"
+        );
         assert!(!m.changed);
     }
 
@@ -245,10 +263,16 @@ mod tests {
         let mut p = Precedence::default();
         p.fields.insert("ecu_fw".into(), vec!["vehicle".into()]);
         let err = p.validate("vehicle_store.precedence").unwrap_err();
-        assert!(err.starts_with("vehicle_store.precedence.ecu_fw: unknown field group"), "{err}");
+        assert!(
+            err.starts_with("vehicle_store.precedence.ecu_fw: unknown field group"),
+            "{err}"
+        );
         let mut p = Precedence::default();
         p.default.push("Bad Source".into());
         let err = p.validate("vehicle_store.precedence").unwrap_err();
-        assert!(err.starts_with("vehicle_store.precedence.default: invalid source \"Bad Source\""), "{err}");
+        assert!(
+            err.starts_with("vehicle_store.precedence.default: invalid source \"Bad Source\""),
+            "{err}"
+        );
     }
 }

@@ -56,7 +56,8 @@ impl Backend for SqliteBackend {
         let mut q = select();
         q.push(" WHERE 1=1");
         for (col, val) in f.text_columns() {
-            q.push(format_args!(" AND {col} = ")).push_bind(val.to_owned());
+            q.push(format_args!(" AND {col} = "))
+                .push_bind(val.to_owned());
         }
         if let Some(y) = f.model_year {
             q.push(" AND model_year = ").push_bind(y);

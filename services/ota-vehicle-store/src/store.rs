@@ -55,8 +55,15 @@ impl VehicleFilter {
 /// One line of an import: a parsed record, or why it could not be parsed.
 #[derive(Debug, Clone)]
 pub enum ImportItem {
-    Record { line: u64, patch: VehiclePatch },
-    Rejected { line: u64, vin: String, reason: String },
+    Record {
+        line: u64,
+        patch: VehiclePatch,
+    },
+    Rejected {
+        line: u64,
+        vin: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,12 +171,18 @@ impl VehicleStore {
     }
 
     /// Writes what `source` says about one vehicle.
-    pub async fn upsert(&self, source: &str, patch: VehiclePatch) -> Result<(Vehicle, bool), StoreError> {
+    pub async fn upsert(
+        &self,
+        source: &str,
+        patch: VehiclePatch,
+    ) -> Result<(Vehicle, bool), StoreError> {
         validate_source(source).map_err(StoreError::Invalid)?;
         patch.validate().map_err(StoreError::Invalid)?;
         let mut tx = self.backend.begin().await?;
         let vin = patch.vin.clone();
-        let (flags, mut touched) = self.merge_batch(&mut *tx, source, vec![(0, patch)], false).await?;
+        let (flags, mut touched) = self
+            .merge_batch(&mut *tx, source, vec![(0, patch)], false)
+            .await?;
         tx.commit().await?;
         let vehicle = touched.remove(&vin).expect("merged vehicle is returned");
         Ok((vehicle, flags[0].0))
@@ -181,7 +194,9 @@ impl VehicleStore {
         patch.validate().map_err(StoreError::Invalid)?;
         let mut tx = self.backend.begin().await?;
         let vin = patch.vin.clone();
-        let (_, mut touched) = self.merge_batch(&mut *tx, "vehicle", vec![(0, patch)], true).await?;
+        let (_, mut touched) = self
+            .merge_batch(&mut *tx, "vehicle", vec![(0, patch)], true)
+            .await?;
         tx.commit().await?;
         Ok(touched.remove(&vin).expect("merged vehicle is returned"))
     }
@@ -189,7 +204,12 @@ impl VehicleStore {
     /// Imports a stream of records from `source`. Valid records are written in
     /// batches; invalid ones are listed with their line. With `strict`, one
     /// invalid record rejects the whole import and nothing is written.
-    pub async fn import<S>(&self, source: &str, strict: bool, items: S) -> Result<ImportSummary, StoreError>
+    pub async fn import<S>(
+        &self,
+        source: &str,
+        strict: bool,
+        items: S,
+    ) -> Result<ImportSummary, StoreError>
     where
         S: Stream<Item = Result<ImportItem, StoreError>> + Send,
     {
@@ -340,4 +360,3 @@ impl VehicleStore {
             .record(started.elapsed().as_secs_f64());
     }
 }
-

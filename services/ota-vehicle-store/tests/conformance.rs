@@ -4,7 +4,9 @@
 use futures::stream;
 use ota_common::vehicle::{EcuPatch, VehiclePatch};
 use ota_common::{CodedError, ErrorCode};
-use ota_vehicle_store::{ImportItem, ImportSummary, Precedence, StoreError, VehicleFilter, VehicleStore};
+use ota_vehicle_store::{
+    ImportItem, ImportSummary, Precedence, StoreError, VehicleFilter, VehicleStore,
+};
 
 fn vin(n: u32) -> String {
     format!("WVWZZZE1ZMP{n:06}")
@@ -13,23 +15,47 @@ fn vin(n: u32) -> String {
 fn patch(n: u32) -> VehiclePatch {
     VehiclePatch {
         vin: vin(n),
-        model: Some(if n % 2 == 0 { "ID.4" } else { "ID.3" }.into()),
+        model: Some(if n.is_multiple_of(2) { "ID.4" } else { "ID.3" }.into()),
         model_year: Some(2020 + (n % 4) as i32),
         platform: Some("MEB".into()),
-        gateway: Some(if n % 3 == 0 { "hcp3" } else { "icas1" }.into()),
-        region: Some(if n % 5 == 0 { "NA" } else { "EU" }.into()),
-        tags: Some(if n % 7 == 0 { vec!["test-fleet".into()] } else { vec![] }),
+        gateway: Some(if n.is_multiple_of(3) { "hcp3" } else { "icas1" }.into()),
+        region: Some(if n.is_multiple_of(5) { "NA" } else { "EU" }.into()),
+        tags: Some(if n.is_multiple_of(7) {
+            vec!["test-fleet".into()]
+        } else {
+            vec![]
+        }),
         ecus: [
-            ("BMS".to_owned(), EcuPatch { hw: Some("H2".into()), sw: Some("2.2.0".into()) }),
-            ("HU".to_owned(), EcuPatch { hw: Some("MIB3".into()), sw: Some("5.1.0".into()) }),
-            ("GW".to_owned(), EcuPatch { hw: Some("G1".into()), sw: Some("1.0.0".into()) }),
+            (
+                "BMS".to_owned(),
+                EcuPatch {
+                    hw: Some("H2".into()),
+                    sw: Some("2.2.0".into()),
+                },
+            ),
+            (
+                "HU".to_owned(),
+                EcuPatch {
+                    hw: Some("MIB3".into()),
+                    sw: Some("5.1.0".into()),
+                },
+            ),
+            (
+                "GW".to_owned(),
+                EcuPatch {
+                    hw: Some("G1".into()),
+                    sw: Some("1.0.0".into()),
+                },
+            ),
         ]
         .into(),
         ..Default::default()
     }
 }
 
-fn items(records: Vec<ImportItem>) -> impl futures::Stream<Item = Result<ImportItem, StoreError>> + Send {
+fn items(
+    records: Vec<ImportItem>,
+) -> impl futures::Stream<Item = Result<ImportItem, StoreError>> + Send {
     stream::iter(records.into_iter().map(Ok))
 }
 
@@ -37,14 +63,25 @@ fn record(line: u64, patch: VehiclePatch) -> ImportItem {
     ImportItem::Record { line, patch }
 }
 
-async fn import(store: &VehicleStore, source: &str, strict: bool, records: Vec<ImportItem>) -> ImportSummary {
-    store.import(source, strict, items(records)).await.expect("import")
+async fn import(
+    store: &VehicleStore,
+    source: &str,
+    strict: bool,
+    records: Vec<ImportItem>,
+) -> ImportSummary {
+    store
+        .import(source, strict, items(records))
+        .await
+        .expect("import")
 }
 
 async fn get_unknown_vehicle_is_not_found(store: VehicleStore) {
     let err = store.get(&vin(999_999)).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotFound);
-    assert_eq!(err.to_string(), format!("vehicle {} not found", vin(999_999)));
+    assert_eq!(
+        err.to_string(),
+        format!("vehicle {} not found", vin(999_999))
+    );
 }
 
 async fn get_with_malformed_vin_is_invalid_argument(store: VehicleStore) {
@@ -61,7 +98,11 @@ async fn upsert_creates_then_merges(store: VehicleStore) {
     let (v, created) = store
         .upsert(
             "dealer",
-            VehiclePatch { vin: vin(1), country: Some("AT".into()), ..Default::default() },
+            VehiclePatch {
+                vin: vin(1),
+                country: Some("AT".into()),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();
@@ -75,8 +116,17 @@ async fn upsert_creates_then_merges(store: VehicleStore) {
 
 async fn vehicle_reports_win_for_ecu_software(store: VehicleStore) {
     import(&store, "manufacturing", false, vec![record(1, patch(2))]).await;
-    let mut report = VehiclePatch { vin: vin(2), ..Default::default() };
-    report.ecus.insert("BMS".into(), EcuPatch { hw: None, sw: Some("2.3.1".into()) });
+    let mut report = VehiclePatch {
+        vin: vin(2),
+        ..Default::default()
+    };
+    report.ecus.insert(
+        "BMS".into(),
+        EcuPatch {
+            hw: None,
+            sw: Some("2.3.1".into()),
+        },
+    );
     let v = store.report_inventory(report).await.unwrap();
     assert_eq!(v.ecus["BMS"].sw, "2.3.1");
     assert_eq!(v.ecus["BMS"].hw, "H2", "hw was not reported and is kept");
@@ -89,15 +139,28 @@ async fn vehicle_reports_win_for_ecu_software(store: VehicleStore) {
     assert_eq!(v.provenance["ecus.BMS.sw"], "vehicle");
     // But manufacturing still owns the model over a dealer's typo.
     store
-        .upsert("dealer", VehiclePatch { vin: vin(2), model: Some("ID4".into()), ..Default::default() })
+        .upsert(
+            "dealer",
+            VehiclePatch {
+                vin: vin(2),
+                model: Some("ID4".into()),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap();
-    assert_eq!(store.get(&vin(2)).await.unwrap().model.as_deref(), Some("ID.4"));
+    assert_eq!(
+        store.get(&vin(2)).await.unwrap().model.as_deref(),
+        Some("ID.4")
+    );
 }
 
 async fn report_inventory_for_unknown_vehicle_is_not_found(store: VehicleStore) {
     let err = store
-        .report_inventory(VehiclePatch { vin: vin(3), ..Default::default() })
+        .report_inventory(VehiclePatch {
+            vin: vin(3),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotFound);
@@ -108,7 +171,10 @@ async fn import_counts_and_names_every_rejected_line(store: VehicleStore) {
     store.upsert("manufacturing", patch(10)).await.unwrap();
     let mut changed = patch(10);
     changed.country = Some("DE".into());
-    let bad_vin = VehiclePatch { vin: "WVWZZZE1ZMP00000I".into(), ..Default::default() };
+    let bad_vin = VehiclePatch {
+        vin: "WVWZZZE1ZMP00000I".into(),
+        ..Default::default()
+    };
     let s = import(
         &store,
         "manufacturing",
@@ -117,19 +183,36 @@ async fn import_counts_and_names_every_rejected_line(store: VehicleStore) {
             record(1, patch(11)),
             record(2, changed),
             record(3, bad_vin),
-            ImportItem::Rejected { line: 4, vin: String::new(), reason: "invalid JSON: eof".into() },
+            ImportItem::Rejected {
+                line: 4,
+                vin: String::new(),
+                reason: "invalid JSON: eof".into(),
+            },
             record(5, patch(12)),
         ],
     )
     .await;
-    assert_eq!((s.imported, s.updated, s.unchanged, s.rejected), (2, 1, 0, 2));
+    assert_eq!(
+        (s.imported, s.updated, s.unchanged, s.rejected),
+        (2, 1, 0, 2)
+    );
     assert!(!s.aborted);
     assert_eq!(s.errors.len(), 2);
     assert_eq!(s.errors[0].line, 3);
-    assert!(s.errors[0].reason.contains("'I' at position 17"), "{}", s.errors[0].reason);
+    assert!(
+        s.errors[0].reason.contains("'I' at position 17"),
+        "{}",
+        s.errors[0].reason
+    );
     assert_eq!(s.errors[1].line, 4);
-    assert_eq!(store.get(&vin(10)).await.unwrap().country.as_deref(), Some("DE"));
-    store.get(&vin(12)).await.expect("valid lines after a bad one are imported");
+    assert_eq!(
+        store.get(&vin(10)).await.unwrap().country.as_deref(),
+        Some("DE")
+    );
+    store
+        .get(&vin(12))
+        .await
+        .expect("valid lines after a bad one are imported");
 }
 
 async fn strict_import_imports_nothing_and_lists_all_errors(store: VehicleStore) {
@@ -138,15 +221,30 @@ async fn strict_import_imports_nothing_and_lists_all_errors(store: VehicleStore)
     changed.model = Some("ID.7".into());
     let mut bad_year = patch(22);
     bad_year.model_year = Some(3000);
-    let mut records: Vec<ImportItem> = (0..2500).map(|i| record(i + 1, patch(30_000 + i as u32))).collect();
+    let mut records: Vec<ImportItem> = (0..2500)
+        .map(|i| record(i + 1, patch(30_000 + i as u32)))
+        .collect();
     records.push(record(2501, changed));
     records.push(record(2502, bad_year));
-    records.push(record(2503, VehiclePatch { vin: "short".into(), ..Default::default() }));
+    records.push(record(
+        2503,
+        VehiclePatch {
+            vin: "short".into(),
+            ..Default::default()
+        },
+    ));
     let s = import(&store, "manufacturing", true, records).await;
     assert!(s.aborted);
     assert_eq!((s.imported, s.updated, s.rejected), (0, 0, 2));
-    assert_eq!(s.errors.iter().map(|e| e.line).collect::<Vec<_>>(), vec![2502, 2503]);
-    assert_eq!(store.get(&vin(20)).await.unwrap().model.as_deref(), Some("ID.4"), "no change landed");
+    assert_eq!(
+        s.errors.iter().map(|e| e.line).collect::<Vec<_>>(),
+        vec![2502, 2503]
+    );
+    assert_eq!(
+        store.get(&vin(20)).await.unwrap().model.as_deref(),
+        Some("ID.4"),
+        "no change landed"
+    );
     assert_eq!(
         store.get(&vin(30_000)).await.unwrap_err().code(),
         ErrorCode::NotFound,
@@ -156,9 +254,23 @@ async fn strict_import_imports_nothing_and_lists_all_errors(store: VehicleStore)
 
 async fn repeated_vins_in_one_import_merge_in_order(store: VehicleStore) {
     let first = patch(40);
-    let second = VehiclePatch { vin: vin(40), country: Some("FR".into()), ..Default::default() };
-    let third = VehiclePatch { vin: vin(40), model: Some("ID.5".into()), ..Default::default() };
-    let s = import(&store, "dealer", false, vec![record(1, first), record(2, second), record(3, third)]).await;
+    let second = VehiclePatch {
+        vin: vin(40),
+        country: Some("FR".into()),
+        ..Default::default()
+    };
+    let third = VehiclePatch {
+        vin: vin(40),
+        model: Some("ID.5".into()),
+        ..Default::default()
+    };
+    let s = import(
+        &store,
+        "dealer",
+        false,
+        vec![record(1, first), record(2, second), record(3, third)],
+    )
+    .await;
     assert_eq!((s.imported, s.updated), (1, 2));
     let v = store.get(&vin(40)).await.unwrap();
     assert_eq!(v.country.as_deref(), Some("FR"));
@@ -168,12 +280,21 @@ async fn repeated_vins_in_one_import_merge_in_order(store: VehicleStore) {
 
 async fn import_spanning_many_batches_is_complete(store: VehicleStore) {
     let n = 5_123u32;
-    let s = import(&store, "manufacturing", false, (0..n).map(|i| record(i as u64 + 1, patch(i))).collect()).await;
+    let s = import(
+        &store,
+        "manufacturing",
+        false,
+        (0..n).map(|i| record(i as u64 + 1, patch(i))).collect(),
+    )
+    .await;
     assert_eq!(s.imported, n as u64);
     let mut seen = 0;
     let mut cursor: Option<String> = None;
     loop {
-        let (page, next) = store.list(&VehicleFilter::default(), cursor.as_deref(), 1000).await.unwrap();
+        let (page, next) = store
+            .list(&VehicleFilter::default(), cursor.as_deref(), 1000)
+            .await
+            .unwrap();
         seen += page.len();
         match next {
             Some(c) => cursor = Some(c),
@@ -184,23 +305,54 @@ async fn import_spanning_many_batches_is_complete(store: VehicleStore) {
 }
 
 async fn list_pages_by_cursor_and_filters(store: VehicleStore) {
-    import(&store, "manufacturing", false, (0..50).map(|i| record(i as u64 + 1, patch(i))).collect()).await;
-    let (p1, c1) = store.list(&VehicleFilter::default(), None, 20).await.unwrap();
-    let (p2, c2) = store.list(&VehicleFilter::default(), c1.as_deref(), 20).await.unwrap();
-    let (p3, c3) = store.list(&VehicleFilter::default(), c2.as_deref(), 20).await.unwrap();
+    import(
+        &store,
+        "manufacturing",
+        false,
+        (0..50).map(|i| record(i as u64 + 1, patch(i))).collect(),
+    )
+    .await;
+    let (p1, c1) = store
+        .list(&VehicleFilter::default(), None, 20)
+        .await
+        .unwrap();
+    let (p2, c2) = store
+        .list(&VehicleFilter::default(), c1.as_deref(), 20)
+        .await
+        .unwrap();
+    let (p3, c3) = store
+        .list(&VehicleFilter::default(), c2.as_deref(), 20)
+        .await
+        .unwrap();
     assert_eq!((p1.len(), p2.len(), p3.len()), (20, 20, 10));
     assert_eq!(c3, None);
     assert!(p1.last().unwrap().vin < p2[0].vin, "pages are in VIN order");
 
-    let f = VehicleFilter { model: Some("ID.4".into()), region: Some("EU".into()), ..Default::default() };
+    let f = VehicleFilter {
+        model: Some("ID.4".into()),
+        region: Some("EU".into()),
+        ..Default::default()
+    };
     let (page, _) = store.list(&f, None, 100).await.unwrap();
     let expected = (0..50).filter(|i| i % 2 == 0 && i % 5 != 0).count();
     assert_eq!(page.len(), expected);
-    assert!(page.iter().all(|v| v.model.as_deref() == Some("ID.4") && v.region.as_deref() == Some("EU")));
+    assert!(page
+        .iter()
+        .all(|v| v.model.as_deref() == Some("ID.4") && v.region.as_deref() == Some("EU")));
 
-    let f = VehicleFilter { tag: Some("test-fleet".into()), ..Default::default() };
-    assert_eq!(store.list(&f, None, 100).await.unwrap().0.len(), (0..50).filter(|i| i % 7 == 0).count());
-    let f = VehicleFilter { model_year: Some(2021), gateway: Some("hcp3".into()), ..Default::default() };
+    let f = VehicleFilter {
+        tag: Some("test-fleet".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store.list(&f, None, 100).await.unwrap().0.len(),
+        (0..50).filter(|i| i % 7 == 0).count()
+    );
+    let f = VehicleFilter {
+        model_year: Some(2021),
+        gateway: Some("hcp3".into()),
+        ..Default::default()
+    };
     assert_eq!(
         store.list(&f, None, 100).await.unwrap().0.len(),
         (0..50).filter(|i| i % 4 == 1 && i % 3 == 0).count()
@@ -208,10 +360,19 @@ async fn list_pages_by_cursor_and_filters(store: VehicleStore) {
 }
 
 async fn list_rejects_bad_limits_and_cursors(store: VehicleStore) {
-    let err = store.list(&VehicleFilter::default(), None, 5000).await.unwrap_err();
+    let err = store
+        .list(&VehicleFilter::default(), None, 5000)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
-    assert_eq!(err.to_string(), "limit 5000 is above the maximum page size 1000");
-    let err = store.list(&VehicleFilter::default(), Some("'; DROP TABLE"), 10).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "limit 5000 is above the maximum page size 1000"
+    );
+    let err = store
+        .list(&VehicleFilter::default(), Some("'; DROP TABLE"), 10)
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidArgument);
 }
 

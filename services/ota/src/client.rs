@@ -16,7 +16,12 @@ pub struct Api {
 #[derive(clap::Args, Debug, Clone)]
 pub struct Connection {
     /// Server base URL.
-    #[arg(long, env = "OTA_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "OTA_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     pub server: String,
     /// API token; defaults to the bootstrap admin token of the local data dir.
     #[arg(long, env = "OTA_TOKEN", hide_env_values = true, global = true)]
@@ -66,7 +71,10 @@ impl Api {
     }
 
     pub async fn send_raw(&self, req: RequestBuilder) -> anyhow::Result<Response> {
-        let res = req.send().await.with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let res = req
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
         if res.status().is_success() {
             return Ok(res);
         }

@@ -60,10 +60,16 @@ impl fmt::Display for Service {
 impl FromStr for Service {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Service::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
-            let names: Vec<_> = Service::ALL.iter().map(|r| r.name()).collect();
-            format!("unknown service {s:?}, expected \"all\" or some of {}", names.join(", "))
-        })
+        Service::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = Service::ALL.iter().map(|r| r.name()).collect();
+                format!(
+                    "unknown service {s:?}, expected \"all\" or some of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
@@ -183,8 +189,9 @@ pub fn load(file: Option<&Path>, flags: Figment) -> anyhow::Result<Config> {
     }
     let env = Env::prefixed("OTA_")
         .filter(|k| {
-            let k = k.as_str();
-            ENV_KEYS.contains(&k) || ENV_SECTIONS.iter().any(|s| k.starts_with(s))
+            // figment hands over the key as written in the environment.
+            let k = k.as_str().to_ascii_lowercase();
+            ENV_KEYS.contains(&k.as_str()) || ENV_SECTIONS.iter().any(|s| k.starts_with(s))
         })
         .split("__");
     let cfg: Config = fig
@@ -196,26 +203,56 @@ pub fn load(file: Option<&Path>, flags: Figment) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-/// figment lists nested errors one per line; keep each with its key.
+/// One line per problem: the key, what is wrong, and where the value came
+/// from (the environment variable's own name, or the file).
 fn describe(e: figment::Error) -> String {
-    let all: Vec<String> = e.into_iter().map(|e| format!("invalid configuration: {e}")).collect();
+    let all: Vec<String> = e
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".").to_ascii_lowercase();
+            let from = match &e.metadata {
+                Some(m) if m.name.contains("environment") => {
+                    format!(
+                        " (from {})",
+                        format!("OTA_{}", e.path.join("__")).to_ascii_uppercase()
+                    )
+                }
+                Some(m) => match &m.source {
+                    Some(src) => format!(" (from {src})"),
+                    None => format!(" (from {})", m.name),
+                },
+                None => String::new(),
+            };
+            if key.is_empty() {
+                format!("invalid configuration: {}{from}", e.kind)
+            } else {
+                format!("invalid configuration: {key}: {}{from}", e.kind)
+            }
+        })
+        .collect();
     all.join("\n")
 }
 
 impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
-        parse_services(&self.services).map_err(|e| anyhow::anyhow!("invalid configuration: services: {e}"))?;
+        parse_services(&self.services)
+            .map_err(|e| anyhow::anyhow!("invalid configuration: services: {e}"))?;
         for (key, v) in [
             ("http_addr", &self.http_addr),
             ("grpc_addr", &self.grpc_addr),
             ("mqtt_listen", &self.mqtt_listen),
         ] {
             v.parse::<SocketAddr>().map_err(|_| {
-                anyhow::anyhow!("invalid configuration: {key}: {v:?} is not an address like 127.0.0.1:8080")
+                anyhow::anyhow!(
+                    "invalid configuration: {key}: {v:?} is not an address like 127.0.0.1:8080"
+                )
             })?;
         }
         if let Some(url) = &self.database_url {
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres:")
+                || url.starts_with("postgresql:"))
+            {
                 bail!(
                     "invalid configuration: database_url: {:?} must start with sqlite:, postgres: or postgresql:",
                     ota_db::redact(url)
@@ -275,9 +312,13 @@ mod tests {
     use figment::Jail;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API
     fn layers_apply_in_order_and_name_bad_keys() {
         Jail::expect_with(|jail| {
-            jail.create_file("ota.toml", "http_addr = \"127.0.0.1:9000\"\ngrpc_addr = \"127.0.0.1:9001\"\n")?;
+            jail.create_file(
+                "ota.toml",
+                "http_addr = \"127.0.0.1:9000\"\ngrpc_addr = \"127.0.0.1:9001\"\n",
+            )?;
             jail.set_env("OTA_GRPC_ADDR", "127.0.0.1:9002");
             jail.set_env("OTA_SERVER", "http://elsewhere"); // CLI variable, ignored
             jail.set_env("OTA_PEERS__VEHICLE_STORE", "http://vs:50051");
@@ -290,22 +331,35 @@ mod tests {
 
             jail.create_file("ota.toml", "htp_addr = \"x\"\n")?;
             let err = load(None, Figment::new()).unwrap_err().to_string();
-            assert!(err.contains("unknown field") && err.contains("htp_addr"), "{err}");
+            assert!(
+                err.contains("unknown field") && err.contains("htp_addr"),
+                "{err}"
+            );
 
             jail.create_file("ota.toml", "")?;
             jail.set_env("OTA_HTTP_ADDR", "localhost");
             let err = load(None, Figment::new()).unwrap_err().to_string();
-            assert!(err.contains("http_addr: \"localhost\" is not an address"), "{err}");
+            assert!(
+                err.contains("http_addr: \"localhost\" is not an address"),
+                "{err}"
+            );
 
             jail.set_env("OTA_HTTP_ADDR", "127.0.0.1:8080");
             jail.set_env("OTA_SERVICES", "rest,teleporter");
             let err = load(None, Figment::new()).unwrap_err().to_string();
-            assert!(err.contains("services: unknown service \"teleporter\""), "{err}");
+            assert!(
+                err.contains("services: unknown service \"teleporter\""),
+                "{err}"
+            );
 
             jail.set_env("OTA_SERVICES", "rest");
             jail.set_env("OTA_LIMITS__MAX_BODY_BYTES", "lots");
             let err = load(None, Figment::new()).unwrap_err().to_string();
-            assert!(err.contains("limits.max_body_bytes") && err.contains("OTA_LIMITS__MAX_BODY_BYTES"), "{err}");
+            assert!(
+                err.contains("limits.max_body_bytes: invalid type: found string \"lots\"")
+                    && err.contains("(from OTA_LIMITS__MAX_BODY_BYTES)"),
+                "{err}"
+            );
             Ok(())
         });
     }
@@ -317,11 +371,17 @@ mod tests {
             ..Config::default()
         };
         let err = cfg.peer_url(Service::VehicleStore).unwrap_err().to_string();
-        assert!(err.contains("peers.vehicle_store (OTA_PEERS__VEHICLE_STORE)"), "{err}");
+        assert!(
+            err.contains("peers.vehicle_store (OTA_PEERS__VEHICLE_STORE)"),
+            "{err}"
+        );
     }
 
     #[test]
     fn default_database_is_sqlite_in_the_data_dir() {
-        assert_eq!(Config::default().database_url(), "sqlite://./ota-data/ota.db");
+        assert_eq!(
+            Config::default().database_url(),
+            "sqlite://./ota-data/ota.db"
+        );
     }
 }

@@ -17,7 +17,11 @@ use figment::Figment;
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
-#[command(name = "ota", version, about = "Over-the-air update platform for vehicle fleets")]
+#[command(
+    name = "ota",
+    version,
+    about = "Over-the-air update platform for vehicle fleets"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -70,7 +74,10 @@ struct ServeArgs {
 
 impl ServeArgs {
     fn load(&self) -> anyhow::Result<config::Config> {
-        config::load(self.config.as_deref(), Figment::from(Serialized::globals(self)))
+        config::load(
+            self.config.as_deref(),
+            Figment::from(Serialized::globals(self)),
+        )
     }
 }
 
@@ -103,7 +110,10 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Migrate(args) => {
             let cfg = args.load()?;
             let url = cfg.database_url();
-            ota_db::Db::connect(&url, &ota_db::DbOptions::default()).await?.close().await;
+            ota_db::Db::connect(&url, &ota_db::DbOptions::default())
+                .await?
+                .close()
+                .await;
             println!("database {} is migrated", ota_db::redact(&url));
             Ok(0)
         }

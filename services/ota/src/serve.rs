@@ -34,6 +34,9 @@ impl pb::rule_engine_server::RuleEngine for NotYetImplemented {}
 impl pb::staging_server::Staging for NotYetImplemented {}
 impl pb::campaign_manager_server::CampaignManager for NotYetImplemented {}
 
+/// How long in-flight requests get to finish after SIGTERM.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 struct HttpState {
     telemetry: Telemetry,
     db: Option<Db>,
@@ -55,8 +58,15 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         };
         let db = tokio::time::timeout(Duration::from_secs(15), Db::connect(&url, &opts))
             .await
-            .with_context(|| format!("timed out connecting to the database {} (database_url / OTA_DATABASE_URL)", ota_db::redact(&url)))?
-            .with_context(|| "the database is not usable (database_url / OTA_DATABASE_URL)".to_string())?;
+            .with_context(|| {
+                format!(
+                    "timed out connecting to the database {} (database_url / OTA_DATABASE_URL)",
+                    ota_db::redact(&url)
+                )
+            })?
+            .with_context(|| {
+                "the database is not usable (database_url / OTA_DATABASE_URL)".to_string()
+            })?;
         Some(db)
     } else {
         None
@@ -65,7 +75,8 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     // Local services and the peers everything else reaches them by.
     let vehicle_store_server = match (&db, services.contains(&Service::VehicleStore)) {
         (Some(db), true) => Some(
-            VehicleStoreService::new(VehicleStore::new(db, cfg.vehicle_store.precedence.clone())).into_server(),
+            VehicleStoreService::new(VehicleStore::new(db, cfg.vehicle_store.precedence.clone()))
+                .into_server(),
         ),
         _ => None,
     };
@@ -95,28 +106,42 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         }
         let vehicle_peer: Peer = match &vehicle_store_server {
             Some(s) => peer::in_process(s.clone()),
-            None => peer::remote(&cfg.peer_url(Service::VehicleStore)?).map_err(anyhow::Error::msg)?,
+            None => {
+                peer::remote(&cfg.peer_url(Service::VehicleStore)?).map_err(anyhow::Error::msg)?
+            }
         };
         let limits = ota_rest::Limits {
             max_body_bytes: cfg.limits.max_body_bytes,
             max_import_bytes: cfg.limits.max_import_bytes,
         };
-        http = http.merge(ota_rest::router(ota_rest::RestState::new(tokens, vehicle_peer, limits)));
+        http = http.merge(ota_rest::router(ota_rest::RestState::new(
+            tokens,
+            vehicle_peer,
+            limits,
+        )));
     }
 
     // gRPC: every local service, plus health and reflection.
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     if vehicle_store_server.is_some() {
-        health_reporter.set_serving::<pb::vehicle_store_server::VehicleStoreServer<VehicleStoreService>>().await;
+        health_reporter
+            .set_serving::<pb::vehicle_store_server::VehicleStoreServer<VehicleStoreService>>()
+            .await;
     }
     if rule_engine_server.is_some() {
-        health_reporter.set_serving::<pb::rule_engine_server::RuleEngineServer<NotYetImplemented>>().await;
+        health_reporter
+            .set_serving::<pb::rule_engine_server::RuleEngineServer<NotYetImplemented>>()
+            .await;
     }
     if staging_server.is_some() {
-        health_reporter.set_serving::<pb::staging_server::StagingServer<NotYetImplemented>>().await;
+        health_reporter
+            .set_serving::<pb::staging_server::StagingServer<NotYetImplemented>>()
+            .await;
     }
     if campaign_server.is_some() {
-        health_reporter.set_serving::<pb::campaign_manager_server::CampaignManagerServer<NotYetImplemented>>().await;
+        health_reporter
+            .set_serving::<pb::campaign_manager_server::CampaignManagerServer<NotYetImplemented>>()
+            .await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(ota_proto::FILE_DESCRIPTOR_SET)
@@ -124,9 +149,9 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         .build_v1()
         .context("building gRPC reflection")?;
     let grpc_addr = cfg.grpc_addr();
-    let grpc_listener = TcpListener::bind(grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen for gRPC on {grpc_addr} (grpc_addr / OTA_GRPC_ADDR)"))?;
+    let grpc_listener = TcpListener::bind(grpc_addr).await.with_context(|| {
+        format!("cannot listen for gRPC on {grpc_addr} (grpc_addr / OTA_GRPC_ADDR)")
+    })?;
     let grpc = tonic::transport::Server::builder()
         .layer(GrpcMetricsLayer)
         .add_service(health_service)
@@ -135,12 +160,15 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         .add_optional_service(rule_engine_server)
         .add_optional_service(staging_server)
         .add_optional_service(campaign_server)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), wait_true(shutdown_rx.clone()));
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            wait_true(shutdown_rx.clone()),
+        );
 
     let http_addr = cfg.http_addr();
-    let http_listener = TcpListener::bind(http_addr)
-        .await
-        .with_context(|| format!("cannot listen for HTTP on {http_addr} (http_addr / OTA_HTTP_ADDR)"))?;
+    let http_listener = TcpListener::bind(http_addr).await.with_context(|| {
+        format!("cannot listen for HTTP on {http_addr} (http_addr / OTA_HTTP_ADDR)")
+    })?;
     let state = Arc::new(HttpState {
         telemetry,
         db: db.clone(),
@@ -155,13 +183,27 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
                 .with_state(state.clone()),
         )
         .layer(axum::middleware::from_fn(http_metrics));
-    let http = axum::serve(http_listener, app).with_graceful_shutdown(wait_true(shutdown_rx.clone()));
+    let http =
+        axum::serve(http_listener, app).with_graceful_shutdown(wait_true(shutdown_rx.clone()));
     tracing::info!(%http_addr, %grpc_addr, elapsed_ms = started.elapsed().as_millis() as u64, "ota is serving");
 
     let pool_gauge = db.clone().map(|db| tokio::spawn(report_pool(db)));
-    let (grpc_result, http_result) = tokio::join!(grpc, http);
-    grpc_result.context("gRPC server failed")?;
-    http_result.context("HTTP server failed")?;
+    let servers = async { tokio::join!(grpc, http) };
+    // Draining waits for open connections; a client that never hangs up (a
+    // peer's idle channel) must not keep the process alive past the grace.
+    let drain_limit = async {
+        wait_true(shutdown_rx.clone()).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        (grpc_result, http_result) = servers => {
+            grpc_result.context("gRPC server failed")?;
+            http_result.context("HTTP server failed")?;
+        }
+        _ = drain_limit => {
+            tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "connections still open after the shutdown grace period; closing them");
+        }
+    }
     if let Some(g) = pool_gauge {
         g.abort();
     }
@@ -211,7 +253,9 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
         (
             http::StatusCode::SERVICE_UNAVAILABLE,
             [(http::header::RETRY_AFTER, "5")],
-            axum::Json(serde_json::json!({"ready": false, "services": services, "problems": problems})),
+            axum::Json(
+                serde_json::json!({"ready": false, "services": services, "problems": problems}),
+            ),
         )
             .into_response()
     }

@@ -15,7 +15,9 @@ pub struct Telemetry {
 }
 
 pub fn init(filter: &str) -> anyhow::Result<Telemetry> {
-    let filter = EnvFilter::try_new(filter).with_context(|| format!("invalid configuration: log: {filter:?} is not a valid log filter"))?;
+    let filter = EnvFilter::try_new(filter).with_context(|| {
+        format!("invalid configuration: log: {filter:?} is not a valid log filter")
+    })?;
     let tracer = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -23,7 +25,9 @@ pub fn init(filter: &str) -> anyhow::Result<Telemetry> {
                 .build()
                 .with_context(|| format!("cannot set up the OTLP exporter for {endpoint}"))?;
             let resource = opentelemetry_sdk::Resource::builder()
-                .with_service_name(std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "ota".into()))
+                .with_service_name(
+                    std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "ota".into()),
+                )
                 .build();
             Some(
                 SdkTracerProvider::builder()

@@ -30,12 +30,18 @@ pub async fn run(cmd: TokensCmd, conn: &Connection) -> anyhow::Result<()> {
     match cmd {
         TokensCmd::Create { role, name, output } => {
             let t: NewToken = api
-                .send(api.request(Method::POST, "/api/v1/tokens").json(&serde_json::json!({"name": name, "role": role})))
+                .send(
+                    api.request(Method::POST, "/api/v1/tokens")
+                        .json(&serde_json::json!({"name": name, "role": role})),
+                )
                 .await?;
             match output {
                 Output::Json => print_json(&t)?,
                 Output::Table => {
-                    eprintln!("created {} token {:?} ({}); store the secret now, it is not shown again:", t.info.role, t.info.name, t.info.id);
+                    eprintln!(
+                        "created {} token {:?} ({}); store the secret now, it is not shown again:",
+                        t.info.role, t.info.name, t.info.id
+                    );
                     println!("{}", t.token);
                 }
             }
@@ -54,7 +60,9 @@ pub async fn run(cmd: TokensCmd, conn: &Connection) -> anyhow::Result<()> {
                             k.name,
                             k.role.to_string(),
                             k.created_at.format("%Y-%m-%d %H:%M").to_string(),
-                            k.revoked_at.map(|r| r.format("%Y-%m-%d %H:%M").to_string()).unwrap_or_default(),
+                            k.revoked_at
+                                .map(|r| r.format("%Y-%m-%d %H:%M").to_string())
+                                .unwrap_or_default(),
                         ]);
                     }
                     println!("{t}");

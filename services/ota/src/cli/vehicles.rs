@@ -57,7 +57,16 @@ pub enum VehiclesCmd {
     },
 }
 
-const FILTER_FIELDS: [&str; 8] = ["model", "model_year", "platform", "gateway", "protocol", "region", "country", "tag"];
+const FILTER_FIELDS: [&str; 8] = [
+    "model",
+    "model_year",
+    "platform",
+    "gateway",
+    "protocol",
+    "region",
+    "country",
+    "tag",
+];
 
 /// Exit code of an import that finished but rejected some lines.
 pub const EXIT_PARTIAL: i32 = 3;
@@ -65,7 +74,13 @@ pub const EXIT_PARTIAL: i32 = 3;
 pub async fn run(cmd: VehiclesCmd, conn: &Connection) -> anyhow::Result<i32> {
     let api = conn.api()?;
     match cmd {
-        VehiclesCmd::Import { file, source, format, strict, output } => {
+        VehiclesCmd::Import {
+            file,
+            source,
+            format,
+            strict,
+            output,
+        } => {
             let format = match format {
                 Some(f) => f.parse::<Format>().map_err(anyhow::Error::msg)?,
                 None => Format::detect(&file.to_string_lossy()).with_context(|| {
@@ -76,7 +91,11 @@ pub async fn run(cmd: VehiclesCmd, conn: &Connection) -> anyhow::Result<i32> {
                 .await
                 .with_context(|| format!("cannot open {}", file.display()))?;
             let size = f.metadata().await?.len();
-            let bar = if output == Output::Table { ProgressBar::new(size) } else { ProgressBar::hidden() };
+            let bar = if output == Output::Table {
+                ProgressBar::new(size)
+            } else {
+                ProgressBar::hidden()
+            };
             bar.set_style(
                 ProgressStyle::with_template("{spinner} uploading {bytes}/{total_bytes} [{bar:30}] {bytes_per_sec}, eta {eta}")
                     .expect("static template")
@@ -96,10 +115,17 @@ pub async fn run(cmd: VehiclesCmd, conn: &Connection) -> anyhow::Result<i32> {
             };
             let req = api
                 .request(Method::POST, "/api/v1/vehicles:import")
-                .query(&[("source", source.as_str()), ("format", fmt), ("strict", if strict { "true" } else { "false" })])
+                .query(&[
+                    ("source", source.as_str()),
+                    ("format", fmt),
+                    ("strict", if strict { "true" } else { "false" }),
+                ])
                 .header(reqwest::header::CONTENT_LENGTH, size)
                 .body(reqwest::Body::wrap_stream(counted));
-            let res = req.send().await.with_context(|| format!("cannot reach the server at {}", api.base))?;
+            let res = req
+                .send()
+                .await
+                .with_context(|| format!("cannot reach the server at {}", api.base))?;
             bar.finish_and_clear();
             let status = res.status();
             let body = res.text().await?;
@@ -117,14 +143,24 @@ pub async fn run(cmd: VehiclesCmd, conn: &Connection) -> anyhow::Result<i32> {
                 Output::Json => print_json(&summary)?,
                 Output::Table => {
                     for e in &summary.errors {
-                        let vin = if e.vin.is_empty() { String::new() } else { format!(" [{}]", e.vin) };
+                        let vin = if e.vin.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" [{}]", e.vin)
+                        };
                         eprintln!("line {}{vin}: {}", e.line, e.reason);
                     }
                     if summary.rejected as usize > summary.errors.len() {
-                        eprintln!("... and {} more rejected lines", summary.rejected as usize - summary.errors.len());
+                        eprintln!(
+                            "... and {} more rejected lines",
+                            summary.rejected as usize - summary.errors.len()
+                        );
                     }
                     if summary.aborted {
-                        println!("strict import rejected: {} bad lines, nothing imported", summary.rejected);
+                        println!(
+                            "strict import rejected: {} bad lines, nothing imported",
+                            summary.rejected
+                        );
                     } else {
                         println!(
                             "imported {}, updated {}, unchanged {}, rejected {}",
@@ -133,24 +169,39 @@ pub async fn run(cmd: VehiclesCmd, conn: &Connection) -> anyhow::Result<i32> {
                     }
                 }
             }
-            Ok(if summary.aborted || summary.rejected > 0 { EXIT_PARTIAL } else { 0 })
+            Ok(if summary.aborted || summary.rejected > 0 {
+                EXIT_PARTIAL
+            } else {
+                0
+            })
         }
         VehiclesCmd::Get { vin, output } => {
-            let v: Vehicle = api.send(api.request(Method::GET, &format!("/api/v1/vehicles/{vin}"))).await?;
+            let v: Vehicle = api
+                .send(api.request(Method::GET, &format!("/api/v1/vehicles/{vin}")))
+                .await?;
             match output {
                 Output::Json => print_json(&v)?,
                 Output::Table => print_vehicle(&v),
             }
             Ok(0)
         }
-        VehiclesCmd::List { filter, limit, cursor, all, output } => {
+        VehiclesCmd::List {
+            filter,
+            limit,
+            cursor,
+            all,
+            output,
+        } => {
             let mut query: Vec<(String, String)> = Vec::new();
             for f in filter {
                 let (k, v) = f
                     .split_once('=')
                     .with_context(|| format!("filter {f:?} is not FIELD=VALUE"))?;
                 if !FILTER_FIELDS.contains(&k) {
-                    bail!("unknown filter field {k:?}: expected one of {}", FILTER_FIELDS.join(", "));
+                    bail!(
+                        "unknown filter field {k:?}: expected one of {}",
+                        FILTER_FIELDS.join(", ")
+                    );
                 }
                 query.push((k.to_owned(), v.to_owned()));
             }
@@ -163,7 +214,9 @@ pub async fn run(cmd: VehiclesCmd, conn: &Connection) -> anyhow::Result<i32> {
                 if let Some(c) = &cursor {
                     q.push(("cursor".into(), c.clone()));
                 }
-                let page: ListPage = api.send(api.request(Method::GET, "/api/v1/vehicles").query(&q)).await?;
+                let page: ListPage = api
+                    .send(api.request(Method::GET, "/api/v1/vehicles").query(&q))
+                    .await?;
                 vehicles.extend(page.vehicles);
                 next = page.next_cursor;
                 if !all || next.is_none() {
@@ -172,11 +225,15 @@ pub async fn run(cmd: VehiclesCmd, conn: &Connection) -> anyhow::Result<i32> {
                 cursor = next.clone();
             }
             match output {
-                Output::Json => print_json(&serde_json::json!({"vehicles": vehicles, "next_cursor": next}))?,
+                Output::Json => {
+                    print_json(&serde_json::json!({"vehicles": vehicles, "next_cursor": next}))?
+                }
                 Output::Table => {
                     let mut t = Table::new();
                     t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
-                    t.set_header(["vin", "model", "year", "platform", "gateway", "region", "country", "ecus"]);
+                    t.set_header([
+                        "vin", "model", "year", "platform", "gateway", "region", "country", "ecus",
+                    ]);
                     for v in &vehicles {
                         t.add_row([
                             v.vin.clone(),
@@ -210,11 +267,34 @@ struct ListPage {
 fn print_vehicle(v: &Vehicle) {
     let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "-".into());
     println!("vin        {}", v.vin);
-    println!("model      {} ({})", opt(&v.model), v.model_year.map(|y| y.to_string()).unwrap_or_else(|| "-".into()));
-    println!("platform   {}   gateway {}   protocol {}", opt(&v.platform), opt(&v.gateway), opt(&v.protocol));
+    println!(
+        "model      {} ({})",
+        opt(&v.model),
+        v.model_year
+            .map(|y| y.to_string())
+            .unwrap_or_else(|| "-".into())
+    );
+    println!(
+        "platform   {}   gateway {}   protocol {}",
+        opt(&v.platform),
+        opt(&v.gateway),
+        opt(&v.protocol)
+    );
     println!("market     {} / {}", opt(&v.region), opt(&v.country));
-    println!("tags       {}", if v.tags.is_empty() { "-".into() } else { v.tags.join(", ") });
-    println!("last seen  {}", v.last_seen.map(|t| t.to_rfc3339()).unwrap_or_else(|| "never".into()));
+    println!(
+        "tags       {}",
+        if v.tags.is_empty() {
+            "-".into()
+        } else {
+            v.tags.join(", ")
+        }
+    );
+    println!(
+        "last seen  {}",
+        v.last_seen
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "never".into())
+    );
     println!("updated    {}", v.updated_at.to_rfc3339());
     if !v.attributes.is_empty() {
         println!("attributes");
@@ -226,7 +306,11 @@ fn print_vehicle(v: &Vehicle) {
     t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
     t.set_header(["ecu", "hw", "sw", "sw source"]);
     for (name, e) in &v.ecus {
-        let src = v.provenance.get(&format!("ecus.{name}.sw")).cloned().unwrap_or_default();
+        let src = v
+            .provenance
+            .get(&format!("ecus.{name}.sw"))
+            .cloned()
+            .unwrap_or_default();
         t.add_row([name.clone(), e.hw.clone(), e.sw.clone(), src]);
     }
     println!("{t}");

@@ -1,0 +1,635 @@
+//! The `ota` binary as a user runs it: `ota serve` as a process on real
+//! sockets, driven through HTTP, gRPC and the CLI.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const OTA: &str = env!("CARGO_BIN_EXE_ota");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    http: String,
+    grpc: String,
+    data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    fn start(env: &[(&str, &str)], args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let cwd = tmp.path().to_owned();
+        let data_dir = cwd.join("ota-data");
+        Self::start_in(&cwd, data_dir, env, args, Some(tmp))
+    }
+
+    fn start_in(
+        cwd: &Path,
+        data_dir: PathBuf,
+        env: &[(&str, &str)],
+        args: &[&str],
+        tmp: Option<tempfile::TempDir>,
+    ) -> Server {
+        let (hp, gp) = (free_port(), free_port());
+        let mut cmd = Command::new(OTA);
+        cmd.arg("serve")
+            .args(args)
+            .current_dir(cwd)
+            .env("OTA_HTTP_ADDR", format!("127.0.0.1:{hp}"))
+            .env("OTA_GRPC_ADDR", format!("127.0.0.1:{gp}"))
+            .env("OTA_DATA_DIR", &data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn ota serve");
+        let mut s = Server {
+            child,
+            http: format!("http://127.0.0.1:{hp}"),
+            grpc: format!("http://127.0.0.1:{gp}"),
+            data_dir,
+            _tmp: tmp,
+        };
+        s.wait_healthy();
+        s
+    }
+
+    fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = self.http.trim_start_matches("http://").to_owned();
+        while Instant::now() < deadline {
+            if healthz_ok(&addr) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("ota serve exited with {status} before it was healthy: {err}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("ota serve did not answer http://{addr}/healthz within 30 s");
+    }
+
+    fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    fn cli(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(OTA)
+            .args(args)
+            .env("OTA_SERVER", &self.http)
+            .env("OTA_TOKEN", token)
+            .output()
+            .expect("run ota cli")
+    }
+
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        // The server logs to a pipe; it is read after exit (logs are small).
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut out = String::new();
+                use std::io::Read;
+                self.child
+                    .stdout
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut out)
+                    .unwrap();
+                return (status, out);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ota serve did not stop within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking probe (usable from sync and async tests alike).
+fn healthz_ok(addr: &str) -> bool {
+    use std::io::Read;
+    let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    if c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    c.read_exact(&mut buf).is_ok() && buf.ends_with(b" 200")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+fn ndjson(lines: &[Value]) -> String {
+    lines.iter().map(|l| l.to_string() + "\n").collect()
+}
+
+fn vehicle(n: u32) -> Value {
+    json!({"vin": format!("WVWZZZE1ZMP{n:06}"), "model": "ID.4", "model_year": 2023, "platform": "MEB",
+           "gateway": "hcp3", "region": if n.is_multiple_of(2) { "EU" } else { "NA" }, "country": "DE",
+           "ecus": {"BMS": {"hw": "H2", "sw": "2.2.0"}, "HU": {"hw": "MIB3", "sw": "5.1.0"}}})
+}
+
+#[tokio::test]
+async fn fresh_start_answers_health_on_both_ports_and_writes_a_private_admin_token() {
+    let s = Server::start(&[], &[]);
+    let r = http()
+        .get(format!("{}/readyz", s.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["services"].as_array().unwrap().len(), 7);
+    assert!(
+        s.data_dir.join("ota.db").exists(),
+        "SQLite created on first start"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.data_dir.join("admin.token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let metrics = http()
+        .get(format!("{}/metrics", s.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("ota_http_requests_total"), "{metrics}");
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(s.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    for service in ["", "ota.v1.VehicleStore", "ota.v1.RuleEngine"] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service:?}"
+        );
+    }
+    drop(health);
+    let (status, logs) = s.terminate();
+    assert!(status.success(), "graceful exit on SIGTERM: {status}");
+    let first: Value =
+        serde_json::from_str(logs.lines().next().unwrap()).expect("logs are JSON lines");
+    assert_eq!(first["message"], "starting ota");
+    assert!(
+        logs.contains("bootstrap admin token"),
+        "the log says where the token is"
+    );
+    assert!(logs.contains("\"stopped\""));
+}
+
+#[tokio::test]
+async fn auth_rejects_missing_wrong_and_underprivileged_tokens() {
+    let s = Server::start(&[], &[]);
+    let admin = s.admin_token();
+    let url = format!("{}/api/v1/vehicles/WVWZZZE1ZMP000001", s.http);
+    let r = http().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    let r = http()
+        .get(&url)
+        .bearer_auth("ota_not-a-real-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated");
+
+    let out = s.cli(
+        &admin,
+        &[
+            "tokens", "create", "--role", "viewer", "--name", "dash", "--output", "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let viewer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let viewer_token = viewer["token"].as_str().unwrap();
+    let r = http()
+        .put(&url)
+        .bearer_auth(viewer_token)
+        .json(&json!({"model": "ID.4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "this needs the engineer role; token \"dash\" has viewer"
+    );
+    let r = http()
+        .get(&url)
+        .bearer_auth(viewer_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        404,
+        "viewers may read; the vehicle just does not exist"
+    );
+
+    let out = s.cli(
+        &admin,
+        &["tokens", "revoke", viewer["id"].as_str().unwrap()],
+    );
+    assert!(out.status.success());
+    let r = http()
+        .get(&url)
+        .bearer_auth(viewer_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401, "revoked tokens stop working");
+    let out = s.cli("ota_wrong", &["vehicles", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid or revoked token (HTTP 401)"));
+}
+
+#[tokio::test]
+async fn cli_imports_gets_and_lists_with_line_numbered_rejections() {
+    let s = Server::start(&[], &[]);
+    let token = s.admin_token();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleet.ndjson");
+    let mut content = ndjson(&(0..10).map(vehicle).collect::<Vec<_>>());
+    content.push_str("{\"vin\":\"TOO-SHORT\"}\n{broken\n");
+    content.push_str(&ndjson(&[vehicle(10)]));
+    std::fs::write(&file, content).unwrap();
+
+    let out = s.cli(
+        &token,
+        &[
+            "vehicles",
+            "import",
+            file.to_str().unwrap(),
+            "--source",
+            "manufacturing",
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "partial import exits 3: {stdout} {stderr}"
+    );
+    assert!(
+        stdout.contains("imported 11, updated 0, unchanged 0, rejected 2"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(
+            "line 11 [TOO-SHORT]: invalid vin \"TOO-SHORT\": must be 17 characters, got 9"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 12: invalid JSON"), "{stderr}");
+
+    let out = s.cli(
+        &token,
+        &["vehicles", "get", "WVWZZZE1ZMP000004", "--output", "json"],
+    );
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ecus"]["BMS"]["sw"], "2.2.0");
+    assert_eq!(v["provenance"]["model"], "manufacturing");
+
+    let out = s.cli(
+        &token,
+        &[
+            "vehicles",
+            "list",
+            "--filter",
+            "region=EU",
+            "--limit",
+            "2",
+            "--all",
+            "--output",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        page["vehicles"].as_array().unwrap().len(),
+        6,
+        "EU vehicles 0,2,4,6,8,10 across pages"
+    );
+    let out = s.cli(&token, &["vehicles", "list", "--filter", "colour=red"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown filter field \"colour\""));
+
+    // Strict: one bad line, nothing imported.
+    let strict = dir.path().join("strict.csv");
+    std::fs::write(
+        &strict,
+        "vin,model,ecu.BMS.sw\nWVWZZZE1ZMP100001,ID.7,3.0.0\nWVWZZZE1ZMP10000O,ID.7,3.0.0\n",
+    )
+    .unwrap();
+    let out = s.cli(
+        &token,
+        &["vehicles", "import", strict.to_str().unwrap(), "--strict"],
+    );
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing imported"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 3"));
+    let out = s.cli(&token, &["vehicles", "get", "WVWZZZE1ZMP100001"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found (HTTP 404)"));
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_and_bad_bodies_400() {
+    let s = Server::start(
+        &[
+            ("OTA_LIMITS__MAX_BODY_BYTES", "1024"),
+            ("OTA_LIMITS__MAX_IMPORT_BYTES", "4096"),
+        ],
+        &[],
+    );
+    let token = s.admin_token();
+    let url = format!("{}/api/v1/vehicles/WVWZZZE1ZMP000001", s.http);
+    let big = json!({"attributes": {"blob": "x".repeat(2000)}});
+    let r = http()
+        .put(&url)
+        .bearer_auth(&token)
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = http()
+        .post(format!("{}/api/v1/vehicles:import", s.http))
+        .bearer_auth(&token)
+        .body(ndjson(&(0..100).map(vehicle).collect::<Vec<_>>()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = http()
+        .put(&url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http()
+        .put(&url)
+        .bearer_auth(&token)
+        .json(&json!({"vin": "WVWZZZE1ZMP000002"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match"),
+        "{body}"
+    );
+    let r = http()
+        .put(&url)
+        .bearer_auth(&token)
+        .json(&json!({"model_year": "soon"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http()
+        .put(&url)
+        .bearer_auth(&token)
+        .json(&json!({"model": "ID.4"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "nothing above harmed a valid write");
+    let r = http()
+        .get(format!("{}/api/v1/vehicles?limit=5000", s.http))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[test]
+fn unreachable_database_at_start_is_a_clear_error_and_a_non_zero_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(OTA)
+        .args(["serve"])
+        .current_dir(tmp.path())
+        .env(
+            "OTA_DATABASE_URL",
+            format!("postgres://postgres@127.0.0.1:{}/nowhere", free_port()),
+        )
+        .env("OTA_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("OTA_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("database_url / OTA_DATABASE_URL"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("cannot open database postgres://postgres@127.0.0.1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_configuration_names_the_key_and_taken_ports_name_the_setting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut f = std::fs::File::create(tmp.path().join("ota.toml")).unwrap();
+    writeln!(f, "http_adr = \"127.0.0.1:1\"").unwrap();
+    let out = Command::new(OTA)
+        .arg("serve")
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("http_adr"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = Command::new(OTA)
+        .args([
+            "serve",
+            "--http-addr",
+            &format!("127.0.0.1:{port}"),
+            "--grpc-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .env("OTA_DATA_DIR", tmp.path().join("d"))
+        .current_dir(tmp.path())
+        .args(["--config", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen for HTTP on 127.0.0.1:{port} (http_addr / OTA_HTTP_ADDR)"
+        )),
+        "{stderr}"
+    );
+}
+
+/// Two processes on one PostgreSQL database: the vehicle store alone, and the
+/// REST API reaching it over gRPC. Then the database goes away under them.
+// Multi-threaded: the proxy must keep serving while setup blocks a thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_services_over_grpc_on_postgres_survive_a_database_outage() {
+    let pg = ota_tests::db::postgres().await;
+    let pg_addr: std::net::SocketAddr = "127.0.0.1:5432".parse().unwrap();
+    let proxy = ota_tests::proxy::Proxy::start(pg_addr).await;
+    let db_name = pg.url.rsplit('/').next().unwrap().to_owned();
+    let url = format!("postgres://postgres@{}/{db_name}", proxy.addr);
+
+    let store = Server::start(
+        &[
+            ("OTA_DATABASE_URL", &url),
+            ("OTA_DATABASE__ACQUIRE_TIMEOUT_MS", "1000"),
+        ],
+        &["--services", "vehicle-store"],
+    );
+    let rest = Server::start(
+        &[
+            ("OTA_DATABASE_URL", &url),
+            ("OTA_PEERS__VEHICLE_STORE", &store.grpc),
+            ("OTA_DATABASE__ACQUIRE_TIMEOUT_MS", "1000"),
+        ],
+        &["--services", "rest"],
+    );
+    let token = rest.admin_token();
+    let r = http()
+        .post(format!(
+            "{}/api/v1/vehicles:import?source=dealer",
+            rest.http
+        ))
+        .bearer_auth(&token)
+        .header("content-type", "application/x-ndjson")
+        .body(ndjson(&(0..20).map(vehicle).collect::<Vec<_>>()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let summary: Value = r.json().await.unwrap();
+    assert_eq!(summary["imported"], 20);
+    let get = || {
+        http()
+            .get(format!("{}/api/v1/vehicles/WVWZZZE1ZMP000007", rest.http))
+            .bearer_auth(&token)
+            .send()
+    };
+    let r = get().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["provenance"]["model"], "dealer");
+
+    proxy.cut();
+    let r = get().await.unwrap();
+    assert_eq!(r.status(), 503, "database gone: unavailable, not a crash");
+    assert_eq!(r.headers()["retry-after"], "5");
+    let r = http()
+        .get(format!("{}/readyz", store.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+
+    proxy.restore();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = get().await.unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not recover after the database came back: {}",
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(rest);
+    drop(store);
+}
