@@ -89,4 +89,4 @@ log "infra: npm ci && npm test"
 (cd infra && npm ci --no-audit --no-fund --loglevel=error && npm test --silent)
 
 log "cargo nextest (target dir $CARGO_TARGET_DIR)"
-cargo nextest run --workspace --all-targets --no-fail-fast --locked "$@"
+cargo nextest run --workspace --no-fail-fast --locked "$@"

@@ -6,6 +6,7 @@
 mod auth;
 mod error;
 mod import;
+mod rules;
 mod tokens;
 mod vehicles;
 
@@ -14,6 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use ota_auth::TokenStore;
 use ota_common::peer::Peer;
+use ota_proto::v1::rule_engine_client::RuleEngineClient;
 use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -41,17 +43,19 @@ impl Default for Limits {
 pub struct RestState {
     pub tokens: TokenStore,
     pub vehicles: VehicleStoreClient<Peer>,
+    pub rules: RuleEngineClient<Peer>,
     pub limits: Limits,
 }
 
 impl RestState {
-    pub fn new(tokens: TokenStore, vehicle_store: Peer, limits: Limits) -> Self {
+    pub fn new(tokens: TokenStore, vehicle_store: Peer, rule_engine: Peer, limits: Limits) -> Self {
         let vehicles = VehicleStoreClient::new(vehicle_store)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
         Self {
             tokens,
             vehicles,
+            rules: RuleEngineClient::new(rule_engine),
             limits,
         }
     }
@@ -72,6 +76,9 @@ pub fn router(state: RestState) -> Router {
         )
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/api/v1/rules/validate", post(rules::validate))
+        .route("/api/v1/rules/explain", post(rules::explain))
+        .route("/api/v1/rules/preview", post(rules::preview))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))

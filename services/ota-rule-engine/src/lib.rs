@@ -31,6 +31,7 @@ mod interp;
 pub mod preview;
 pub mod ruleset;
 mod schema;
+mod store_source;
 mod types;
 mod unparse;
 pub mod version;
@@ -47,4 +48,5 @@ pub use ruleset::{
     content_hash, validate, BatchEvaluation, CacheStats, CompiledRuleSet, Decision, Evaluation,
     Rule, RuleSet, RuleSetCache,
 };
+pub use store_source::StoreVehicles;
 pub use version::version_cmp;

@@ -39,6 +39,9 @@ enum Cmd {
     /// Manage vehicles in the inventory.
     #[command(subcommand)]
     Vehicles(cli::vehicles::VehiclesCmd),
+    /// Check, explain and preview CEL targeting rules.
+    #[command(subcommand)]
+    Rules(cli::rules::RulesCmd),
     /// Manage management-API tokens.
     #[command(subcommand)]
     Tokens(cli::tokens::TokensCmd),
@@ -118,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Cmd::Vehicles(cmd) => cli::vehicles::run(cmd, &cli.conn).await,
+        Cmd::Rules(cmd) => cli::rules::run(cmd, &cli.conn).await,
         Cmd::Tokens(cmd) => cli::tokens::run(cmd, &cli.conn).await.map(|_| 0),
     }
 }

@@ -17,6 +17,7 @@ use ota_auth::TokenStore;
 use ota_common::peer::{self, GrpcMetricsLayer, Peer};
 use ota_db::{Db, DbOptions};
 use ota_proto::v1 as pb;
+use ota_rule_engine::{RuleEngineService, StoreVehicles};
 use ota_vehicle_store::grpc::VehicleStoreService;
 use ota_vehicle_store::VehicleStore;
 use tokio::net::TcpListener;
@@ -30,7 +31,6 @@ use crate::telemetry::Telemetry;
 /// UNIMPLEMENTED (the generated default) so clients fail cleanly.
 #[derive(Clone, Copy)]
 struct NotYetImplemented;
-impl pb::rule_engine_server::RuleEngine for NotYetImplemented {}
 impl pb::staging_server::Staging for NotYetImplemented {}
 impl pb::campaign_manager_server::CampaignManager for NotYetImplemented {}
 
@@ -80,9 +80,23 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    let rule_engine_server = services
-        .contains(&Service::RuleEngine)
-        .then(|| pb::rule_engine_server::RuleEngineServer::new(NotYetImplemented));
+    // Built once, only when something in this process calls the store.
+    let vehicle_peer: Option<Peer> =
+        if services.contains(&Service::Rest) || services.contains(&Service::RuleEngine) {
+            Some(match &vehicle_store_server {
+                Some(s) => peer::in_process(s.clone()),
+                None => peer::remote(&cfg.peer_url(Service::VehicleStore)?)
+                    .map_err(anyhow::Error::msg)?,
+            })
+        } else {
+            None
+        };
+    let rule_engine_server = match (&vehicle_peer, services.contains(&Service::RuleEngine)) {
+        (Some(vp), true) => {
+            Some(RuleEngineService::new(StoreVehicles::new(vp.clone())).into_server())
+        }
+        _ => None,
+    };
     let staging_server = services
         .contains(&Service::Staging)
         .then(|| pb::staging_server::StagingServer::new(NotYetImplemented));
@@ -104,19 +118,21 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         if let Some(path) = tokens.bootstrap(&cfg.data_dir).await? {
             tracing::info!(path = %path.display(), "created the bootstrap admin token (first start on this database); the CLI reads it from there");
         }
-        let vehicle_peer: Peer = match &vehicle_store_server {
+        let rule_peer: Peer = match &rule_engine_server {
             Some(s) => peer::in_process(s.clone()),
             None => {
-                peer::remote(&cfg.peer_url(Service::VehicleStore)?).map_err(anyhow::Error::msg)?
+                peer::remote(&cfg.peer_url(Service::RuleEngine)?).map_err(anyhow::Error::msg)?
             }
         };
         let limits = ota_rest::Limits {
             max_body_bytes: cfg.limits.max_body_bytes,
             max_import_bytes: cfg.limits.max_import_bytes,
         };
+        let vehicle_peer = vehicle_peer.clone().expect("built for rest");
         http = http.merge(ota_rest::router(ota_rest::RestState::new(
             tokens,
             vehicle_peer,
+            rule_peer,
             limits,
         )));
     }
@@ -130,7 +146,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     }
     if rule_engine_server.is_some() {
         health_reporter
-            .set_serving::<pb::rule_engine_server::RuleEngineServer<NotYetImplemented>>()
+            .set_serving::<pb::rule_engine_server::RuleEngineServer<RuleEngineService<StoreVehicles>>>()
             .await;
     }
     if staging_server.is_some() {

@@ -569,12 +569,13 @@ async fn split_services_over_grpc_on_postgres_survive_a_database_outage() {
             ("OTA_DATABASE_URL", &url),
             ("OTA_DATABASE__ACQUIRE_TIMEOUT_MS", "1000"),
         ],
-        &["--services", "vehicle-store"],
+        &["--services", "vehicle-store,rule-engine"],
     );
     let rest = Server::start(
         &[
             ("OTA_DATABASE_URL", &url),
             ("OTA_PEERS__VEHICLE_STORE", &store.grpc),
+            ("OTA_PEERS__RULE_ENGINE", &store.grpc),
             ("OTA_DATABASE__ACQUIRE_TIMEOUT_MS", "1000"),
         ],
         &["--services", "rest"],
@@ -604,6 +605,20 @@ async fn split_services_over_grpc_on_postgres_survive_a_database_outage() {
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["provenance"]["model"], "dealer");
+    // rest -> rule-engine (other process) -> vehicle-store scan.
+    let r = http()
+        .post(format!("{}/api/v1/rules/preview", rest.http))
+        .bearer_auth(&token)
+        .json(&json!({"expression": "vehicle.region == \"EU\""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(
+        (p["scanned"].as_u64(), p["matched"].as_u64()),
+        (Some(20), Some(10))
+    );
 
     proxy.cut();
     let r = get().await.unwrap();
@@ -632,4 +647,106 @@ async fn split_services_over_grpc_on_postgres_survive_a_database_outage() {
     }
     drop(rest);
     drop(store);
+}
+
+#[tokio::test]
+async fn rules_check_explain_and_preview_from_the_cli_and_rest() {
+    let s = Server::start(&[], &[]);
+    let token = s.admin_token();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleet.ndjson");
+    let mut fleet: Vec<Value> = (0..40).map(vehicle).collect();
+    fleet[4]["ecus"] = json!({"HU": {"hw": "MIB3", "sw": "5.1.0"}}); // EU, no BMS
+    std::fs::write(&file, ndjson(&fleet)).unwrap();
+    assert!(s
+        .cli(&token, &["vehicles", "import", file.to_str().unwrap()])
+        .status
+        .success());
+
+    let expr = r#"vehicle.region == "EU" && version_cmp(vehicle.ecus.BMS.sw, "2.3.1") < 0"#;
+    let out = s.cli(&token, &["rules", "check", expr]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = s.cli(&token, &["rules", "check", "vehicle.modle == \"ID.4\""]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("target:1:9: unknown field `modle` on vehicle, did you mean `model`?"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("        ^"),
+        "caret under the column: {stderr}"
+    );
+
+    let out = s.cli(&token, &["rules", "preview", expr, "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(p["scanned"], 40);
+    assert_eq!(
+        p["matched"], 19,
+        "20 EU vehicles, one of them without a BMS"
+    );
+    assert_eq!(
+        p["errors"], 1,
+        "the missing ECU is a counted non-match, not a failure"
+    );
+    assert_eq!(p["by_model"]["ID.4"], 19);
+
+    let out = s.cli(
+        &token,
+        &[
+            "rules",
+            "explain",
+            "--vin",
+            "WVWZZZE1ZMP000004",
+            expr,
+            "--output",
+            "json",
+        ],
+    );
+    assert!(out.status.success());
+    let x: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(x["result"]["target_matched"], false);
+    assert!(
+        x["result"]["error"].as_str().unwrap().contains("BMS"),
+        "{x}"
+    );
+
+    // REST: a rule set with rules; invalid input is a 400 listing every error.
+    let r = http()
+        .post(format!("{}/api/v1/rules/preview", s.http))
+        .bearer_auth(&token)
+        .json(&json!({"target": "vehicle.model == 5", "rules": [{"when": "vehicle.gatway == \"hcp3\"", "action": "a"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    let paths: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, vec!["target", "rules[0].when"]);
+    let r = http()
+        .post(format!("{}/api/v1/rules/validate", s.http))
+        .bearer_auth(&token)
+        .json(&json!({"expression": "x".repeat(17 * 1024)}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["valid"], false);
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("16384"),
+        "{body}"
+    );
 }

@@ -1,2 +1,3 @@
+pub mod rules;
 pub mod tokens;
 pub mod vehicles;

@@ -1,0 +1,160 @@
+//! `POST /api/v1/rules/{validate,explain,preview}`: CEL targeting for
+//! engineers. A body gives either one `expression` (checked as a target) or a
+//! whole rule set (`target` plus ordered `rules`).
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http::StatusCode;
+use ota_auth::Role;
+use ota_proto::v1 as pb;
+use ota_rule_engine::{Explanation, ExpressionError, Preview, RuleSet};
+use serde::{Deserialize, Serialize};
+
+use crate::error::json_rejection;
+use crate::{Caller, RestError, RestState};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesBody {
+    /// Shorthand for a rule set with only this target.
+    expression: Option<String>,
+    target: Option<String>,
+    #[serde(default)]
+    rules: Vec<ota_rule_engine::Rule>,
+    /// Explain: the vehicle.
+    vin: Option<String>,
+    /// Preview: how many matching VINs to list.
+    sample_size: Option<u32>,
+}
+
+impl RulesBody {
+    fn rule_set(&self) -> Result<RuleSet, RestError> {
+        match (&self.expression, &self.target) {
+            (Some(e), None) if self.rules.is_empty() => Ok(RuleSet {
+                target: e.clone(),
+                rules: Vec::new(),
+            }),
+            (None, Some(t)) => Ok(RuleSet {
+                target: t.clone(),
+                rules: self.rules.clone(),
+            }),
+            _ => Err(RestError::Invalid(
+                "give either \"expression\" or \"target\" (with optional \"rules\")".into(),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Validation {
+    pub valid: bool,
+    pub errors: Vec<ExpressionError>,
+}
+
+type Body = Result<Json<RulesBody>, axum::extract::rejection::JsonRejection>;
+
+async fn check(s: &RestState, rules: &RuleSet) -> Result<Validation, RestError> {
+    let r = s
+        .rules
+        .clone()
+        .validate(pb::ValidateRequest {
+            rules: Some(rules.clone().into()),
+        })
+        .await?
+        .into_inner();
+    Ok(Validation {
+        valid: r.valid,
+        errors: r.errors.into_iter().map(Into::into).collect(),
+    })
+}
+
+/// Invalid rules are a 400 that lists every positioned error.
+fn invalid(v: Validation) -> Response {
+    let first = v
+        .errors
+        .first()
+        .map(|e| e.message.clone())
+        .unwrap_or_default();
+    (
+        StatusCode::BAD_REQUEST,
+        Json(serde_json::json!({
+            "error": {"code": "invalid_argument", "message": format!("invalid rules: {first}")},
+            "errors": v.errors,
+        })),
+    )
+        .into_response()
+}
+
+pub async fn validate(
+    caller: Caller,
+    State(s): State<RestState>,
+    body: Body,
+) -> Result<Response, RestError> {
+    caller.require(Role::Viewer)?;
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(r) => return Ok(json_rejection(r)),
+    };
+    let v = check(&s, &body.rule_set()?).await?;
+    Ok(Json(v).into_response())
+}
+
+pub async fn explain(
+    caller: Caller,
+    State(s): State<RestState>,
+    body: Body,
+) -> Result<Response, RestError> {
+    caller.require(Role::Viewer)?;
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(r) => return Ok(json_rejection(r)),
+    };
+    let rules = body.rule_set()?;
+    let vin = body
+        .vin
+        .clone()
+        .ok_or_else(|| RestError::Invalid("explain needs a \"vin\"".into()))?;
+    let v = check(&s, &rules).await?;
+    if !v.valid {
+        return Ok(invalid(v));
+    }
+    let r = s
+        .rules
+        .clone()
+        .explain(pb::ExplainRequest {
+            rules: Some(rules.into()),
+            vin,
+        })
+        .await?
+        .into_inner();
+    Ok(Json(Explanation::from(r)).into_response())
+}
+
+pub async fn preview(
+    caller: Caller,
+    State(s): State<RestState>,
+    body: Body,
+) -> Result<Response, RestError> {
+    // A preview scans the whole inventory: an engineer's tool.
+    caller.require(Role::Engineer)?;
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(r) => return Ok(json_rejection(r)),
+    };
+    let rules = body.rule_set()?;
+    let v = check(&s, &rules).await?;
+    if !v.valid {
+        return Ok(invalid(v));
+    }
+    let r = s
+        .rules
+        .clone()
+        .preview(pb::PreviewRequest {
+            rules: Some(rules.into()),
+            sample_size: body.sample_size.unwrap_or(0),
+        })
+        .await?
+        .into_inner();
+    Ok(Json(Preview::from(r)).into_response())
+}
