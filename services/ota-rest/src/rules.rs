@@ -2,11 +2,13 @@
 //! engineers. A body gives either one `expression` (checked as a target) or a
 //! whole rule set (`target` plus ordered `rules`).
 
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use futures::StreamExt;
 use http::StatusCode;
 use ota_auth::Role;
+use ota_common::CodedError;
 use ota_proto::v1 as pb;
 use ota_rule_engine::{Explanation, ExpressionError, Preview, RuleSet};
 use serde::{Deserialize, Serialize};
@@ -131,9 +133,18 @@ pub async fn explain(
     Ok(Json(Explanation::from(r)).into_response())
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewQuery {
+    /// Stream NDJSON: `{"scanned","total"}` lines, then `{"result": ...}`.
+    #[serde(default)]
+    progress: bool,
+}
+
 pub async fn preview(
     caller: Caller,
     State(s): State<RestState>,
+    Query(q): Query<PreviewQuery>,
     body: Body,
 ) -> Result<Response, RestError> {
     // A preview scans the whole inventory: an engineer's tool.
@@ -147,14 +158,33 @@ pub async fn preview(
     if !v.valid {
         return Ok(invalid(v));
     }
-    let r = s
-        .rules
-        .clone()
-        .preview(pb::PreviewRequest {
-            rules: Some(rules.into()),
-            sample_size: body.sample_size.unwrap_or(0),
-        })
-        .await?
-        .into_inner();
-    Ok(Json(Preview::from(r)).into_response())
+    let req = pb::PreviewRequest {
+        rules: Some(rules.into()),
+        sample_size: body.sample_size.unwrap_or(0),
+    };
+    if !q.progress {
+        let r = s.rules.clone().preview(req).await?.into_inner();
+        return Ok(Json(Preview::from(r)).into_response());
+    }
+    let stream = s.rules.clone().preview_stream(req).await?.into_inner();
+    let lines = stream.map(|m| {
+        let line = match m {
+            Ok(pb::PreviewProgress {
+                result: Some(r), ..
+            }) => {
+                serde_json::json!({"result": Preview::from(r)})
+            }
+            Ok(p) => serde_json::json!({"scanned": p.scanned, "total": p.total}),
+            Err(status) => {
+                let e = RestError::Upstream(status);
+                serde_json::json!({"error": {"code": e.code().as_str(), "message": e.to_string()}})
+            }
+        };
+        Ok::<_, std::convert::Infallible>(format!("{line}\n"))
+    });
+    Ok((
+        [(http::header::CONTENT_TYPE, "application/x-ndjson")],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
 }

@@ -26,6 +26,10 @@ pub trait VehicleSource: Send + Sync + 'static {
     async fn get(&self, vin: &str) -> Result<Vehicle, Status>;
     /// Every vehicle, in batches.
     async fn scan(&self) -> Result<VehicleBatches, Status>;
+    /// How many vehicles a scan will yield, when the source knows cheaply.
+    async fn count(&self) -> Result<Option<u64>, Status> {
+        Ok(None)
+    }
 }
 
 /// A fixed set of vehicles.
@@ -75,6 +79,10 @@ impl VehicleSource for InMemoryVehicles {
             Ok(vehicles[start..end].to_vec())
         });
         Ok(stream::iter(batches).boxed())
+    }
+
+    async fn count(&self) -> Result<Option<u64>, Status> {
+        Ok(Some(self.vehicles.len() as u64))
     }
 }
 
@@ -183,7 +191,58 @@ impl<S: VehicleSource> RuleEngine for RuleEngineService<S> {
             .map_err(RuleEngineError::Source)?;
         Ok(Response::new(counts.into()))
     }
+
+    async fn preview_stream(
+        &self,
+        req: Request<pb::PreviewRequest>,
+    ) -> Result<Response<PreviewProgressStream>, Status> {
+        let req = req.into_inner();
+        let compiled = self.compiled(req.rules)?;
+        let sample_size = match req.sample_size as usize {
+            0 => DEFAULT_SAMPLE_SIZE,
+            n => n.min(MAX_SAMPLE_SIZE),
+        };
+        let total = self
+            .source
+            .count()
+            .await
+            .map_err(RuleEngineError::Source)?
+            .unwrap_or(0);
+        let batches = self.source.scan().await.map_err(RuleEngineError::Source)?;
+        // Few messages (one per batch), so an unbounded channel cannot grow
+        // far; the scan stops as soon as the caller goes away.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let progress = tx.clone();
+            let work = preview(&compiled, batches, sample_size, |p| {
+                let _ = progress.send(Ok(pb::PreviewProgress {
+                    scanned: p.scanned,
+                    total,
+                    result: None,
+                }));
+            });
+            tokio::select! {
+                _ = tx.closed() => {}
+                result = work => {
+                    let _ = tx.send(match result {
+                        Ok(p) => Ok(pb::PreviewProgress {
+                            scanned: p.scanned,
+                            total,
+                            result: Some(p.into()),
+                        }),
+                        Err(e) => Err(RuleEngineError::Source(e).into()),
+                    });
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
+    }
 }
+
+type PreviewProgressStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::PreviewProgress, Status>> + Send>>;
 
 #[cfg(test)]
 mod tests {
@@ -326,6 +385,31 @@ mod tests {
             .await
             .unwrap_err();
         assert_eq!(no_vin.code(), Code::InvalidArgument);
+    }
+
+    #[tokio::test]
+    async fn preview_stream_reports_progress_then_the_result() {
+        let msgs: Vec<pb::PreviewProgress> = service()
+            .preview_stream(Request::new(pb::PreviewRequest {
+                rules: rules("has(vehicle.region)"),
+                sample_size: 0,
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .map(|m| m.unwrap())
+            .collect()
+            .await;
+        // 4 vehicles in batches of 3: two progress messages, then the result.
+        let scanned: Vec<u64> = msgs.iter().map(|m| m.scanned).collect();
+        assert_eq!(scanned, vec![3, 4, 4]);
+        assert!(msgs.iter().all(|m| m.total == 4));
+        assert!(msgs[..2].iter().all(|m| m.result.is_none()));
+        let result = msgs[2]
+            .result
+            .as_ref()
+            .expect("last message has the result");
+        assert_eq!((result.scanned, result.matched), (4, 3));
     }
 
     #[tokio::test]

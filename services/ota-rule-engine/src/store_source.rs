@@ -42,6 +42,16 @@ impl VehicleSource for StoreVehicles {
         Ok(v.into())
     }
 
+    async fn count(&self) -> Result<Option<u64>, Status> {
+        let r = self
+            .client
+            .clone()
+            .count(pb::CountVehiclesRequest { filter: None })
+            .await?
+            .into_inner();
+        Ok(Some(r.count))
+    }
+
     async fn scan(&self) -> Result<VehicleBatches, Status> {
         let stream = self
             .client

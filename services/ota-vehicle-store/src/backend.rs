@@ -21,6 +21,7 @@ pub trait Backend: Send + Sync + 'static {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Vehicle>, StoreError>;
+    async fn count(&self, filter: &VehicleFilter) -> Result<u64, StoreError>;
     /// A write transaction; dropping it without commit rolls back.
     async fn begin(&self) -> Result<Box<dyn WriteTx>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;

@@ -128,6 +128,14 @@ impl VehicleStoreRpc for VehicleStoreService {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn count(
+        &self,
+        req: Request<pb::CountVehiclesRequest>,
+    ) -> Result<Response<pb::CountVehiclesResponse>, Status> {
+        let count = self.store.count(&req.into_inner().filter.into()).await?;
+        Ok(Response::new(pb::CountVehiclesResponse { count }))
+    }
+
     async fn upsert(
         &self,
         req: Request<pb::UpsertVehicleRequest>,

@@ -54,24 +54,21 @@ impl Backend for PostgresBackend {
     ) -> Result<Vec<Vehicle>, StoreError> {
         let mut q = select();
         q.push(" WHERE TRUE");
-        for (col, val) in f.text_columns() {
-            q.push(format_args!(" AND {col} = "))
-                .push_bind(val.to_owned());
-        }
-        if let Some(y) = f.model_year {
-            q.push(" AND model_year = ").push_bind(y);
-        }
-        if let Some(tag) = &f.tag {
-            q.push(" AND tags @> jsonb_build_array(")
-                .push_bind(tag.clone())
-                .push("::text)");
-        }
+        push_filter(&mut q, f);
         if let Some(a) = after {
             q.push(" AND vin > ").push_bind(a.to_owned());
         }
         q.push(" ORDER BY vin LIMIT ").push_bind(limit as i64);
         let rows: Vec<Row> = q.build_query_as().fetch_all(&self.pool).await?;
         rows.into_iter().map(Row::into_vehicle).collect()
+    }
+
+    async fn count(&self, f: &VehicleFilter) -> Result<u64, StoreError> {
+        let mut q: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT COUNT(*) FROM vehicles WHERE TRUE");
+        push_filter(&mut q, f);
+        let n: i64 = q.build_query_scalar().fetch_one(&self.pool).await?;
+        Ok(n as u64)
     }
 
     async fn begin(&self) -> Result<Box<dyn WriteTx>, StoreError> {
@@ -83,6 +80,22 @@ impl Backend for PostgresBackend {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+/// `AND ...` for every set filter.
+fn push_filter(q: &mut QueryBuilder<'static, Postgres>, f: &VehicleFilter) {
+    for (col, val) in f.text_columns() {
+        q.push(format_args!(" AND {col} = "))
+            .push_bind(val.to_owned());
+    }
+    if let Some(y) = f.model_year {
+        q.push(" AND model_year = ").push_bind(y);
+    }
+    if let Some(tag) = &f.tag {
+        q.push(" AND tags @> jsonb_build_array(")
+            .push_bind(tag.clone())
+            .push("::text)");
     }
 }
 

@@ -170,6 +170,13 @@ impl VehicleStore {
         Ok((page, next))
     }
 
+    pub async fn count(&self, filter: &VehicleFilter) -> Result<u64, StoreError> {
+        let started = Instant::now();
+        let n = self.backend.count(filter).await;
+        self.observe("count", started);
+        n
+    }
+
     /// Writes what `source` says about one vehicle.
     pub async fn upsert(
         &self,

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use comfy_table::Table;
+use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use ota_rule_engine::preview::sorted_counts;
 use ota_rule_engine::{ExplainNode, Explanation, Preview};
@@ -114,24 +114,51 @@ pub async fn run(cmd: RulesCmd, conn: &Connection) -> anyhow::Result<i32> {
             sample,
             output,
         } => {
-            let spinner = if output == Output::Table {
-                ProgressBar::new_spinner()
-            } else {
-                ProgressBar::hidden()
-            };
-            spinner.set_style(
-                ProgressStyle::with_template("{spinner} scanning the inventory {elapsed}")
-                    .expect("static template"),
-            );
-            spinner.enable_steady_tick(Duration::from_millis(120));
-            let p: Preview = api
-                .send(
+            let res = api
+                .send_raw(
                     api.request(Method::POST, "/api/v1/rules/preview")
+                        .query(&[("progress", "true")])
                         .json(&json!({"expression": expression, "sample_size": sample})),
                 )
                 .await
                 .context("preview failed")?;
-            spinner.finish_and_clear();
+            let bar = if output == Output::Table {
+                ProgressBar::new(0)
+            } else {
+                ProgressBar::hidden()
+            };
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "scanning {pos}/{len} vehicles [{bar:30}] {per_sec}, eta {eta}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            let mut lines = res.bytes_stream();
+            let mut buf = Vec::new();
+            let mut result: Option<Preview> = None;
+            while let Some(chunk) = lines.next().await {
+                buf.extend_from_slice(&chunk?);
+                while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=nl).collect();
+                    let msg: Value =
+                        serde_json::from_slice(&line).context("unreadable progress line")?;
+                    if let Some(r) = msg.get("result") {
+                        result = Some(serde_json::from_value(r.clone())?);
+                    } else if let Some(e) = msg.get("error") {
+                        bar.abandon();
+                        bail!(
+                            "preview failed: {}",
+                            e["message"].as_str().unwrap_or_default()
+                        );
+                    } else {
+                        bar.set_length(msg["total"].as_u64().unwrap_or(0));
+                        bar.set_position(msg["scanned"].as_u64().unwrap_or(0));
+                    }
+                }
+            }
+            bar.finish_and_clear();
+            let p = result.context("the server ended the preview without a result")?;
             match output {
                 Output::Json => print_json(&p)?,
                 Output::Table => print_preview(&p),
