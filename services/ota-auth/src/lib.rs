@@ -2,9 +2,12 @@
 //! engineer < approver < admin). A token's secret is shown once at creation;
 //! only its SHA-256 is stored, so a leaked database leaks no credentials.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
 use ota_common::{CodedError, ErrorCode};
@@ -166,14 +169,31 @@ fn from_row((id, name, role, created, revoked): TokenRow) -> Result<TokenInfo, A
     })
 }
 
+/// How long a verified token is trusted without asking the database again.
+/// A revoke through this process takes effect at once; through another
+/// process (a split deployment) within this time.
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(10);
+/// The cache is dropped whole past this many entries (tokens are few; this
+/// only bounds memory against a flood of distinct valid tokens).
+const AUTH_CACHE_MAX: usize = 10_000;
+
+type AuthCache = HashMap<String, (TokenInfo, Instant)>;
+
 #[derive(Clone)]
 pub struct TokenStore {
     db: Db,
+    /// Token hash to its info and when it was checked: every API request
+    /// authenticates, and a database round trip for each doubled the cost
+    /// of a vehicle lookup.
+    cache: Arc<Mutex<AuthCache>>,
 }
 
 impl TokenStore {
     pub fn new(db: Db) -> Self {
-        Self { db }
+        Self {
+            db,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 
     pub async fn create(&self, name: &str, role: Role) -> Result<NewToken, AuthError> {
@@ -222,6 +242,11 @@ impl TokenStore {
             return Err(AuthError::BadToken);
         }
         let hash = hash_secret(secret);
+        if let Some((info, at)) = self.cache.lock().expect("auth cache").get(&hash) {
+            if at.elapsed() < AUTH_CACHE_TTL {
+                return Ok(info.clone());
+            }
+        }
         let row: Option<TokenRow> = with_pool!(&self.db, pool => {
             sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_tokens WHERE token_hash = $1")
                 .bind(&hash)
@@ -229,7 +254,14 @@ impl TokenStore {
                 .await?
         });
         match row.map(from_row).transpose()? {
-            Some(info) if info.revoked_at.is_none() => Ok(info),
+            Some(info) if info.revoked_at.is_none() => {
+                let mut cache = self.cache.lock().expect("auth cache");
+                if cache.len() >= AUTH_CACHE_MAX {
+                    cache.clear();
+                }
+                cache.insert(hash, (info.clone(), Instant::now()));
+                Ok(info)
+            }
             _ => Err(AuthError::BadToken),
         }
     }
@@ -256,6 +288,10 @@ impl TokenStore {
         if done == 0 {
             return Err(AuthError::NotFound(id.to_owned()));
         }
+        self.cache
+            .lock()
+            .expect("auth cache")
+            .retain(|_, (info, _)| info.id != id);
         self.list()
             .await?
             .into_iter()

@@ -15,11 +15,14 @@ pub trait Backend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     async fn get(&self, vin: &str) -> Result<Option<Vehicle>, StoreError>;
     /// Vehicles matching `filter` with a VIN greater than `after`, by VIN.
+    /// Without `provenance` the (large) provenance map is left empty: full
+    /// scans for targeting never read it.
     async fn list(
         &self,
         filter: &VehicleFilter,
         after: Option<&str>,
         limit: u32,
+        provenance: bool,
     ) -> Result<Vec<Vehicle>, StoreError>;
     async fn count(&self, filter: &VehicleFilter) -> Result<u64, StoreError>;
     /// A write transaction; dropping it without commit rolls back.

@@ -105,7 +105,7 @@ impl VehicleStoreRpc for VehicleStoreService {
         tokio::spawn(async move {
             let mut cursor: Option<String> = None;
             loop {
-                let page = store.page(&filter, cursor.as_deref(), batch).await;
+                let page = store.page(&filter, cursor.as_deref(), batch, false).await;
                 let (vehicles, next) = match page {
                     Ok(p) => p,
                     Err(e) => {

@@ -23,9 +23,18 @@ impl PostgresBackend {
 }
 
 fn select() -> QueryBuilder<'static, Postgres> {
+    select_columns(true)
+}
+
+fn select_without_provenance() -> QueryBuilder<'static, Postgres> {
+    select_columns(false)
+}
+
+fn select_columns(provenance: bool) -> QueryBuilder<'static, Postgres> {
     let cols: Vec<String> = COLUMNS
         .iter()
         .map(|c| match *c {
+            "provenance" if !provenance => "'{}' AS provenance".to_owned(),
             "tags" | "attributes" | "ecus" | "provenance" => format!("{c}::text AS {c}"),
             _ => (*c).to_owned(),
         })
@@ -51,8 +60,9 @@ impl Backend for PostgresBackend {
         f: &VehicleFilter,
         after: Option<&str>,
         limit: u32,
+        provenance: bool,
     ) -> Result<Vec<Vehicle>, StoreError> {
-        let mut q = select();
+        let mut q = if provenance { select() } else { select_without_provenance() };
         q.push(" WHERE TRUE");
         push_filter(&mut q, f);
         if let Some(a) = after {

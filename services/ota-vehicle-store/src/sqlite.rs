@@ -34,6 +34,14 @@ fn select() -> QueryBuilder<'static, Sqlite> {
     QueryBuilder::new(format!("SELECT {} FROM vehicles", COLUMNS.join(", ")))
 }
 
+fn select_without_provenance() -> QueryBuilder<'static, Sqlite> {
+    let cols: Vec<&str> = COLUMNS
+        .iter()
+        .map(|c| if *c == "provenance" { "'{}' AS provenance" } else { c })
+        .collect();
+    QueryBuilder::new(format!("SELECT {} FROM vehicles", cols.join(", ")))
+}
+
 #[async_trait]
 impl Backend for SqliteBackend {
     fn name(&self) -> &'static str {
@@ -52,8 +60,9 @@ impl Backend for SqliteBackend {
         f: &VehicleFilter,
         after: Option<&str>,
         limit: u32,
+        provenance: bool,
     ) -> Result<Vec<Vehicle>, StoreError> {
-        let mut q = select();
+        let mut q = if provenance { select() } else { select_without_provenance() };
         q.push(" WHERE 1=1");
         push_filter(&mut q, f);
         if let Some(a) = after {

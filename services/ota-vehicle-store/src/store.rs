@@ -152,18 +152,20 @@ impl VehicleStore {
                 return Err(StoreError::Invalid(format!("invalid cursor {c:?}")));
             }
         }
-        self.page(filter, after, limit).await
+        self.page(filter, after, limit, true).await
     }
 
-    /// A page without the size cap of [`Self::list`], for streaming scans.
+    /// A page without the size cap of [`Self::list`]; streaming scans leave
+    /// out provenance.
     pub(crate) async fn page(
         &self,
         filter: &VehicleFilter,
         after: Option<&str>,
         limit: u32,
+        provenance: bool,
     ) -> Result<(Vec<Vehicle>, Option<String>), StoreError> {
         let started = Instant::now();
-        let page = self.backend.list(filter, after, limit).await;
+        let page = self.backend.list(filter, after, limit, provenance).await;
         self.observe("list", started);
         let page = page?;
         let next = (page.len() == limit as usize).then(|| page[page.len() - 1].vin.clone());
