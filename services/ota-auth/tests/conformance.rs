@@ -16,7 +16,9 @@ async fn wrong_and_revoked_tokens_are_unauthenticated(s: TokenStore) {
         let err = s.authenticate(bad).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::Unauthenticated, "{bad:?}");
     }
-    s.authenticate(&t.token).await.expect("valid before revoke (and now cached)");
+    s.authenticate(&t.token)
+        .await
+        .expect("valid before revoke (and now cached)");
     let revoked = s.revoke(&t.info.id).await.unwrap();
     assert!(revoked.revoked_at.is_some());
     assert!(matches!(

@@ -17,6 +17,13 @@ pub enum RestError {
     TooLarge(usize),
     #[error("no such endpoint {0}")]
     NoRoute(String),
+    /// A body that is not the JSON the endpoint takes (bad syntax, wrong
+    /// content type, over the size limit).
+    #[error("{}", .0.body_text().to_lowercase())]
+    Json(#[from] axum::extract::rejection::JsonRejection),
+    /// CEL rules that do not validate; every positioned error is listed.
+    #[error("invalid rules: {}", .0.first().map(|e| e.to_string()).unwrap_or_default())]
+    InvalidRules(Vec<ota_rule_engine::ExpressionError>),
 }
 
 impl CodedError for RestError {
@@ -27,6 +34,10 @@ impl CodedError for RestError {
             Self::Invalid(_) => ErrorCode::InvalidArgument,
             Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
             Self::NoRoute(_) => ErrorCode::NotFound,
+            Self::Json(r) if r.status() == http::StatusCode::PAYLOAD_TOO_LARGE => {
+                ErrorCode::PayloadTooLarge
+            }
+            Self::Json(_) | Self::InvalidRules(_) => ErrorCode::InvalidArgument,
         }
     }
 }
@@ -37,7 +48,11 @@ impl IntoResponse for RestError {
         if code == ErrorCode::Internal {
             tracing::error!(error = %self, "request failed");
         }
-        let body = Json(json!({"error": {"code": code.as_str(), "message": self.to_string()}}));
+        let mut body = json!({"error": {"code": code.as_str(), "message": self.to_string()}});
+        if let Self::InvalidRules(errors) = &self {
+            body["errors"] = json!(errors);
+        }
+        let body = Json(body);
         let mut res = (code.http_status(), body).into_response();
         match code {
             ErrorCode::Unavailable => {
@@ -56,19 +71,4 @@ impl IntoResponse for RestError {
         }
         res
     }
-}
-
-/// Turns a JSON body rejection into our error shape with its real status
-/// (400 for bad JSON, 413 over the limit, 415 without a JSON content type).
-pub fn json_rejection(r: axum::extract::rejection::JsonRejection) -> Response {
-    let status = r.status();
-    let code = match status.as_u16() {
-        413 => ErrorCode::PayloadTooLarge,
-        _ => ErrorCode::InvalidArgument,
-    };
-    (
-        status,
-        Json(json!({"error": {"code": code.as_str(), "message": r.body_text().to_lowercase()}})),
-    )
-        .into_response()
 }

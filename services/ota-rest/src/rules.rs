@@ -6,14 +6,12 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use http::StatusCode;
 use ota_auth::Role;
 use ota_common::CodedError;
 use ota_proto::v1 as pb;
 use ota_rule_engine::{Explanation, ExpressionError, Preview, RuleSet};
 use serde::{Deserialize, Serialize};
 
-use crate::error::json_rejection;
 use crate::{Caller, RestError, RestState};
 
 #[derive(Debug, Deserialize)]
@@ -71,21 +69,14 @@ async fn check(s: &RestState, rules: &RuleSet) -> Result<Validation, RestError> 
     })
 }
 
-/// Invalid rules are a 400 that lists every positioned error.
-fn invalid(v: Validation) -> Response {
-    let first = v
-        .errors
-        .first()
-        .map(|e| e.message.clone())
-        .unwrap_or_default();
-    (
-        StatusCode::BAD_REQUEST,
-        Json(serde_json::json!({
-            "error": {"code": "invalid_argument", "message": format!("invalid rules: {first}")},
-            "errors": v.errors,
-        })),
-    )
-        .into_response()
+/// The rule set, if it validates; otherwise a 400 listing every error.
+async fn require_valid(s: &RestState, rules: RuleSet) -> Result<RuleSet, RestError> {
+    let v = check(s, &rules).await?;
+    if v.valid {
+        Ok(rules)
+    } else {
+        Err(RestError::InvalidRules(v.errors))
+    }
 }
 
 pub async fn validate(
@@ -94,10 +85,7 @@ pub async fn validate(
     body: Body,
 ) -> Result<Response, RestError> {
     caller.require(Role::Viewer)?;
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(r) => return Ok(json_rejection(r)),
-    };
+    let Json(body) = body?;
     let v = check(&s, &body.rule_set()?).await?;
     Ok(Json(v).into_response())
 }
@@ -108,19 +96,12 @@ pub async fn explain(
     body: Body,
 ) -> Result<Response, RestError> {
     caller.require(Role::Viewer)?;
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(r) => return Ok(json_rejection(r)),
-    };
-    let rules = body.rule_set()?;
+    let Json(body) = body?;
     let vin = body
         .vin
         .clone()
         .ok_or_else(|| RestError::Invalid("explain needs a \"vin\"".into()))?;
-    let v = check(&s, &rules).await?;
-    if !v.valid {
-        return Ok(invalid(v));
-    }
+    let rules = require_valid(&s, body.rule_set()?).await?;
     let r = s
         .rules
         .clone()
@@ -149,15 +130,8 @@ pub async fn preview(
 ) -> Result<Response, RestError> {
     // A preview scans the whole inventory: an engineer's tool.
     caller.require(Role::Engineer)?;
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(r) => return Ok(json_rejection(r)),
-    };
-    let rules = body.rule_set()?;
-    let v = check(&s, &rules).await?;
-    if !v.valid {
-        return Ok(invalid(v));
-    }
+    let Json(body) = body?;
+    let rules = require_valid(&s, body.rule_set()?).await?;
     let req = pb::PreviewRequest {
         rules: Some(rules.into()),
         sample_size: body.sample_size.unwrap_or(0),

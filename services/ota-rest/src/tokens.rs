@@ -5,7 +5,6 @@ use http::StatusCode;
 use ota_auth::{Role, TokenInfo};
 use serde::Deserialize;
 
-use crate::error::json_rejection;
 use crate::{Caller, RestError, RestState};
 
 #[derive(Deserialize)]
@@ -21,10 +20,7 @@ pub async fn create(
     body: Result<Json<CreateToken>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, RestError> {
     caller.require(Role::Admin)?;
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(r) => return Ok(json_rejection(r)),
-    };
+    let Json(body) = body?;
     let role: Role = body.role.parse()?;
     let token = s.tokens.create(&body.name, role).await?;
     tracing::info!(by = %caller.0.name, name = %token.info.name, role = %role, "token created");

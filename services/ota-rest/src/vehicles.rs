@@ -7,7 +7,6 @@ use ota_common::vehicle::{Vehicle, VehiclePatch};
 use ota_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use crate::error::json_rejection;
 use crate::{Caller, RestError, RestState};
 
 pub async fn get(
@@ -101,10 +100,7 @@ pub async fn put(
     body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, RestError> {
     caller.require(Role::Engineer)?;
-    let mut body = match body {
-        Ok(Json(b)) => b,
-        Err(r) => return Ok(json_rejection(r)),
-    };
+    let Json(mut body) = body?;
     let obj = body
         .as_object_mut()
         .ok_or_else(|| RestError::Invalid("body must be a JSON object".into()))?;

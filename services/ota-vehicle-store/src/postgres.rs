@@ -62,7 +62,11 @@ impl Backend for PostgresBackend {
         limit: u32,
         provenance: bool,
     ) -> Result<Vec<Vehicle>, StoreError> {
-        let mut q = if provenance { select() } else { select_without_provenance() };
+        let mut q = if provenance {
+            select()
+        } else {
+            select_without_provenance()
+        };
         q.push(" WHERE TRUE");
         push_filter(&mut q, f);
         if let Some(a) = after {

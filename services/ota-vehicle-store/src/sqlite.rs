@@ -37,7 +37,13 @@ fn select() -> QueryBuilder<'static, Sqlite> {
 fn select_without_provenance() -> QueryBuilder<'static, Sqlite> {
     let cols: Vec<&str> = COLUMNS
         .iter()
-        .map(|c| if *c == "provenance" { "'{}' AS provenance" } else { c })
+        .map(|c| {
+            if *c == "provenance" {
+                "'{}' AS provenance"
+            } else {
+                c
+            }
+        })
         .collect();
     QueryBuilder::new(format!("SELECT {} FROM vehicles", cols.join(", ")))
 }
@@ -62,7 +68,11 @@ impl Backend for SqliteBackend {
         limit: u32,
         provenance: bool,
     ) -> Result<Vec<Vehicle>, StoreError> {
-        let mut q = if provenance { select() } else { select_without_provenance() };
+        let mut q = if provenance {
+            select()
+        } else {
+            select_without_provenance()
+        };
         q.push(" WHERE 1=1");
         push_filter(&mut q, f);
         if let Some(a) = after {
