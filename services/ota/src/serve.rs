@@ -169,6 +169,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         format!("cannot listen for gRPC on {grpc_addr} (grpc_addr / OTA_GRPC_ADDR)")
     })?;
     let grpc = tonic::transport::Server::builder()
+        .trace_fn(peer::grpc_request_span)
         .layer(GrpcMetricsLayer)
         .add_service(health_service)
         .add_service(reflection)
@@ -198,7 +199,8 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
                 .route("/metrics", get(metrics))
                 .with_state(state.clone()),
         )
-        .layer(axum::middleware::from_fn(http_metrics));
+        .layer(axum::middleware::from_fn(http_metrics))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(http_request_span));
     let http =
         axum::serve(http_listener, app).with_graceful_shutdown(wait_true(shutdown_rx.clone()));
     tracing::info!(%http_addr, %grpc_addr, elapsed_ms = started.elapsed().as_millis() as u64, "ota is serving");
@@ -227,9 +229,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         db.close().await;
     }
     tracing::info!("stopped");
-    if let Ok(state) = Arc::try_unwrap(state) {
-        state.telemetry.shutdown();
-    }
+    state.telemetry.shutdown();
     Ok(())
 }
 
@@ -282,6 +282,16 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.telemetry.render(),
     )
+}
+
+/// One span per HTTP request, named by route template like the metrics.
+fn http_request_span(req: &http::Request<axum::body::Body>) -> tracing::Span {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str())
+        .unwrap_or("unmatched");
+    tracing::info_span!("http.request", method = %req.method(), route = %route)
 }
 
 /// `ota_http_requests_total` and `ota_http_request_duration_seconds` by

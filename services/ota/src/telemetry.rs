@@ -76,9 +76,12 @@ impl Telemetry {
         self.metrics.render()
     }
 
-    pub fn shutdown(self) {
-        if let Some(t) = self.tracer {
-            let _ = t.shutdown();
+    /// Flushes buffered spans to the collector.
+    pub fn shutdown(&self) {
+        if let Some(t) = &self.tracer {
+            if let Err(e) = t.shutdown() {
+                tracing::warn!(error = %e, "flushing traces failed");
+            }
         }
     }
 }

@@ -750,3 +750,130 @@ async fn rules_check_explain_and_preview_from_the_cli_and_rest() {
         "{body}"
     );
 }
+
+/// A stand-in OpenTelemetry collector: records (service.name, span name,
+/// trace id) of every exported span.
+mod collector {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+        TraceService, TraceServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Span {
+        pub service: String,
+        pub name: String,
+        pub trace_id: Vec<u8>,
+    }
+
+    #[derive(Clone, Default)]
+    pub struct Collector(pub Arc<Mutex<Vec<Span>>>);
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            req: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut spans = self.0.lock().unwrap();
+            for rs in req.into_inner().resource_spans {
+                let service = rs
+                    .resource
+                    .iter()
+                    .flat_map(|r| &r.attributes)
+                    .find(|kv| kv.key == "service.name")
+                    .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                        AnyValue::StringValue(s) => Some(s.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                for ss in rs.scope_spans {
+                    for sp in ss.spans {
+                        spans.push(Span {
+                            service: service.clone(),
+                            name: sp.name,
+                            trace_id: sp.trace_id,
+                        });
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+        }
+    }
+
+    pub async fn start() -> (Collector, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let c = Collector::default();
+        let svc = TraceServiceServer::new(c.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (c, format!("http://{addr}"))
+    }
+}
+
+/// With OTEL_EXPORTER_OTLP_ENDPOINT set, requests become spans in the
+/// collector, and a call from `rest` to the vehicle store in another process
+/// continues the caller's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_are_exported_over_otlp_and_continue_across_processes() {
+    let (collector, endpoint) = collector::start().await;
+    let pg = ota_tests::db::postgres().await;
+    let store = Server::start(
+        &[
+            ("OTA_DATABASE_URL", &pg.url),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "ota-store"),
+        ],
+        &["--services", "vehicle-store,rule-engine"],
+    );
+    let rest = Server::start(
+        &[
+            ("OTA_DATABASE_URL", &pg.url),
+            ("OTA_PEERS__VEHICLE_STORE", &store.grpc),
+            ("OTA_PEERS__RULE_ENGINE", &store.grpc),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_SERVICE_NAME", "ota-rest"),
+        ],
+        &["--services", "rest"],
+    );
+    let token = rest.admin_token();
+    let r = http()
+        .get(format!("{}/api/v1/vehicles/WVWZZZE1ZMP000001", rest.http))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Stopping flushes the batch exporters.
+    assert!(rest.terminate().0.success());
+    assert!(store.terminate().0.success());
+
+    let spans = collector.0.lock().unwrap().clone();
+    let grpc_span = spans
+        .iter()
+        .find(|s| s.service == "ota-store" && s.name == "grpc.request")
+        .unwrap_or_else(|| panic!("no grpc.request span from ota-store in {spans:?}"));
+    // The health probes are traces of their own; the GET is the one whose
+    // trace reaches the store.
+    let http_span = spans
+        .iter()
+        .find(|s| {
+            s.service == "ota-rest" && s.name == "http.request" && s.trace_id == grpc_span.trace_id
+        })
+        .unwrap_or_else(|| {
+            panic!("no ota-rest http.request shares the store span's trace in {spans:?}")
+        });
+    assert_eq!(
+        http_span.trace_id, grpc_span.trace_id,
+        "the store's span continues the REST request's trace"
+    );
+}
