@@ -166,32 +166,41 @@ async fn read_body(
     }
 }
 
+/// Whether the body failed because it passed the import size limit (the
+/// limit layer's error is somewhere in the chain).
+fn over_limit(e: &axum::Error) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// Splits the byte stream into lines (without `\n`) and sends what `each`
 /// makes of them. Lines over [`MAX_LINE_BYTES`] are passed as `Err(reason)`.
-async fn for_each_line<S, E, F>(
+async fn for_each_line<S, F>(
     mut stream: S,
-    mut each: F,
+    mut emit: F,
     tx: &mpsc::Sender<pb::ImportVehiclesRequest>,
     limit: usize,
 ) -> Result<(), RestError>
 where
-    S: Stream<Item = Result<bytes::Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin,
     F: FnMut(Result<&[u8], String>) -> Result<Option<pb::ImportVehiclesRequest>, RestError>,
 {
     let mut buf = BytesMut::new();
     let mut skipping = false;
-    let mut emit = |line: Result<&[u8], String>| each(line);
     loop {
         let chunk = match stream.next().await {
             Some(Ok(c)) => Some(c),
+            Some(Err(e)) if over_limit(&e) => return Err(RestError::TooLarge(limit)),
             Some(Err(e)) => {
-                let msg = e.to_string();
-                return Err(if msg.contains("length limit") {
-                    RestError::TooLarge(limit)
-                } else {
-                    RestError::Invalid(format!("reading the request body failed: {msg}"))
-                });
+                return Err(RestError::Invalid(format!(
+                    "reading the request body failed: {e}"
+                )))
             }
             None => None,
         };
