@@ -27,7 +27,6 @@ pub trait Backend: Send + Sync + 'static {
     async fn count(&self, filter: &VehicleFilter) -> Result<u64, StoreError>;
     /// A write transaction; dropping it without commit rolls back.
     async fn begin(&self) -> Result<Box<dyn WriteTx>, StoreError>;
-    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 #[async_trait]

@@ -41,21 +41,6 @@ impl From<Option<pb::VehicleFilter>> for VehicleFilter {
     }
 }
 
-impl From<VehicleFilter> for pb::VehicleFilter {
-    fn from(f: VehicleFilter) -> Self {
-        pb::VehicleFilter {
-            model: f.model,
-            model_year: f.model_year,
-            platform: f.platform,
-            gateway: f.gateway,
-            protocol: f.protocol,
-            region: f.region,
-            country: f.country,
-            tag: f.tag,
-        }
-    }
-}
-
 type ScanStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ScanVehiclesResponse, Status>> + Send>>;
 

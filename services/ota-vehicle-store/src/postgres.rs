@@ -90,11 +90,6 @@ impl Backend for PostgresBackend {
             tx: self.pool.begin().await?,
         }))
     }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
 }
 
 /// `AND ...` for every set filter.

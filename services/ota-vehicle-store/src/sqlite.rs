@@ -96,11 +96,6 @@ impl Backend for SqliteBackend {
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Box::new(SqliteTx { tx, _guard: guard }))
     }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
 }
 
 /// `AND ...` for every set filter.

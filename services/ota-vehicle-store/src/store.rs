@@ -114,14 +114,6 @@ impl VehicleStore {
         }
     }
 
-    pub fn backend_name(&self) -> &'static str {
-        self.backend.name()
-    }
-
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.backend.ping().await
-    }
-
     pub async fn get(&self, vin: &str) -> Result<Vehicle, StoreError> {
         let vin = Vin::parse(vin).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let started = Instant::now();
