@@ -31,7 +31,13 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    BoxCloneSyncService::new(GrpcMetrics { inner: server }.map_err(|e: Infallible| match e {}))
+    BoxCloneSyncService::new(
+        GrpcMetrics {
+            inner: server,
+            propagate: false,
+        }
+        .map_err(|e: Infallible| match e {}),
+    )
 }
 
 /// A peer at `url` (e.g. `http://vehicle-store:50051`), connected on first use
@@ -44,7 +50,11 @@ pub fn remote(url: &str) -> Result<Peer, String> {
         .http2_keep_alive_interval(Duration::from_secs(30));
     let channel = endpoint.connect_lazy();
     Ok(BoxCloneSyncService::new(
-        GrpcMetrics { inner: channel }.map_err(PeerError::from),
+        GrpcMetrics {
+            inner: channel,
+            propagate: true,
+        }
+        .map_err(PeerError::from),
     ))
 }
 
@@ -56,12 +66,8 @@ pub fn remote(url: &str) -> Result<Peer, String> {
 #[derive(Clone)]
 pub struct GrpcMetrics<S> {
     inner: S,
-}
-
-impl<S> GrpcMetrics<S> {
-    pub fn new(inner: S) -> Self {
-        Self { inner }
-    }
+    /// Remote peers only: carry the caller's trace in the request headers.
+    propagate: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -70,7 +76,10 @@ pub struct GrpcMetricsLayer;
 impl<S> tower::Layer<S> for GrpcMetricsLayer {
     type Service = GrpcMetrics<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics { inner }
+        GrpcMetrics {
+            inner,
+            propagate: false,
+        }
     }
 }
 
@@ -88,7 +97,9 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
-        inject_trace_context(req.headers_mut());
+        if self.propagate {
+            inject_trace_context(req.headers_mut());
+        }
         let path = req.uri().path().to_owned();
         let started = Instant::now();
         let fut = self.inner.call(req);
@@ -170,26 +181,6 @@ fn split_path(path: &str) -> (String, String) {
     let method = parts.next().unwrap_or_default();
     let service = service.rsplit('.').next().unwrap_or(service);
     (service.to_owned(), method.to_owned())
-}
-
-/// Waits until `peer` answers, e.g. for readiness checks. Any gRPC answer
-/// (even an error status) proves the peer is up.
-pub async fn probe(peer: &Peer, timeout: Duration) -> bool {
-    let req = http::Request::builder()
-        .method("POST")
-        .uri("/grpc.health.v1.Health/Check")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Body::empty())
-        .expect("static request");
-    matches!(
-        tokio_timeout(timeout, peer.clone().oneshot(req)).await,
-        Some(Ok(_))
-    )
-}
-
-async fn tokio_timeout<F: std::future::Future>(d: Duration, f: F) -> Option<F::Output> {
-    tokio::time::timeout(d, f).await.ok()
 }
 
 #[cfg(test)]
