@@ -172,7 +172,7 @@ pub async fn run(cmd: RulesCmd, conn: &Connection) -> anyhow::Result<i32> {
 fn campaign_rules(path: &PathBuf) -> anyhow::Result<Value> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text)
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
         .with_context(|| format!("{} is not valid YAML or JSON", path.display()))?;
     let target = doc
         .get("target")
