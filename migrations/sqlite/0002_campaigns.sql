@@ -72,7 +72,7 @@ CREATE TABLE actions (
 CREATE INDEX actions_campaign_state ON actions (campaign_id, state, bucket);
 CREATE INDEX actions_vin ON actions (vin);
 CREATE UNIQUE INDEX actions_one_open ON actions (vin, ecu) WHERE open = 1;
-CREATE INDEX actions_open_state_at ON actions (state_at) WHERE open = 1;
+CREATE INDEX actions_open_staged ON actions (campaign_id, staged_at) WHERE open = 1;
 
 CREATE TABLE audit_log (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,

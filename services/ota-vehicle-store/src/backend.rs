@@ -135,3 +135,20 @@ pub(crate) fn millis(t: DateTime<Utc>) -> i64 {
 pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
 }
+
+/// VINs per change event in the outbox.
+const VINS_PER_EVENT: usize = 1000;
+
+/// The outbox events announcing that these vehicles changed, so that
+/// running campaigns can re-decide them.
+pub(crate) fn change_events(vins: &[String]) -> Vec<String> {
+    let at_ms = chrono::Utc::now().timestamp_millis();
+    vins.chunks(VINS_PER_EVENT)
+        .map(|chunk| {
+            ota_bus::outbox::payload(&ota_bus::VehicleEvent::Changed {
+                vins: chunk.to_vec(),
+                at_ms,
+            })
+        })
+        .collect()
+}

@@ -88,6 +88,7 @@ impl Backend for PostgresBackend {
     async fn begin(&self) -> Result<Box<dyn WriteTx>, StoreError> {
         Ok(Box::new(PgTx {
             tx: self.pool.begin().await?,
+            changed: Vec::new(),
         }))
     }
 }
@@ -110,6 +111,8 @@ fn push_filter(q: &mut QueryBuilder<'static, Postgres>, f: &VehicleFilter) {
 
 struct PgTx {
     tx: sqlx::Transaction<'static, Postgres>,
+    /// Saved VINs, announced on commit.
+    changed: Vec<String>,
 }
 
 #[async_trait]
@@ -131,6 +134,7 @@ impl WriteTx for PgTx {
         if rows.is_empty() {
             return Ok(());
         }
+        self.changed.extend(rows.iter().map(|v| v.vin.clone()));
         let n = rows.len();
         let mut vin = Vec::with_capacity(n);
         let mut model = Vec::with_capacity(n);
@@ -206,7 +210,10 @@ impl WriteTx for PgTx {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx.commit().await?;
+        let mut this = *self;
+        let events = crate::backend::change_events(&this.changed);
+        ota_bus::outbox::enqueue_postgres(&mut this.tx, ota_bus::topics::VEHICLES, &events).await?;
+        this.tx.commit().await?;
         Ok(())
     }
 }

@@ -94,7 +94,11 @@ impl Backend for SqliteBackend {
     async fn begin(&self) -> Result<Box<dyn WriteTx>, StoreError> {
         let guard = self.write_lock.clone().lock_owned().await;
         let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Box::new(SqliteTx { tx, _guard: guard }))
+        Ok(Box::new(SqliteTx {
+            tx,
+            _guard: guard,
+            changed: Vec::new(),
+        }))
     }
 }
 
@@ -117,6 +121,8 @@ fn push_filter(q: &mut QueryBuilder<'static, Sqlite>, f: &VehicleFilter) {
 struct SqliteTx {
     tx: sqlx::Transaction<'static, Sqlite>,
     _guard: OwnedMutexGuard<()>,
+    /// Saved VINs, announced on commit.
+    changed: Vec<String>,
 }
 
 #[async_trait]
@@ -141,6 +147,7 @@ impl WriteTx for SqliteTx {
     }
 
     async fn save(&mut self, rows: &[Vehicle]) -> Result<(), StoreError> {
+        self.changed.extend(rows.iter().map(|v| v.vin.clone()));
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let mut q: QueryBuilder<Sqlite> =
                 QueryBuilder::new(format!("INSERT INTO vehicles ({}) ", COLUMNS.join(", ")));
@@ -173,7 +180,10 @@ impl WriteTx for SqliteTx {
     }
 
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
-        self.tx.commit().await?;
+        let mut this = *self;
+        let events = crate::backend::change_events(&this.changed);
+        ota_bus::outbox::enqueue_sqlite(&mut this.tx, ota_bus::topics::VEHICLES, &events).await?;
+        this.tx.commit().await?;
         Ok(())
     }
 }

@@ -1,0 +1,626 @@
+//! The campaign manager's operations: what the gRPC service, the rollout
+//! loop and the event consumers call.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ota_auth::Role;
+use ota_common::peer::Peer;
+use ota_proto::v1 as pb;
+use ota_rule_engine::{CompiledRuleSet, Rule, RuleSet, VehicleSource};
+use pb::rule_engine_client::RuleEngineClient;
+
+use crate::model::{Campaign, CampaignState, Package, Plan, Transition};
+use crate::spec::{self, CampaignSpec, SpecError};
+use crate::status::StatusWriter;
+use crate::store::{Audit, OpenActionRow, StateChange, Store};
+use crate::CampaignError;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often the rollout re-decides every running campaign.
+    pub tick: Duration,
+    /// Status reports written per transaction, at most.
+    pub status_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(1),
+            status_batch: 2000,
+        }
+    }
+}
+
+/// Who asks: the token's name and role, as the REST layer authenticated it.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(Clone)]
+pub struct CampaignManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub store: Store,
+    pub rules: RuleEngineClient<Peer>,
+    pub vehicles: Arc<dyn VehicleSource>,
+    pub config: Config,
+    pub status: StatusWriter,
+    /// Packages by id: immutable once a campaign uses them, so cached for good.
+    packages: RwLock<HashMap<String, Package>>,
+    compiled: Mutex<HashMap<String, Arc<CompiledRuleSet>>>,
+    /// Per campaign, what bounds an action's deadline: the action timeout
+    /// and the schedule's end. Fixed at creation, so cached for good.
+    deadlines: RwLock<HashMap<String, Deadline>>,
+    /// Campaign ids whose targeting scan runs in this process.
+    pub scanning: Mutex<std::collections::HashSet<String>>,
+}
+
+impl CampaignManager {
+    pub fn new(
+        store: Store,
+        rule_engine: Peer,
+        vehicles: Arc<dyn VehicleSource>,
+        config: Config,
+    ) -> Self {
+        let status = StatusWriter::start(store.clone(), config.status_batch);
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                rules: RuleEngineClient::new(rule_engine),
+                vehicles,
+                config,
+                status,
+                packages: RwLock::new(HashMap::new()),
+                compiled: Mutex::new(HashMap::new()),
+                deadlines: RwLock::new(HashMap::new()),
+                scanning: Mutex::new(Default::default()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    // ---- packages ----
+
+    pub async fn create_package(
+        &self,
+        p: pb::Package,
+        actor: &str,
+    ) -> Result<Package, CampaignError> {
+        let problems = check_package(&p);
+        if !problems.is_empty() {
+            return Err(CampaignError::Invalid(format!(
+                "invalid package: {}",
+                problems.join("; ")
+            )));
+        }
+        let pkg = Package {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: p.name.trim().to_string(),
+            version: p.version.trim().to_string(),
+            ecu: p.ecu.trim().to_string(),
+            compatible_hw: p.compatible_hw,
+            artifacts: p
+                .artifacts
+                .into_iter()
+                .map(|a| crate::model::Artifact {
+                    url: a.url,
+                    sha256: a.sha256.to_ascii_lowercase(),
+                    size: a.size,
+                })
+                .collect(),
+            release_notes: p.release_notes,
+            created_by: actor.to_string(),
+            created_at: now_ms_precision(),
+            in_use: false,
+        };
+        self.inner.store.insert_package(&pkg).await?;
+        Ok(pkg)
+    }
+
+    pub async fn package(&self, id: &str) -> Result<Package, CampaignError> {
+        if let Some(p) = self.inner.packages.read().expect("cache").get(id) {
+            return Ok(p.clone());
+        }
+        let p = self.inner.store.get_package(id).await?;
+        if p.in_use {
+            self.inner
+                .packages
+                .write()
+                .expect("cache")
+                .insert(p.id.clone(), p.clone());
+        }
+        Ok(p)
+    }
+
+    /// A vehicle's status report, durable when this returns.
+    pub async fn report_status(
+        &self,
+        report: crate::status::StatusReport,
+    ) -> Result<crate::status::StatusResult, CampaignError> {
+        self.inner.status.submit(report).await
+    }
+
+    // ---- campaigns ----
+
+    /// Every problem of a campaign file, each with its path; the parsed
+    /// plan when there are none.
+    pub async fn validate(
+        &self,
+        text: &str,
+    ) -> Result<Result<Plan, Vec<SpecError>>, CampaignError> {
+        let spec = match spec::parse(text) {
+            Ok(s) => s,
+            Err(errors) => return Ok(Err(errors)),
+        };
+        let mut errors = Vec::new();
+        let validation = self
+            .inner
+            .rules
+            .clone()
+            .validate(pb::ValidateRequest {
+                rules: Some(rule_set(&spec).into()),
+            })
+            .await
+            .map_err(CampaignError::upstream("rule engine"))?
+            .into_inner();
+        for e in validation.errors {
+            errors.push(SpecError {
+                path: e.path,
+                message: e.message,
+                line: e.position.as_ref().map(|p| p.line),
+                column: e.position.as_ref().map(|p| p.column),
+            });
+        }
+        let mut packages = Vec::with_capacity(spec.rules.len());
+        for (i, rule) in spec.rules.iter().enumerate() {
+            let install = &rule.install;
+            match self
+                .inner
+                .store
+                .get_package(&format!("{}@{}", install.package, install.version))
+                .await
+            {
+                Ok(p) => {
+                    if p.ecu != install.ecu {
+                        errors.push(SpecError {
+                            path: format!("rules[{i}].install.ecu"),
+                            message: format!(
+                                "package {}@{} is for ECU {:?}, not {:?}",
+                                p.name, p.version, p.ecu, install.ecu
+                            ),
+                            line: None,
+                            column: None,
+                        });
+                    }
+                    packages.push(p.id);
+                }
+                Err(CampaignError::NotFound { .. }) => errors.push(SpecError {
+                    path: format!("rules[{i}].install.package"),
+                    message: format!(
+                        "package {:?} version {:?} does not exist (register it with `ota packages add`)",
+                        install.package, install.version
+                    ),
+                    line: None,
+                    column: None,
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(end) = spec.schedule.end {
+            if end <= Utc::now() {
+                errors.push(SpecError {
+                    path: "schedule.end".into(),
+                    message: format!("{} is in the past", end.to_rfc3339()),
+                    line: None,
+                    column: None,
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(Ok(Plan { spec, packages }))
+        } else {
+            Ok(Err(errors))
+        }
+    }
+
+    pub async fn create_campaign(
+        &self,
+        text: &str,
+        actor: &str,
+    ) -> Result<Result<Campaign, Vec<SpecError>>, CampaignError> {
+        let plan = match self.validate(text).await? {
+            Ok(p) => p,
+            Err(errors) => return Ok(Err(errors)),
+        };
+        let now = now_ms_precision();
+        let c = Campaign {
+            id: uuid::Uuid::now_v7().to_string(),
+            name: plan.spec.name.clone(),
+            state: CampaignState::Draft,
+            spec_text: text.to_string(),
+            priority: plan.spec.priority,
+            plan,
+            created_by: actor.to_string(),
+            approved_by: None,
+            state_reason: String::new(),
+            current_wave: -1,
+            wave_opened_at: None,
+            launched_at: None,
+            targeted_at: None,
+            release_budget: 0.0,
+            budget_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.inner.store.insert_campaign(&c).await?;
+        Ok(Ok(c))
+    }
+
+    pub async fn campaign(&self, id: &str) -> Result<Campaign, CampaignError> {
+        self.inner.store.get_campaign(id).await
+    }
+
+    /// An engineer's transition, checked against the lifecycle and, for
+    /// approval, the four-eyes rule.
+    pub async fn transition(
+        &self,
+        id: &str,
+        t: Transition,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<Campaign, CampaignError> {
+        let c = self.campaign(id).await?;
+        let to = c
+            .state
+            .apply(t)
+            .ok_or_else(|| CampaignError::IllegalTransition {
+                id: c.id.clone(),
+                state: c.state.to_string(),
+                action: t.verb(),
+            })?;
+        let mut change = StateChange::default();
+        match t {
+            Transition::Approve => {
+                let role: Option<Role> = actor.role.parse().ok();
+                if role.is_none_or(|r| r < Role::Approver) {
+                    return Err(CampaignError::Forbidden(format!(
+                        "approving needs the approver role; {} has the {} role",
+                        actor.name, actor.role
+                    )));
+                }
+                if actor.name == c.created_by {
+                    return Err(CampaignError::Forbidden(format!(
+                        "{} created campaign {} and cannot approve it too: approval needs a second person",
+                        actor.name, c.id
+                    )));
+                }
+                change.approved_by = Some(actor.name.clone());
+            }
+            Transition::Launch => {
+                if let Some(end) = c.plan.spec.schedule.end {
+                    if end <= Utc::now() {
+                        return Err(CampaignError::Conflict(format!(
+                            "campaign {} cannot launch: its schedule ended at {}",
+                            c.id,
+                            end.to_rfc3339()
+                        )));
+                    }
+                }
+                change.launched = true;
+                change.open_first_wave = c
+                    .plan
+                    .spec
+                    .schedule
+                    .start
+                    .is_none_or(|start| start <= Utc::now());
+            }
+            _ => {}
+        }
+        let audit = Audit::new(&actor.name, reason);
+        if !self
+            .inner
+            .store
+            .set_state(&c, to, change, &audit, t.verb())
+            .await?
+        {
+            // Someone else moved it first: report the state it is in now.
+            let now = self.campaign(id).await?;
+            return Err(CampaignError::IllegalTransition {
+                id: now.id,
+                state: now.state.to_string(),
+                action: t.verb(),
+            });
+        }
+        if t == Transition::Launch {
+            self.spawn_targeting(id.to_string());
+        }
+        self.campaign(id).await
+    }
+
+    /// Opens the next wave now (manual advance, or ahead of the soak time).
+    pub async fn advance(
+        &self,
+        id: &str,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<Campaign, CampaignError> {
+        let c = self.campaign(id).await?;
+        if c.state != CampaignState::Running {
+            return Err(CampaignError::IllegalTransition {
+                id: c.id,
+                state: c.state.to_string(),
+                action: "advance",
+            });
+        }
+        let next = c.current_wave + 1;
+        if next as usize >= c.waves().len() {
+            return Err(CampaignError::Conflict(format!(
+                "campaign {} already has its last wave ({}%) open",
+                c.id,
+                c.waves().last().copied().unwrap_or(100.0)
+            )));
+        }
+        if !self
+            .inner
+            .store
+            .open_wave(&c, next, &Audit::new(&actor.name, reason))
+            .await?
+        {
+            return Err(CampaignError::Conflict(format!(
+                "campaign {} changed wave meanwhile; retry",
+                c.id
+            )));
+        }
+        self.campaign(id).await
+    }
+
+    pub async fn set_priority(
+        &self,
+        id: &str,
+        priority: i32,
+        actor: &Actor,
+        reason: &str,
+    ) -> Result<Campaign, CampaignError> {
+        if !(-1000..=1000).contains(&priority) {
+            return Err(CampaignError::Invalid(format!(
+                "priority {priority} is out of range -1000..=1000"
+            )));
+        }
+        let c = self.campaign(id).await?;
+        if matches!(
+            c.state,
+            CampaignState::Completed | CampaignState::Aborted | CampaignState::Cancelled
+        ) {
+            return Err(CampaignError::IllegalTransition {
+                id: c.id,
+                state: c.state.to_string(),
+                action: "change the priority of",
+            });
+        }
+        self.inner
+            .store
+            .set_priority(&c, priority, &Audit::new(&actor.name, reason))
+            .await?;
+        self.campaign(id).await
+    }
+
+    /// The campaign's rule set, compiled once per campaign.
+    pub(crate) fn compiled(&self, c: &Campaign) -> Result<Arc<CompiledRuleSet>, CampaignError> {
+        if let Some(r) = self.inner.compiled.lock().expect("cache").get(&c.id) {
+            return Ok(r.clone());
+        }
+        let compiled = CompiledRuleSet::compile(&rule_set(&c.plan.spec)).map_err(|errors| {
+            CampaignError::Corrupt {
+                what: format!("targeting of campaign {}", c.id),
+                reason: errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            }
+        })?;
+        let compiled = Arc::new(compiled);
+        self.inner
+            .compiled
+            .lock()
+            .expect("cache")
+            .insert(c.id.clone(), compiled.clone());
+        Ok(compiled)
+    }
+}
+
+type Deadline = (Option<Duration>, Option<DateTime<Utc>>);
+
+impl CampaignManager {
+    /// Open actions grouped per vehicle, in the order the vehicle should
+    /// carry them out (highest priority first), as staging needs them.
+    pub async fn vehicle_actions(
+        &self,
+        rows: Vec<OpenActionRow>,
+    ) -> Result<Vec<pb::VehicleActions>, CampaignError> {
+        let mut out: Vec<pb::VehicleActions> = Vec::new();
+        for r in rows {
+            let pkg = self.package(&r.package_id).await?;
+            let (timeout, end) = self.deadline_rule(&r.campaign_id).await?;
+            let by_timeout = match (r.staged_at, timeout) {
+                (Some(at), Some(t)) => chrono::Duration::from_std(t)
+                    .ok()
+                    .and_then(|t| crate::model::from_millis(at).checked_add_signed(t)),
+                _ => None,
+            };
+            let deadline = match (by_timeout, end) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let action = pb::OpenAction {
+                action_id: r.id,
+                campaign_id: r.campaign_id,
+                ecu: r.ecu,
+                priority: r.priority,
+                package: Some(pb::StagedPackage {
+                    name: pkg.name,
+                    version: pkg.version,
+                    artifacts: pkg
+                        .artifacts
+                        .into_iter()
+                        .map(|a| pb::Artifact {
+                            url: a.url,
+                            sha256: a.sha256,
+                            size: a.size,
+                        })
+                        .collect(),
+                }),
+                deadline: deadline.map(ota_common::vehicle::to_timestamp),
+                state: r.state,
+            };
+            match out.last_mut() {
+                Some(v) if v.vin == r.vin => v.actions.push(action),
+                _ => out.push(pb::VehicleActions {
+                    vin: r.vin,
+                    actions: vec![action],
+                }),
+            }
+        }
+        for v in &mut out {
+            v.actions.sort_by(|a, b| {
+                b.priority
+                    .cmp(&a.priority)
+                    .then_with(|| a.campaign_id.cmp(&b.campaign_id))
+                    .then_with(|| a.action_id.cmp(&b.action_id))
+            });
+        }
+        Ok(out)
+    }
+
+    async fn deadline_rule(&self, campaign_id: &str) -> Result<Deadline, CampaignError> {
+        if let Some(d) = self.inner.deadlines.read().expect("cache").get(campaign_id) {
+            return Ok(*d);
+        }
+        let c = self.campaign(campaign_id).await?;
+        let d = (c.plan.spec.rollout.action_timeout, c.plan.spec.schedule.end);
+        self.inner
+            .deadlines
+            .write()
+            .expect("cache")
+            .insert(campaign_id.to_string(), d);
+        Ok(d)
+    }
+}
+
+/// The rule engine's view of a campaign: the action of each rule is its index.
+pub(crate) fn rule_set(spec: &CampaignSpec) -> RuleSet {
+    RuleSet {
+        target: spec.target.clone(),
+        rules: spec
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Rule {
+                when: r.when.clone().unwrap_or_default(),
+                action: i.to_string(),
+            })
+            .collect(),
+    }
+}
+
+fn check_package(p: &pb::Package) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (field, value) in [("name", &p.name), ("version", &p.version), ("ecu", &p.ecu)] {
+        let v = value.trim();
+        if v.is_empty() {
+            problems.push(format!("{field} is required"));
+        } else if v.len() > 128 || v.chars().any(|c| c.is_control() || c == '@' || c == '/') {
+            problems.push(format!(
+                "{field} {v:?} must be at most 128 characters without control characters, '@' or '/'"
+            ));
+        }
+    }
+    for (i, a) in p.artifacts.iter().enumerate() {
+        if a.url.trim().is_empty() {
+            problems.push(format!("artifacts[{i}].url is required"));
+        }
+        if a.sha256.len() != 64 || !a.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            problems.push(format!(
+                "artifacts[{i}].sha256 {:?} is not 64 hexadecimal characters",
+                a.sha256
+            ));
+        }
+    }
+    problems
+}
+
+/// Millisecond precision, as stored, so what is returned equals what is read
+/// back later.
+pub(crate) fn now_ms_precision() -> DateTime<Utc> {
+    crate::model::from_millis(Utc::now().timestamp_millis())
+}
+
+static LAST_ACTION_ID: AtomicU64 = AtomicU64::new(0);
+
+/// Action ids are decimal numbers (DDI clients expect numeric action ids):
+/// milliseconds since the epoch shifted left, plus random bits so two
+/// processes rarely collide, kept strictly increasing within a process.
+pub(crate) fn next_action_id() -> String {
+    let candidate = ((Utc::now().timestamp_millis() as u64) << 22) | (rand_bits() & 0x3FF) << 12;
+    let mut last = LAST_ACTION_ID.load(Ordering::Relaxed);
+    loop {
+        let next = candidate.max(last + 1);
+        match LAST_ACTION_ID.compare_exchange_weak(last, next, Ordering::Relaxed, Ordering::Relaxed)
+        {
+            Ok(_) => return next.to_string(),
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+fn rand_bits() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_ids_are_unique_and_numeric() {
+        let ids: Vec<String> = (0..10_000).map(|_| next_action_id()).collect();
+        let set: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(set.len(), ids.len());
+        for id in &ids {
+            let n: i64 = id.parse().expect("fits in i64");
+            assert!(n > 0);
+        }
+    }
+
+    #[test]
+    fn package_checks_name_every_problem() {
+        let p = pb::Package {
+            name: "".into(),
+            version: "1.0".into(),
+            ecu: "B@D".into(),
+            artifacts: vec![pb::Artifact {
+                url: "".into(),
+                sha256: "xyz".into(),
+                size: 1,
+            }],
+            ..Default::default()
+        };
+        let problems = check_package(&p);
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert!(problems[0].contains("name is required"));
+        assert!(problems[1].contains("\"B@D\""));
+        assert!(problems[3].contains("\"xyz\""));
+    }
+}

@@ -1,0 +1,401 @@
+//! The rollout loop: once per tick, for every running campaign (highest
+//! priority first) it opens scheduled starts, times out silent actions,
+//! stops the campaign when failures pass the threshold, opens the next wave
+//! when the current one has soaked, hands actions to staging at the
+//! configured rate, and completes campaigns with nothing left to do.
+//!
+//! Only one process runs the loop at a time: on PostgreSQL it holds an
+//! advisory lock; SQLite has a single process anyway.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ota_bus::{topics, SharedBus, VehicleEvent};
+use ota_db::Db;
+use sqlx::Connection;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::manager::CampaignManager;
+use crate::model::{ActionState, Campaign, CampaignState, Transition};
+use crate::spec::{format_duration, Advance, ThresholdAction};
+use crate::store::{Audit, StateChange};
+use crate::CampaignError;
+
+/// Advisory lock key of the rollout leader ("ota" rollout).
+const LEADER_LOCK: i64 = 0x6f74_6172;
+
+/// Holds the leadership of the rollout loop.
+enum Leader {
+    Sqlite,
+    Postgres(Option<sqlx::PgConnection>),
+}
+
+impl Leader {
+    fn new(db: &Db) -> Self {
+        match db {
+            Db::Sqlite(_) => Self::Sqlite,
+            Db::Postgres(_) => Self::Postgres(None),
+        }
+    }
+
+    /// Whether this process leads now, taking the lock when it is free.
+    async fn check(&mut self, db: &Db) -> bool {
+        let Self::Postgres(held) = self else {
+            return true;
+        };
+        if let Some(conn) = held {
+            if sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok() {
+                return true;
+            }
+            *held = None;
+        }
+        let Db::Postgres(pool) = db else { return false };
+        let url_opts = pool.connect_options();
+        let Ok(mut conn) = sqlx::PgConnection::connect_with(&url_opts).await else {
+            return false;
+        };
+        let got: Result<(bool,), _> = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .fetch_one(&mut conn)
+            .await;
+        if matches!(got, Ok((true,))) {
+            tracing::info!("this process now runs the campaign rollout");
+            *held = Some(conn);
+            true
+        } else {
+            let _ = conn.close().await;
+            false
+        }
+    }
+}
+
+impl CampaignManager {
+    /// Starts the rollout loop and, with a bus, the inventory-change
+    /// consumer. They stop when `shutdown` turns true.
+    pub fn spawn_background(
+        &self,
+        bus: Option<SharedBus>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        let this = self.clone();
+        let mut stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut leader = Leader::new(this.inner.store.db());
+            let mut resumed = false;
+            let mut interval = tokio::time::interval(this.inner.config.tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => {}
+                    _ = stop.wait_for(|v| *v) => break,
+                }
+                if !leader.check(this.inner.store.db()).await {
+                    continue;
+                }
+                if !resumed {
+                    resumed = this.resume_targeting().await.is_ok();
+                }
+                if let Err(e) = this.tick().await {
+                    tracing::warn!(error = %e, "rollout tick failed");
+                }
+            }
+        }));
+        if let Some(bus) = bus {
+            let this = self.clone();
+            let mut stop = shutdown;
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = this.consume_vehicle_events(bus) => {}
+                    _ = stop.wait_for(|v| *v) => {}
+                }
+            }));
+        }
+        tasks
+    }
+
+    async fn consume_vehicle_events(&self, bus: SharedBus) {
+        let consumer = format!("cm-{}", uuid::Uuid::new_v4().simple());
+        let mut sub = loop {
+            match bus
+                .subscribe(topics::VEHICLES, "campaign-manager", &consumer)
+                .await
+            {
+                Ok(s) => break s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to vehicle events; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        loop {
+            let messages = match sub.next(200, Duration::from_secs(1)).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading vehicle events failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if messages.is_empty() {
+                continue;
+            }
+            let mut vins = Vec::new();
+            for m in &messages {
+                match serde_json::from_str::<VehicleEvent>(&m.payload) {
+                    Ok(VehicleEvent::Changed { vins: v, .. }) => vins.extend(v),
+                    Err(e) => {
+                        tracing::warn!(id = %m.id, error = %e, "dropping an unreadable vehicle event")
+                    }
+                }
+            }
+            match self.on_vehicles_changed(&vins).await {
+                Ok(()) => {
+                    let ids: Vec<String> = messages.into_iter().map(|m| m.id).collect();
+                    if let Err(e) = sub.ack(&ids).await {
+                        tracing::warn!(error = %e, "acknowledging vehicle events failed");
+                    }
+                }
+                // Unacknowledged: the bus hands the events out again.
+                Err(e) => {
+                    tracing::warn!(error = %e, vehicles = vins.len(), "re-targeting changed vehicles failed; will retry");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// One pass over every running campaign.
+    pub async fn tick(&self) -> Result<(), CampaignError> {
+        let campaigns = self
+            .inner
+            .store
+            .list_campaigns(&[CampaignState::Running])
+            .await?;
+        for c in campaigns {
+            let id = c.id.clone();
+            if let Err(e) = self.tick_campaign(c).await {
+                tracing::warn!(campaign = %id, error = %e, "rollout step failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn tick_campaign(&self, mut c: Campaign) -> Result<(), CampaignError> {
+        let store = &self.inner.store;
+        let now = Utc::now();
+        let spec = c.plan.spec.clone();
+        let rollout = &spec.rollout;
+
+        if let Some(end) = spec.schedule.end {
+            if now >= end {
+                let reason = format!("the schedule ended at {}", end.to_rfc3339());
+                return self
+                    .system_transition(&c, Transition::Complete, &reason, "complete")
+                    .await;
+            }
+        }
+        if c.current_wave < 0 {
+            match spec.schedule.start {
+                Some(start) if now < start => return Ok(()),
+                _ => {
+                    store
+                        .open_wave(&c, 0, &Audit::system("the scheduled start was reached"))
+                        .await?;
+                    c = store.get_campaign(&c.id).await?;
+                }
+            }
+        }
+        if let Some(timeout) = rollout.action_timeout {
+            let cutoff = now - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+            let (timed_out, retried) = store
+                .expire(
+                    &c.id,
+                    cutoff,
+                    rollout.max_retries,
+                    &format_duration(timeout),
+                    now,
+                )
+                .await?;
+            if timed_out + retried > 0 {
+                tracing::info!(campaign = %c.id, timed_out, retried, "silent actions timed out");
+            }
+        }
+
+        let counts = store.state_counts(&c.id).await?;
+        let count = |s: ActionState| counts.get(&s).copied().unwrap_or(0);
+        let finished: u64 = ActionState::ALL
+            .into_iter()
+            .filter(|s| s.is_final() && *s != ActionState::Cancelled)
+            .map(count)
+            .sum();
+        let failures: u64 = ActionState::ALL
+            .into_iter()
+            .filter(|s| s.is_failure())
+            .map(count)
+            .sum();
+        if let Some(th) = &rollout.failure_threshold {
+            let rate = percent(failures, finished);
+            if finished >= th.min_finished.max(1) && rate > th.percent {
+                let reason = format!(
+                    "failure rate {rate:.1}% ({failures} of {finished} finished actions) is above the {}% threshold",
+                    th.percent
+                );
+                let (t, action) = match th.action {
+                    ThresholdAction::Pause => (Transition::Pause, "auto-pause"),
+                    ThresholdAction::Abort => (Transition::Abort, "auto-abort"),
+                };
+                tracing::warn!(campaign = %c.id, %reason, "failure threshold crossed");
+                return self.system_transition(&c, t, &reason, action).await;
+            }
+        }
+
+        let targeted = c.targeted_at.is_some();
+        if !targeted {
+            self.spawn_targeting(c.id.clone());
+        }
+        let last_wave = c.waves().len() as i32 - 1;
+        if rollout.advance == Advance::Auto && c.current_wave < last_wave && targeted {
+            self.maybe_advance(&c, now).await?;
+            c = store.get_campaign(&c.id).await?;
+        }
+
+        self.release(&c, now).await?;
+
+        let unfinished: u64 = ActionState::ALL
+            .into_iter()
+            .filter(|s| !s.is_final())
+            .map(count)
+            .sum();
+        if targeted && c.current_wave == last_wave && unfinished == 0 {
+            let reason = format!("every targeted vehicle finished ({finished} actions)");
+            return self
+                .system_transition(&c, Transition::Complete, &reason, "complete")
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Opens the next wave once the current one has soaked, everything in
+    /// it has been handed out, and its failure rate is under the threshold.
+    async fn maybe_advance(&self, c: &Campaign, now: DateTime<Utc>) -> Result<(), CampaignError> {
+        let rollout = &c.plan.spec.rollout;
+        let opened = c.wave_opened_at.unwrap_or(now);
+        let soak = chrono::Duration::from_std(rollout.wave_soak).unwrap_or(chrono::Duration::MAX);
+        if now - opened < soak {
+            return Ok(());
+        }
+        let waves = self.inner.store.wave_counts(&c.id).await?;
+        let current = |w: &&crate::store::WaveCounts| w.wave <= c.current_wave;
+        let pending: i64 = waves
+            .iter()
+            .filter(current)
+            .filter(|w| w.state == "pending")
+            .map(|w| w.count)
+            .sum();
+        if pending > 0 {
+            return Ok(());
+        }
+        let in_wave = |w: &&crate::store::WaveCounts| w.wave == c.current_wave;
+        let state_of = |w: &crate::store::WaveCounts| w.state.parse::<ActionState>().ok();
+        let finished: i64 = waves
+            .iter()
+            .filter(in_wave)
+            .filter(|w| state_of(w).is_some_and(|s| s.is_final() && s != ActionState::Cancelled))
+            .map(|w| w.count)
+            .sum();
+        let failed: i64 = waves
+            .iter()
+            .filter(in_wave)
+            .filter(|w| state_of(w).is_some_and(ActionState::is_failure))
+            .map(|w| w.count)
+            .sum();
+        let rate = percent(failed as u64, finished as u64);
+        if let Some(th) = &rollout.failure_threshold {
+            if rate > th.percent {
+                return Ok(());
+            }
+        }
+        let next = c.current_wave + 1;
+        let reason = format!(
+            "wave {} soaked {} with a failure rate of {rate:.1}%",
+            c.current_wave,
+            format_duration(rollout.wave_soak)
+        );
+        if self
+            .inner
+            .store
+            .open_wave(c, next, &Audit::system(reason))
+            .await?
+        {
+            tracing::info!(campaign = %c.id, wave = next, "wave opened");
+        }
+        Ok(())
+    }
+
+    /// Hands out as many actions as the rate limit allows now.
+    async fn release(&self, c: &Campaign, now: DateTime<Utc>) -> Result<(), CampaignError> {
+        let store = &self.inner.store;
+        let per_second = c.plan.spec.rollout.max_per_minute as f64 / 60.0;
+        // The bucket holds at most two ticks' worth, so a pause in the loop
+        // does not turn into a burst.
+        let cap = (per_second * 2.0 * self.inner.config.tick.as_secs_f64()).max(1.0);
+        let since = c.budget_at.unwrap_or(now);
+        let elapsed = (now - since).num_milliseconds().max(0) as f64 / 1000.0;
+        let mut budget = (c.release_budget + elapsed * per_second).min(cap);
+        let limit = budget.floor() as u32;
+        if limit > 0 {
+            let mut released = store.release(&c.id, c.current_wave, limit, now).await?;
+            if (released.len() as u32) < limit {
+                // Blocked by lower-priority campaigns' undelivered actions?
+                let preempted = store
+                    .preempt(&c.id, c.priority, c.current_wave, now)
+                    .await?;
+                if !preempted.is_empty() {
+                    let more = store
+                        .release(&c.id, c.current_wave, limit - released.len() as u32, now)
+                        .await?;
+                    released.extend(more);
+                }
+            }
+            budget -= released.len() as f64;
+            if !released.is_empty() {
+                metrics::counter!("ota_actions_released_total").increment(released.len() as u64);
+            }
+        }
+        store.set_budget(&c.id, budget, now).await
+    }
+
+    async fn system_transition(
+        &self,
+        c: &Campaign,
+        t: Transition,
+        reason: &str,
+        action: &str,
+    ) -> Result<(), CampaignError> {
+        let Some(to) = c.state.apply(t) else {
+            return Ok(());
+        };
+        self.inner
+            .store
+            .set_state(
+                c,
+                to,
+                StateChange::default(),
+                &Audit::system(reason),
+                action,
+            )
+            .await?;
+        tracing::info!(campaign = %c.id, to = %to, %reason, "campaign state changed by the rollout");
+        Ok(())
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}

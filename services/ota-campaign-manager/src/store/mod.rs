@@ -1,0 +1,525 @@
+//! Persistence of packages, campaigns, actions and the audit log, on SQLite
+//! or PostgreSQL. SQL is shared between the two where it can be (`$n`
+//! parameters, TEXT JSON); bulk writes differ.
+
+mod actions;
+mod report;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use ota_bus::topics;
+use ota_db::{with_pool, Db};
+use serde_json::json;
+use tokio::sync::{Mutex, Notify};
+
+use crate::model::{from_millis, millis, Artifact, Campaign, CampaignState, Package, Plan};
+use crate::CampaignError;
+
+pub use actions::{ActionRow, NewAction, OpenActionRow, ReportOutcome, StatusUpdate, WaveCounts};
+pub use report::{GroupCounts, ReportData};
+
+/// VINs per staging event: keeps outbox payloads small.
+pub(crate) const VINS_PER_EVENT: usize = 1000;
+
+/// Opens a write transaction: on SQLite `BEGIN IMMEDIATE` under a process
+/// lock (one writer at a time, no failed lock upgrades), on PostgreSQL a
+/// plain one. The body commits.
+macro_rules! write_tx {
+    ($store:expr, $tx:ident => $body:expr) => {
+        match &$store.db {
+            ota_db::Db::Sqlite(pool) => {
+                let _guard = $store.sqlite_lock.lock().await;
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                $body
+            }
+            ota_db::Db::Postgres(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin().await?;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use write_tx;
+
+/// A connection inside a transaction, on either database, so helpers can
+/// run several statements in the caller's transaction.
+pub(crate) enum Conn<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
+impl<'a> From<&'a mut sqlx::SqliteConnection> for Conn<'a> {
+    fn from(c: &'a mut sqlx::SqliteConnection) -> Self {
+        Conn::Sqlite(c)
+    }
+}
+
+impl<'a> From<&'a mut sqlx::PgConnection> for Conn<'a> {
+    fn from(c: &'a mut sqlx::PgConnection) -> Self {
+        Conn::Postgres(c)
+    }
+}
+
+/// Runs the same sqlx code on whichever connection `conn` holds.
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::store::Conn::Sqlite(c) => {
+                let $c = &mut **c;
+                $body
+            }
+            $crate::store::Conn::Postgres(c) => {
+                let $c = &mut **c;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use on_conn;
+
+impl Conn<'_> {
+    /// Writes events into the outbox, committed with the caller's change.
+    pub(crate) async fn enqueue(
+        &mut self,
+        topic: &str,
+        payloads: &[String],
+    ) -> Result<(), sqlx::Error> {
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Conn::Sqlite(c) => ota_bus::outbox::enqueue_sqlite(c, topic, payloads).await,
+            Conn::Postgres(c) => ota_bus::outbox::enqueue_postgres(c, topic, payloads).await,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn audit(
+        &mut self,
+        at: i64,
+        audit: &Audit,
+        entity: &str,
+        entity_id: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), sqlx::Error> {
+        on_conn!(self, c => {
+            sqlx::query("INSERT INTO audit_log (at, actor, entity, entity_id, action, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .bind(at).bind(&audit.actor).bind(entity).bind(entity_id).bind(action).bind(&audit.reason).bind(detail)
+                .execute(c).await.map(drop)
+        })
+    }
+}
+
+/// Staging events for these VINs, in chunks.
+pub(crate) fn staging_events(vins: &[String], now: DateTime<Utc>) -> Vec<String> {
+    vins.chunks(VINS_PER_EVENT)
+        .map(|chunk| {
+            ota_bus::outbox::payload(&ota_bus::StagingEvent::Vins {
+                vins: chunk.to_vec(),
+                at_ms: millis(now),
+            })
+        })
+        .collect()
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) db: Db,
+    pub(crate) sqlite_lock: Arc<Mutex<()>>,
+    /// Wakes the outbox relay after a commit that wrote events.
+    relay: Arc<Notify>,
+}
+
+/// Who did something, and why, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Audit {
+    pub actor: String,
+    pub reason: String,
+}
+
+impl Audit {
+    pub fn new(actor: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            actor: actor.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Decisions the rollout takes on its own.
+    pub fn system(reason: impl Into<String>) -> Self {
+        Self::new("system", reason)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub entity: String,
+    pub entity_id: String,
+    pub action: String,
+    pub reason: String,
+    pub detail: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct PackageRow {
+    id: String,
+    name: String,
+    version: String,
+    ecu: String,
+    compatible_hw: String,
+    artifacts: String,
+    release_notes: String,
+    created_by: String,
+    created_at: i64,
+    in_use: bool,
+}
+
+const PACKAGE_COLUMNS: &str =
+    "id, name, version, ecu, compatible_hw, artifacts, release_notes, created_by, created_at, in_use";
+
+impl PackageRow {
+    fn into_package(self) -> Result<Package, CampaignError> {
+        let corrupt = |e: serde_json::Error| CampaignError::Corrupt {
+            what: format!("package {}", self.id),
+            reason: e.to_string(),
+        };
+        Ok(Package {
+            compatible_hw: serde_json::from_str(&self.compatible_hw).map_err(corrupt)?,
+            artifacts: serde_json::from_str::<Vec<Artifact>>(&self.artifacts).map_err(corrupt)?,
+            id: self.id,
+            name: self.name,
+            version: self.version,
+            ecu: self.ecu,
+            release_notes: self.release_notes,
+            created_by: self.created_by,
+            created_at: from_millis(self.created_at),
+            in_use: self.in_use,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CampaignRow {
+    id: String,
+    name: String,
+    state: String,
+    spec: String,
+    plan: String,
+    priority: i32,
+    created_by: String,
+    approved_by: Option<String>,
+    state_reason: String,
+    current_wave: i32,
+    wave_opened_at: Option<i64>,
+    launched_at: Option<i64>,
+    targeted_at: Option<i64>,
+    release_budget: f64,
+    budget_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+const CAMPAIGN_COLUMNS: &str = "id, name, state, spec, plan, priority, created_by, approved_by, state_reason, current_wave, wave_opened_at, launched_at, targeted_at, release_budget, budget_at, created_at, updated_at";
+
+impl CampaignRow {
+    fn into_campaign(self) -> Result<Campaign, CampaignError> {
+        let corrupt = |reason: String| CampaignError::Corrupt {
+            what: format!("campaign {}", self.id),
+            reason,
+        };
+        Ok(Campaign {
+            state: self.state.parse().map_err(corrupt)?,
+            plan: serde_json::from_str::<Plan>(&self.plan).map_err(|e| corrupt(e.to_string()))?,
+            id: self.id,
+            name: self.name,
+            spec_text: self.spec,
+            priority: self.priority,
+            created_by: self.created_by,
+            approved_by: self.approved_by,
+            state_reason: self.state_reason,
+            current_wave: self.current_wave,
+            wave_opened_at: self.wave_opened_at.map(from_millis),
+            launched_at: self.launched_at.map(from_millis),
+            targeted_at: self.targeted_at.map(from_millis),
+            release_budget: self.release_budget,
+            budget_at: self.budget_at.map(from_millis),
+            created_at: from_millis(self.created_at),
+            updated_at: from_millis(self.updated_at),
+        })
+    }
+}
+
+/// What a campaign state change writes besides the state.
+#[derive(Debug, Default)]
+pub struct StateChange {
+    pub approved_by: Option<String>,
+    pub launched: bool,
+    /// Open wave 0 now (launch, or a scheduled start reached).
+    pub open_first_wave: bool,
+}
+
+impl Store {
+    pub fn new(db: Db, relay: Arc<Notify>) -> Self {
+        Self {
+            db,
+            sqlite_lock: Arc::new(Mutex::new(())),
+            relay,
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(crate) fn wake_relay(&self) {
+        self.relay.notify_one();
+    }
+
+    // ---- packages ----
+
+    pub async fn insert_package(&self, p: &Package) -> Result<(), CampaignError> {
+        let hw = serde_json::to_string(&p.compatible_hw).expect("strings serialize");
+        let artifacts = serde_json::to_string(&p.artifacts).expect("artifacts serialize");
+        let detail = json!({"name": p.name, "version": p.version, "ecu": p.ecu}).to_string();
+        let result: Result<(), sqlx::Error> = write_tx!(self, tx => {
+            sqlx::query(&format!("INSERT INTO packages ({PACKAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+                .bind(&p.id).bind(&p.name).bind(&p.version).bind(&p.ecu).bind(&hw).bind(&artifacts)
+                .bind(&p.release_notes).bind(&p.created_by).bind(millis(p.created_at)).bind(false)
+                .execute(&mut *tx).await?;
+            Conn::from(&mut *tx).audit(millis(p.created_at), &Audit::new(&p.created_by, ""), "package", &p.id, "create", &detail).await?;
+            tx.commit().await
+        });
+        result.map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => CampaignError::AlreadyExists(
+                format!("package {}@{} already exists", p.name, p.version),
+            ),
+            _ => e.into(),
+        })
+    }
+
+    /// By id, or by `name@version`.
+    pub async fn get_package(&self, id: &str) -> Result<Package, CampaignError> {
+        let row: Option<PackageRow> = match id.split_once('@') {
+            Some((name, version)) => with_pool!(&self.db, pool => {
+                sqlx::query_as(&format!("SELECT {PACKAGE_COLUMNS} FROM packages WHERE name = $1 AND version = $2"))
+                    .bind(name).bind(version).fetch_optional(pool).await?
+            }),
+            None => with_pool!(&self.db, pool => {
+                sqlx::query_as(&format!("SELECT {PACKAGE_COLUMNS} FROM packages WHERE id = $1"))
+                    .bind(id).fetch_optional(pool).await?
+            }),
+        };
+        row.ok_or_else(|| CampaignError::not_found("package", id))?
+            .into_package()
+    }
+
+    pub async fn list_packages(&self, name: Option<&str>) -> Result<Vec<Package>, CampaignError> {
+        let rows: Vec<PackageRow> = with_pool!(&self.db, pool => {
+            sqlx::query_as(&format!("SELECT {PACKAGE_COLUMNS} FROM packages WHERE ($1 IS NULL OR name = $1) ORDER BY name, created_at"))
+                .bind(name).fetch_all(pool).await?
+        });
+        rows.into_iter().map(PackageRow::into_package).collect()
+    }
+
+    // ---- campaigns ----
+
+    pub async fn insert_campaign(&self, c: &Campaign) -> Result<(), CampaignError> {
+        let plan = serde_json::to_string(&c.plan).expect("plan serializes");
+        let detail = json!({"name": c.name, "packages": c.plan.packages}).to_string();
+        let now = millis(c.created_at);
+        write_tx!(self, tx => {
+            sqlx::query(&format!("INSERT INTO campaigns ({CAMPAIGN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, '', -1, NULL, NULL, NULL, 0, NULL, $8, $8)"))
+                .bind(&c.id).bind(&c.name).bind(c.state.as_str()).bind(&c.spec_text).bind(&plan)
+                .bind(c.priority).bind(&c.created_by).bind(now)
+                .execute(&mut *tx).await?;
+            // A package a campaign refers to is frozen from now on.
+            for id in &c.plan.packages {
+                sqlx::query("UPDATE packages SET in_use = $1 WHERE id = $2").bind(true).bind(id).execute(&mut *tx).await?;
+            }
+            Conn::from(&mut *tx).audit(now, &Audit::new(&c.created_by, ""), "campaign", &c.id, "create", &detail).await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn get_campaign(&self, id: &str) -> Result<Campaign, CampaignError> {
+        let row: Option<CampaignRow> = with_pool!(&self.db, pool => {
+            sqlx::query_as(&format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1"))
+                .bind(id).fetch_optional(pool).await?
+        });
+        row.ok_or_else(|| CampaignError::not_found("campaign", id))?
+            .into_campaign()
+    }
+
+    pub async fn list_campaigns(
+        &self,
+        states: &[CampaignState],
+    ) -> Result<Vec<Campaign>, CampaignError> {
+        let rows: Vec<CampaignRow> = with_pool!(&self.db, pool => {
+            sqlx::query_as(&format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns ORDER BY priority DESC, created_at"))
+                .fetch_all(pool).await?
+        });
+        let mut out = Vec::new();
+        for row in rows {
+            let c = row.into_campaign()?;
+            if states.is_empty() || states.contains(&c.state) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves a campaign from `from` to `to` if it is still in `from`, with
+    /// the audit entry and, for states that change which actions are live,
+    /// the cancellations and staging events, all in one transaction. Returns
+    /// false when the campaign was no longer in `from` (a concurrent change).
+    pub async fn set_state(
+        &self,
+        c: &Campaign,
+        to: CampaignState,
+        change: StateChange,
+        audit: &Audit,
+        action: &str,
+    ) -> Result<bool, CampaignError> {
+        let now = Utc::now();
+        let now_ms = millis(now);
+        let detail = json!({"from": c.state.as_str(), "to": to.as_str()}).to_string();
+        let reason = audit.reason.clone();
+        let (changed, vins) = write_tx!(self, tx => {
+            let updated = sqlx::query(
+                "UPDATE campaigns SET state = $1, state_reason = $2, updated_at = $3, \
+                 approved_by = COALESCE($4, approved_by), \
+                 launched_at = CASE WHEN $5 THEN $3 ELSE launched_at END, \
+                 current_wave = CASE WHEN $6 THEN 0 ELSE current_wave END, \
+                 wave_opened_at = CASE WHEN $6 THEN $3 ELSE wave_opened_at END, \
+                 budget_at = CASE WHEN $6 THEN $3 ELSE budget_at END \
+                 WHERE id = $7 AND state = $8")
+                .bind(to.as_str()).bind(&reason).bind(now_ms).bind(&change.approved_by)
+                .bind(change.launched).bind(change.open_first_wave).bind(&c.id).bind(c.state.as_str())
+                .execute(&mut *tx).await?.rows_affected();
+            if updated == 0 {
+                (false, Vec::new())
+            } else {
+                let vins = actions::on_campaign_state(Conn::from(&mut *tx), &c.id, to, now_ms).await?;
+                Conn::from(&mut *tx).audit(now_ms, audit, "campaign", &c.id, action, &detail).await?;
+                if !vins.is_empty() {
+                    Conn::from(&mut *tx).enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
+                }
+                tx.commit().await?;
+                (true, vins)
+            }
+        });
+        if !vins.is_empty() {
+            self.wake_relay();
+        }
+        Ok(changed)
+    }
+
+    /// Sets the priority; the campaign's staged documents change order.
+    pub async fn set_priority(
+        &self,
+        c: &Campaign,
+        priority: i32,
+        audit: &Audit,
+    ) -> Result<(), CampaignError> {
+        let now = Utc::now();
+        let now_ms = millis(now);
+        let detail = json!({"from": c.priority, "to": priority}).to_string();
+        let mut plan = c.plan.clone();
+        plan.spec.priority = priority;
+        let plan = serde_json::to_string(&plan).expect("plan serializes");
+        write_tx!(self, tx => {
+            sqlx::query("UPDATE campaigns SET priority = $1, plan = $2, updated_at = $3 WHERE id = $4")
+                .bind(priority).bind(&plan).bind(now_ms).bind(&c.id).execute(&mut *tx).await?;
+            let vins = actions::open_vins(Conn::from(&mut *tx), &c.id).await?;
+            Conn::from(&mut *tx).audit(now_ms, audit, "campaign", &c.id, "priority", &detail).await?;
+            Conn::from(&mut *tx).enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
+            tx.commit().await?;
+        });
+        self.wake_relay();
+        Ok(())
+    }
+
+    /// Opens wave `wave` of a running campaign (if it is still at `wave - 1`).
+    pub async fn open_wave(
+        &self,
+        c: &Campaign,
+        wave: i32,
+        audit: &Audit,
+    ) -> Result<bool, CampaignError> {
+        let now_ms = millis(Utc::now());
+        let detail = json!({"wave": wave, "percent": c.waves().get(wave as usize)}).to_string();
+        let changed = write_tx!(self, tx => {
+            let n = sqlx::query("UPDATE campaigns SET current_wave = $1, wave_opened_at = $2, updated_at = $2 WHERE id = $3 AND current_wave = $4")
+                .bind(wave).bind(now_ms).bind(&c.id).bind(wave - 1).execute(&mut *tx).await?.rows_affected();
+            if n > 0 {
+                Conn::from(&mut *tx).audit(now_ms, audit, "campaign", &c.id, "wave-open", &detail).await?;
+            }
+            tx.commit().await?;
+            n > 0
+        });
+        Ok(changed)
+    }
+
+    pub async fn set_targeted(&self, id: &str, at: DateTime<Utc>) -> Result<(), CampaignError> {
+        with_pool!(&self.db, pool => {
+            sqlx::query("UPDATE campaigns SET targeted_at = $1 WHERE id = $2")
+                .bind(millis(at)).bind(id).execute(pool).await.map(drop)?
+        });
+        Ok(())
+    }
+
+    // ---- audit ----
+
+    pub async fn list_audit(
+        &self,
+        entity_id: Option<&str>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, CampaignError> {
+        let rows: Vec<(i64, i64, String, String, String, String, String, String)> = with_pool!(&self.db, pool => {
+            sqlx::query_as("SELECT id, at, actor, entity, entity_id, action, reason, detail FROM audit_log \
+                WHERE ($1 IS NULL OR entity_id = $1) AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3")
+                .bind(entity_id).bind(before).bind(limit as i64).fetch_all(pool).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, at, actor, entity, entity_id, action, reason, detail)| AuditEntry {
+                    id,
+                    at: from_millis(at),
+                    actor,
+                    entity,
+                    entity_id,
+                    action,
+                    reason,
+                    detail,
+                },
+            )
+            .collect())
+    }
+
+    /// An audit entry on its own (decisions that change nothing else).
+    pub async fn audit(
+        &self,
+        audit: &Audit,
+        entity: &str,
+        entity_id: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), CampaignError> {
+        let now = millis(Utc::now());
+        with_pool!(&self.db, pool => {
+            let mut conn = pool.acquire().await?;
+            Conn::from(&mut *conn).audit(now, audit, entity, entity_id, action, detail).await?
+        });
+        Ok(())
+    }
+}

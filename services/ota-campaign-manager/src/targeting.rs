@@ -1,0 +1,274 @@
+//! Which vehicles a campaign reaches: a full scan of the inventory at launch,
+//! then, while it runs, the vehicles whose inventory changes (they may join
+//! or leave it).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::StreamExt;
+use ota_common::vehicle::Vehicle;
+use ota_rule_engine::CompiledRuleSet;
+
+use crate::manager::{next_action_id, CampaignManager};
+use crate::model::{bucket, wave_of, ActionState, Campaign, CampaignState, Package};
+use crate::store::NewAction;
+use crate::CampaignError;
+
+/// Vehicles fetched at once when inventory events arrive.
+const FETCH_CONCURRENCY: usize = 16;
+
+/// A campaign's targeting, resolved once per pass.
+struct Targeting {
+    campaign: Campaign,
+    rules: Arc<CompiledRuleSet>,
+    /// The package of each rule.
+    packages: Vec<Package>,
+}
+
+impl Targeting {
+    /// The action the vehicle gets, if it matches: pending, or succeeded
+    /// at once when the vehicle already runs the version.
+    fn action_for(&self, v: &Vehicle) -> Option<NewAction> {
+        let decision = self.rules.decide(v);
+        if !decision.target_matched() {
+            return None;
+        }
+        let rule = decision.rule_index()?;
+        let pkg = self.packages.get(rule)?;
+        let ecu = v.ecus.get(&pkg.ecu);
+        if !pkg.compatible_hw.is_empty()
+            && !ecu.is_some_and(|e| pkg.compatible_hw.iter().any(|hw| *hw == e.hw))
+        {
+            metrics::counter!("ota_targeting_incompatible_total").increment(1);
+            return None;
+        }
+        let installed = ecu.is_some_and(|e| e.sw == pkg.version);
+        let b = bucket(&self.campaign.id, &v.vin);
+        Some(NewAction {
+            id: next_action_id(),
+            vin: v.vin.clone(),
+            ecu: pkg.ecu.clone(),
+            package_id: pkg.id.clone(),
+            rule_index: rule as i32,
+            bucket: b as i32,
+            wave: wave_of(b, self.campaign.waves()) as i32,
+            state: if installed {
+                ActionState::Succeeded
+            } else {
+                ActionState::Pending
+            },
+            message: if installed {
+                ALREADY_INSTALLED.to_string()
+            } else {
+                String::new()
+            },
+            model: v.model.clone().unwrap_or_default(),
+            platform: v.platform.clone().unwrap_or_default(),
+            gateway: v.gateway.clone().unwrap_or_default(),
+            region: v.region.clone().unwrap_or_default(),
+        })
+    }
+
+    fn installed(&self, v: &Vehicle, package_id: &str) -> bool {
+        self.packages
+            .iter()
+            .find(|p| p.id == package_id)
+            .is_some_and(|p| v.ecus.get(&p.ecu).is_some_and(|e| e.sw == p.version))
+    }
+}
+
+const ALREADY_INSTALLED: &str = "target version already installed";
+
+impl CampaignManager {
+    async fn targeting(&self, c: Campaign) -> Result<Targeting, CampaignError> {
+        let rules = self.compiled(&c)?;
+        let mut packages = Vec::with_capacity(c.plan.packages.len());
+        for id in &c.plan.packages {
+            packages.push(self.package(id).await?);
+        }
+        Ok(Targeting {
+            campaign: c,
+            rules,
+            packages,
+        })
+    }
+
+    /// Runs the launch scan in the background, once per campaign per process.
+    pub(crate) fn spawn_targeting(&self, id: String) {
+        if !self.inner.scanning.lock().expect("lock").insert(id.clone()) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match this.target_campaign(&id).await {
+                Ok(n) => tracing::info!(campaign = %id, actions = n, "targeting scan finished"),
+                Err(e) => {
+                    tracing::warn!(campaign = %id, error = %e, "targeting scan failed; the rollout retries it")
+                }
+            }
+            this.inner.scanning.lock().expect("lock").remove(&id);
+        });
+    }
+
+    /// Creates an action for every vehicle the campaign matches. Safe to run
+    /// again (vehicles that already have an action are skipped). Returns how
+    /// many actions it created.
+    pub async fn target_campaign(&self, id: &str) -> Result<u64, CampaignError> {
+        let c = self.campaign(id).await?;
+        if !c.state.is_active() {
+            return Ok(0);
+        }
+        let started = std::time::Instant::now();
+        let t = Arc::new(self.targeting(c).await?);
+        let mut batches = self
+            .inner
+            .vehicles
+            .scan()
+            .await
+            .map_err(CampaignError::upstream("vehicle store"))?;
+        // Evaluation and inserts overlap: the writer takes a batch while the
+        // next one is scanned and evaluated.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewAction>>(4);
+        let store = self.inner.store.clone();
+        let campaign_id = id.to_string();
+        let writer = tokio::spawn(async move {
+            let mut created = 0u64;
+            while let Some(actions) = rx.recv().await {
+                created += store
+                    .insert_actions(&campaign_id, &actions, Utc::now())
+                    .await?;
+            }
+            Ok::<u64, CampaignError>(created)
+        });
+        let mut scanned = 0u64;
+        while let Some(batch) = batches.next().await {
+            let batch = batch.map_err(CampaignError::upstream("vehicle store"))?;
+            scanned += batch.len() as u64;
+            let actions: Vec<NewAction> = batch.iter().filter_map(|v| t.action_for(v)).collect();
+            if !actions.is_empty() && tx.send(actions).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let created = writer
+            .await
+            .map_err(|e| CampaignError::Conflict(format!("targeting writer failed: {e}")))??;
+        self.inner.store.set_targeted(id, Utc::now()).await?;
+        metrics::histogram!("ota_targeting_scan_seconds").record(started.elapsed().as_secs_f64());
+        tracing::info!(campaign = %id, scanned, created, elapsed_ms = started.elapsed().as_millis() as u64, "campaign targeted");
+        Ok(created)
+    }
+
+    /// Re-decides running campaigns for vehicles whose inventory changed: a
+    /// vehicle that now matches joins, one that no longer does leaves (if
+    /// its action was not delivered yet), one that runs the target version
+    /// is done.
+    pub async fn on_vehicles_changed(&self, vins: &[String]) -> Result<(), CampaignError> {
+        let campaigns: Vec<Campaign> = self
+            .inner
+            .store
+            .list_campaigns(&[CampaignState::Running, CampaignState::Paused])
+            .await?
+            .into_iter()
+            .filter(|c| c.targeted_at.is_some())
+            .collect();
+        if campaigns.is_empty() || vins.is_empty() {
+            return Ok(());
+        }
+        let mut unique: Vec<String> = vins.to_vec();
+        unique.sort();
+        unique.dedup();
+        let source = self.inner.vehicles.clone();
+        let fetched: Vec<Result<Vehicle, tonic::Status>> = futures::stream::iter(unique.clone())
+            .map(|vin| {
+                let source = source.clone();
+                async move { source.get(&vin).await }
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        let mut vehicles = Vec::with_capacity(fetched.len());
+        for v in fetched {
+            match v {
+                Ok(v) => vehicles.push(v),
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => return Err(CampaignError::upstream("vehicle store")(s)),
+            }
+        }
+        let now = Utc::now();
+        for c in campaigns {
+            let t = self.targeting(c).await?;
+            let existing = self
+                .inner
+                .store
+                .campaign_actions_for(&t.campaign.id, &unique)
+                .await?;
+            let (mut joins, mut leaves, mut done) = (Vec::new(), Vec::new(), Vec::new());
+            for v in &vehicles {
+                let action = t.action_for(v);
+                match (action, existing.get(&v.vin)) {
+                    (Some(a), None) => joins.push(a),
+                    (Some(_), Some(row)) => {
+                        let state: ActionState =
+                            row.state.parse().unwrap_or(ActionState::Cancelled);
+                        if !state.is_final() && t.installed(v, &row.package_id) {
+                            done.push(row.id.clone());
+                        }
+                    }
+                    (None, Some(row)) => {
+                        let state: ActionState =
+                            row.state.parse().unwrap_or(ActionState::Cancelled);
+                        if !state.is_final() && t.installed(v, &row.package_id) {
+                            done.push(row.id.clone());
+                        } else if matches!(
+                            state,
+                            ActionState::Pending | ActionState::Waiting | ActionState::Staged
+                        ) {
+                            leaves.push(row.id.clone());
+                        }
+                    }
+                    (None, None) => {}
+                }
+            }
+            let id = &t.campaign.id;
+            let joined = self.inner.store.insert_actions(id, &joins, now).await?;
+            let left = self
+                .inner
+                .store
+                .close_actions(
+                    &leaves,
+                    ActionState::Cancelled,
+                    "no longer matches the target",
+                    now,
+                )
+                .await?;
+            let finished = self
+                .inner
+                .store
+                .close_actions(&done, ActionState::Succeeded, ALREADY_INSTALLED, now)
+                .await?;
+            if joined > 0 || !left.is_empty() || !finished.is_empty() {
+                tracing::info!(campaign = %id, joined, left = left.len(), already_installed = finished.len(), "inventory changes re-targeted");
+            }
+        }
+        Ok(())
+    }
+
+    /// Launched campaigns whose scan did not finish (a restart mid-scan).
+    pub(crate) async fn resume_targeting(&self) -> Result<(), CampaignError> {
+        let pending: HashSet<String> = self
+            .inner
+            .store
+            .list_campaigns(&[CampaignState::Running, CampaignState::Paused])
+            .await?
+            .into_iter()
+            .filter(|c| c.targeted_at.is_none())
+            .map(|c| c.id)
+            .collect();
+        for id in pending {
+            self.spawn_targeting(id);
+        }
+        Ok(())
+    }
+}

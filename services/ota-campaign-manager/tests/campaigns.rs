@@ -1,0 +1,517 @@
+//! Campaigns from file to report against the real databases: waves,
+//! approvals, thresholds, timeouts, retries, conflicts, dynamic targeting.
+
+mod common;
+
+use common::*;
+use ota_campaign_manager::model::{ActionState, CampaignState, Transition};
+use ota_campaign_manager::CampaignError;
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name(super::Harness::new(ota_tests::db::sqlite().await).await).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name(super::Harness::new(ota_tests::db::postgres().await).await).await } )*
+        }
+    };
+}
+
+on_both!(
+    campaign_runs_from_file_to_completed_report,
+    invalid_file_lists_every_problem_and_creates_nothing,
+    approval_needs_a_second_person_with_the_approver_role,
+    failure_spike_pauses_the_campaign,
+    silent_actions_time_out_after_their_retries,
+    failed_actions_are_retried,
+    status_reports_are_idempotent_and_checked,
+    higher_priority_campaign_takes_the_ecu,
+    vehicles_join_and_leave_a_running_campaign,
+    pause_and_abort_take_undelivered_actions_back,
+);
+
+const FAST: &str = "rollout:\n  waves: [50, 100]\n  wave_soak: 0s\n  max_per_minute: 600000\n";
+
+async fn campaign_runs_from_file_to_completed_report(h: Harness) {
+    h.fleet(20).await;
+    h.package("bms-fw", "2.3.1").await;
+    h.package("bms-fw-hcp3", "2.3.1").await;
+    let id = h.launch(&spec("bms", FAST)).await;
+    assert_eq!(h.counts(&id).await.values().sum::<u64>(), 20);
+
+    h.manager.tick().await.unwrap();
+    let first = h.actions_in(&id, ActionState::Staged).await;
+    let c = h.manager.campaign(&id).await.unwrap();
+    assert_eq!(c.current_wave, 0);
+    assert!(
+        !first.is_empty() && first.len() < 20,
+        "wave 0 only: {}",
+        first.len()
+    );
+    // Staging hears about exactly the staged vehicles.
+    let mut notified = h.staging_vins("t1").await;
+    notified.sort();
+    let mut staged: Vec<String> = first.iter().map(|(v, _)| v.clone()).collect();
+    staged.sort();
+    assert_eq!(notified, staged);
+
+    for (vin, action) in &first {
+        h.report(vin, action, ActionState::Succeeded, 1, "ok")
+            .await
+            .unwrap();
+    }
+    h.manager.tick().await.unwrap();
+    assert_eq!(h.manager.campaign(&id).await.unwrap().current_wave, 1);
+    let rest = h.actions_in(&id, ActionState::Staged).await;
+    assert_eq!(first.len() + rest.len(), 20);
+    for (vin, action) in &rest {
+        let r = h
+            .report(vin, action, ActionState::Installing, 1, "")
+            .await
+            .unwrap();
+        assert!(r.applied);
+        h.report(vin, action, ActionState::Succeeded, 2, "ok")
+            .await
+            .unwrap();
+    }
+    h.manager.tick().await.unwrap();
+    let c = h.manager.campaign(&id).await.unwrap();
+    assert_eq!(c.state, CampaignState::Completed, "{}", c.state_reason);
+
+    let report = h.manager.report(&id, 5).await.unwrap();
+    let succeeded = report
+        .by_state
+        .iter()
+        .find(|s| s.state == "succeeded")
+        .unwrap();
+    assert_eq!(succeeded.count, 20);
+    assert_eq!(report.waves.len(), 2);
+    assert_eq!(report.waves.iter().map(|w| w.total).sum::<u64>(), 20);
+    assert_eq!(report.by_gateway.len(), 2);
+    assert_eq!(report.by_model[0].key, "ID.4");
+    assert_eq!(report.by_model[0].succeeded, 20);
+    assert!(!report.completion.is_empty());
+    assert_eq!(report.completion.last().unwrap().succeeded, 20);
+
+    let audit = h
+        .manager
+        .store()
+        .list_audit(Some(&id), None, 100)
+        .await
+        .unwrap();
+    let actions: Vec<&str> = audit.iter().rev().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["create", "approve", "launch", "wave-open", "complete"]
+    );
+    assert_eq!(audit.last().unwrap().actor, "erin");
+    assert_eq!(audit[0].actor, "system");
+}
+
+async fn invalid_file_lists_every_problem_and_creates_nothing(h: Harness) {
+    h.package("bms-fw", "2.3.1").await;
+    let text = r#"name: broken
+target: 'vehicle.region == '
+rules:
+  - when: 'vehicle.gateway == "hcp3"'
+    install: {package: nope, version: 9.9.9, ecu: BMS}
+  - install: {package: bms-fw, version: 2.3.1, ecu: HU}
+rollout:
+  waves: [10, 5, 100]
+"#;
+    let errors = h
+        .manager
+        .create_campaign(text, "erin")
+        .await
+        .unwrap()
+        .unwrap_err();
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"rollout.waves[1]"), "{errors:?}");
+    // Structural errors come first; fix them and the rest is reported.
+    let fixed = text.replace("[10, 5, 100]", "[10, 50, 100]");
+    let errors = h
+        .manager
+        .create_campaign(&fixed, "erin")
+        .await
+        .unwrap()
+        .unwrap_err();
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"target"), "{errors:?}");
+    assert!(paths.contains(&"rules[0].install.package"), "{errors:?}");
+    assert!(paths.contains(&"rules[1].install.ecu"), "{errors:?}");
+    let missing = errors
+        .iter()
+        .find(|e| e.path == "rules[0].install.package")
+        .unwrap();
+    assert!(missing.message.contains("\"nope\""), "{}", missing.message);
+    assert!(h
+        .manager
+        .store()
+        .list_campaigns(&[])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn approval_needs_a_second_person_with_the_approver_role(h: Harness) {
+    h.package("bms-fw", "2.3.1").await;
+    h.package("bms-fw-hcp3", "2.3.1").await;
+    let c = h
+        .manager
+        .create_campaign(&spec("x", ""), "alex")
+        .await
+        .unwrap()
+        .unwrap();
+    // alex created it: alex cannot approve it.
+    let e = h
+        .manager
+        .transition(&c.id, Transition::Approve, &approver(), "")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CampaignError::Forbidden(_)), "{e}");
+    let e = h
+        .manager
+        .transition(&c.id, Transition::Approve, &engineer(), "")
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("approver role"), "{e}");
+    let e = h
+        .manager
+        .transition(&c.id, Transition::Launch, &engineer(), "")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("campaign {} is draft: cannot launch it", c.id)
+    );
+    let boss = ota_campaign_manager::Actor {
+        name: "bo".into(),
+        role: "admin".into(),
+    };
+    let c2 = h
+        .manager
+        .transition(&c.id, Transition::Approve, &boss, "")
+        .await
+        .unwrap();
+    assert_eq!(
+        (c2.state, c2.approved_by.as_deref()),
+        (CampaignState::Approved, Some("bo"))
+    );
+    let e = h
+        .manager
+        .transition(&c.id, Transition::Resume, &engineer(), "")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CampaignError::IllegalTransition { .. }));
+    let e = h
+        .manager
+        .transition("nope", Transition::Pause, &engineer(), "")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CampaignError::NotFound { .. }));
+    let pkg = h.manager.store().get_package("bms-fw@2.3.1").await.unwrap();
+    assert!(pkg.in_use, "a package used by a campaign is frozen");
+}
+
+async fn failure_spike_pauses_the_campaign(h: Harness) {
+    h.fleet(20).await;
+    h.package("bms-fw", "2.3.1").await;
+    h.package("bms-fw-hcp3", "2.3.1").await;
+    let extra = "rollout:\n  waves: [100]\n  max_per_minute: 600000\n  failure_threshold: {percent: 20, min_finished: 5, action: pause}\n";
+    let id = h.launch(&spec("spiky", extra)).await;
+    h.manager.tick().await.unwrap();
+    let staged = h.actions_in(&id, ActionState::Staged).await;
+    assert_eq!(staged.len(), 20);
+    for (vin, action) in staged.iter().take(4) {
+        h.report(vin, action, ActionState::Failed, 1, "flash write error")
+            .await
+            .unwrap();
+    }
+    h.report(&staged[4].0, &staged[4].1, ActionState::Succeeded, 1, "")
+        .await
+        .unwrap();
+    h.report(&staged[5].0, &staged[5].1, ActionState::Accepted, 1, "")
+        .await
+        .unwrap();
+    h.manager.tick().await.unwrap();
+    let c = h.manager.campaign(&id).await.unwrap();
+    assert_eq!(c.state, CampaignState::Paused);
+    assert!(c.state_reason.contains("80.0%"), "{}", c.state_reason);
+    // Undelivered actions left the vehicles; the accepted one stays.
+    assert_eq!(h.count(&id, ActionState::Staged).await, 0);
+    assert_eq!(h.count(&id, ActionState::Pending).await, 14);
+    assert_eq!(h.count(&id, ActionState::Accepted).await, 1);
+    let report = h.manager.report(&id, 3).await.unwrap();
+    assert_eq!(report.top_failures[0].reason, "flash write error");
+    assert_eq!(report.top_failures[0].count, 4);
+    let audit = h
+        .manager
+        .store()
+        .list_audit(Some(&id), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        (audit[0].action.as_str(), audit[0].actor.as_str()),
+        ("auto-pause", "system")
+    );
+}
+
+async fn silent_actions_time_out_after_their_retries(h: Harness) {
+    h.fleet(2).await;
+    h.package("bms-fw", "2.3.1").await;
+    h.package("bms-fw-hcp3", "2.3.1").await;
+    let extra = "rollout:\n  max_per_minute: 600000\n  action_timeout: 1s\n  max_retries: 1\n";
+    let id = h.launch(&spec("slow", extra)).await;
+    h.manager.tick().await.unwrap();
+    assert_eq!(h.count(&id, ActionState::Staged).await, 2);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    h.manager.tick().await.unwrap();
+    // First timeout: staged again for the one retry.
+    assert_eq!(h.count(&id, ActionState::Staged).await, 2);
+    let rows = h.manager.store().campaign_rows(&id, "", 10).await.unwrap();
+    assert!(rows
+        .iter()
+        .all(|r| r.attempts == 2 && r.message.contains("no final status within 1s")));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    h.manager.tick().await.unwrap();
+    assert_eq!(h.count(&id, ActionState::TimedOut).await, 2);
+}
+
+async fn failed_actions_are_retried(h: Harness) {
+    h.fleet(1).await;
+    h.package("bms-fw", "2.3.1").await;
+    h.package("bms-fw-hcp3", "2.3.1").await;
+    let id = h
+        .launch(&spec(
+            "retry",
+            "rollout:\n  max_per_minute: 600000\n  max_retries: 1\n",
+        ))
+        .await;
+    h.manager.tick().await.unwrap();
+    let (vin, action) = h.actions_in(&id, ActionState::Staged).await.remove(0);
+    let r = h
+        .report(&vin, &action, ActionState::Failed, 1, "crc mismatch")
+        .await
+        .unwrap();
+    assert_eq!((r.applied, r.state.as_str()), (true, "staged"));
+    let r = h
+        .report(&vin, &action, ActionState::Failed, 2, "crc mismatch")
+        .await
+        .unwrap();
+    assert_eq!((r.applied, r.state.as_str()), (true, "failed"));
+    assert_eq!(h.manager.report(&id, 1).await.unwrap().retries, 1);
+}
+
+async fn status_reports_are_idempotent_and_checked(h: Harness) {
+    h.fleet(2).await;
+    h.package("bms-fw", "2.3.1").await;
+    h.package("bms-fw-hcp3", "2.3.1").await;
+    let id = h
+        .launch(&spec("idem", "rollout:\n  max_per_minute: 600000\n"))
+        .await;
+    h.manager.tick().await.unwrap();
+    let staged = h.actions_in(&id, ActionState::Staged).await;
+    let (vin, action) = &staged[0];
+    assert!(
+        h.report(vin, action, ActionState::Downloading, 5, "")
+            .await
+            .unwrap()
+            .applied
+    );
+    let dup = h
+        .report(vin, action, ActionState::Downloading, 5, "")
+        .await
+        .unwrap();
+    assert_eq!((dup.applied, dup.state.as_str()), (false, "downloading"));
+    let old = h
+        .report(vin, action, ActionState::Accepted, 3, "")
+        .await
+        .unwrap();
+    assert!(!old.applied);
+    assert!(
+        h.report(vin, action, ActionState::Succeeded, 9, "")
+            .await
+            .unwrap()
+            .applied
+    );
+    let late = h
+        .report(vin, action, ActionState::Installing, 10, "")
+        .await
+        .unwrap();
+    assert_eq!((late.applied, late.state.as_str()), (false, "succeeded"));
+    // Another vehicle's action, and an action that does not exist.
+    let other = &staged[1].0;
+    let e = h
+        .report(other, action, ActionState::Failed, 11, "")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CampaignError::Forbidden(_)), "{e}");
+    let e = h
+        .report(vin, "424242", ActionState::Failed, 1, "")
+        .await
+        .unwrap_err();
+    assert!(matches!(e, CampaignError::NotFound { .. }), "{e}");
+    assert_eq!(h.count(&id, ActionState::Succeeded).await, 1);
+    assert_eq!(
+        h.count(&id, ActionState::Staged).await,
+        1,
+        "the other action is untouched"
+    );
+}
+
+async fn higher_priority_campaign_takes_the_ecu(h: Harness) {
+    h.fleet(2).await;
+    h.package("bms-fw", "2.3.1").await;
+    h.package("bms-fw-hcp3", "2.3.1").await;
+    let low = h
+        .launch(&spec(
+            "low",
+            "rollout:\n  max_per_minute: 600000\npriority: 1\n",
+        ))
+        .await;
+    h.manager.tick().await.unwrap();
+    let low_staged = h.actions_in(&low, ActionState::Staged).await;
+    assert_eq!(low_staged.len(), 2);
+    // Vehicle 0 already has its action; vehicle 1 does not yet.
+    let (v0, a0) = low_staged.iter().find(|(v, _)| *v == vin(0)).unwrap();
+    h.report(v0, a0, ActionState::Downloading, 1, "")
+        .await
+        .unwrap();
+
+    let high = h
+        .launch(&spec(
+            "high",
+            "rollout:\n  max_per_minute: 600000\npriority: 50\n",
+        ))
+        .await;
+    h.manager.tick().await.unwrap();
+    let high_staged = h.actions_in(&high, ActionState::Staged).await;
+    assert_eq!(
+        high_staged
+            .iter()
+            .map(|(v, _)| v.clone())
+            .collect::<Vec<_>>(),
+        [vin(1)]
+    );
+    assert_eq!(h.actions_in(&high, ActionState::Waiting).await[0].0, vin(0));
+    assert_eq!(h.actions_in(&low, ActionState::Waiting).await[0].0, vin(1));
+    // Staging sees at most one open action per vehicle and ECU.
+    let open = h
+        .manager
+        .store()
+        .open_actions(&[vin(0), vin(1)])
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 2);
+    let report = h.manager.report(&low, 1).await.unwrap();
+    assert_eq!(
+        report
+            .by_state
+            .iter()
+            .find(|s| s.state == "waiting")
+            .unwrap()
+            .count,
+        1
+    );
+    // When the low campaign's delivered action finishes, the high one gets its turn.
+    h.report(v0, a0, ActionState::Succeeded, 2, "")
+        .await
+        .unwrap();
+    h.manager.tick().await.unwrap();
+    assert_eq!(h.count(&high, ActionState::Staged).await, 2);
+}
+
+async fn vehicles_join_and_leave_a_running_campaign(h: Harness) {
+    h.fleet(3).await;
+    h.package("bms-fw", "2.3.1").await;
+    h.package("bms-fw-hcp3", "2.3.1").await;
+    let id = h
+        .launch(&spec("dyn", "rollout:\n  max_per_minute: 600000\n"))
+        .await;
+    h.manager.tick().await.unwrap();
+    assert_eq!(h.count(&id, ActionState::Staged).await, 3);
+    // A new vehicle that matches, one that moves out of the EU, one that
+    // reports the target version already installed.
+    h.upsert(serde_json::json!({"vin": vin(7), "region": "EU", "gateway": "hcp1", "ecus": {"BMS": {"hw": "H2", "sw": "2.0.0"}}})).await;
+    h.upsert(serde_json::json!({"vin": vin(0), "region": "US"}))
+        .await;
+    h.upsert(serde_json::json!({"vin": vin(1), "ecus": {"BMS": {"hw": "H2", "sw": "2.3.1"}}}))
+        .await;
+    h.manager
+        .on_vehicles_changed(&[vin(7), vin(0), vin(1)])
+        .await
+        .unwrap();
+    let rows = h.manager.store().campaign_rows(&id, "", 10).await.unwrap();
+    let state = |v: String| {
+        rows.iter()
+            .find(|r| r.vin == v)
+            .map(|r| r.state.clone())
+            .unwrap()
+    };
+    assert_eq!(state(vin(0)), "cancelled");
+    assert_eq!(state(vin(1)), "succeeded");
+    assert_eq!(state(vin(2)), "staged");
+    assert_eq!(state(vin(7)), "pending");
+    let left = rows.iter().find(|r| r.vin == vin(0)).unwrap();
+    assert_eq!(left.message, "no longer matches the target");
+    h.manager.tick().await.unwrap();
+    assert_eq!(h.count(&id, ActionState::Staged).await, 2);
+}
+
+async fn pause_and_abort_take_undelivered_actions_back(h: Harness) {
+    h.fleet(4).await;
+    h.package("bms-fw", "2.3.1").await;
+    h.package("bms-fw-hcp3", "2.3.1").await;
+    let id = h
+        .launch(&spec("stop", "rollout:\n  max_per_minute: 600000\n"))
+        .await;
+    h.manager.tick().await.unwrap();
+    let staged = h.actions_in(&id, ActionState::Staged).await;
+    h.manager
+        .store()
+        .mark_delivered(&staged[0].0, &[staged[0].1.clone()], chrono::Utc::now())
+        .await
+        .unwrap();
+    h.staging_vins("t2").await;
+    h.manager
+        .transition(&id, Transition::Pause, &engineer(), "investigating")
+        .await
+        .unwrap();
+    assert_eq!(h.count(&id, ActionState::Delivered).await, 1);
+    assert_eq!(h.count(&id, ActionState::Pending).await, 3);
+    let mut notified = h.staging_vins("t2").await;
+    notified.sort();
+    let mut expected: Vec<String> = staged[1..].iter().map(|(v, _)| v.clone()).collect();
+    expected.sort();
+    assert_eq!(
+        notified, expected,
+        "staging recomputes the vehicles that lost an action"
+    );
+    // Paused campaigns hand nothing out.
+    h.manager.tick().await.unwrap();
+    assert_eq!(h.count(&id, ActionState::Staged).await, 0);
+    h.manager
+        .transition(&id, Transition::Resume, &engineer(), "")
+        .await
+        .unwrap();
+    h.manager.tick().await.unwrap();
+    assert_eq!(h.count(&id, ActionState::Staged).await, 3);
+    let c = h
+        .manager
+        .transition(&id, Transition::Abort, &engineer(), "bad build")
+        .await
+        .unwrap();
+    assert_eq!(
+        (c.state, c.state_reason.as_str()),
+        (CampaignState::Aborted, "bad build")
+    );
+    assert_eq!(h.count(&id, ActionState::Cancelled).await, 4);
+    assert!(h
+        .manager
+        .store()
+        .open_actions(&staged.iter().map(|(v, _)| v.clone()).collect::<Vec<_>>())
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -1,0 +1,222 @@
+//! A campaign manager over the real vehicle store and rule engine on a fresh
+//! database; the rollout is driven tick by tick so tests decide when time
+//! passes.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use ota_bus::memory::MemoryBus;
+use ota_bus::outbox::Relay;
+use ota_bus::{topics, SharedBus, StagingEvent};
+use ota_campaign_manager::model::ActionState;
+use ota_campaign_manager::status::{StatusReport, StatusResult};
+use ota_campaign_manager::store::Store;
+use ota_campaign_manager::{Actor, CampaignError, CampaignManager, Config};
+use ota_common::peer;
+use ota_common::vehicle::VehiclePatch;
+use ota_proto::v1 as pb;
+use ota_rule_engine::{RuleEngineService, StoreVehicles};
+use ota_tests::db::TestDb;
+use ota_vehicle_store::grpc::VehicleStoreService;
+use ota_vehicle_store::{Precedence, VehicleStore};
+
+pub struct Harness {
+    pub manager: CampaignManager,
+    pub vehicles: VehicleStore,
+    pub relay: Relay,
+    pub bus: SharedBus,
+    pub db: TestDb,
+}
+
+pub fn vin(i: u32) -> String {
+    format!("WVWZZZE1ZMP{i:06}")
+}
+
+pub fn engineer() -> Actor {
+    Actor {
+        name: "erin".into(),
+        role: "engineer".into(),
+    }
+}
+
+pub fn approver() -> Actor {
+    Actor {
+        name: "alex".into(),
+        role: "approver".into(),
+    }
+}
+
+impl Harness {
+    pub async fn new(db: TestDb) -> Self {
+        let vehicles = VehicleStore::new(db.db(), Precedence::default());
+        let vehicle_peer =
+            peer::in_process(VehicleStoreService::new(vehicles.clone()).into_server());
+        let rule_peer = peer::in_process(
+            RuleEngineService::new(StoreVehicles::new(vehicle_peer.clone())).into_server(),
+        );
+        let bus: SharedBus = Arc::new(MemoryBus::new());
+        let relay = Relay::new(db.db().clone(), bus.clone());
+        let store = Store::new(db.db().clone(), relay.waker());
+        let manager = CampaignManager::new(
+            store,
+            rule_peer,
+            Arc::new(StoreVehicles::new(vehicle_peer)),
+            Config::default(),
+        );
+        Self {
+            manager,
+            vehicles,
+            relay,
+            bus,
+            db,
+        }
+    }
+
+    /// Vehicles 0..n: EU, BMS at 2.2.0; odd ones on the hcp3 gateway.
+    pub async fn fleet(&self, n: u32) {
+        for i in 0..n {
+            self.upsert(serde_json::json!({
+                "vin": vin(i), "model": "ID.4", "platform": "MEB", "region": "EU",
+                "gateway": if i % 2 == 1 { "hcp3" } else { "hcp1" },
+                "ecus": {"BMS": {"hw": "H2", "sw": "2.2.0"}}
+            }))
+            .await;
+        }
+    }
+
+    pub async fn upsert(&self, v: serde_json::Value) {
+        let patch: VehiclePatch = serde_json::from_value(v).unwrap();
+        self.vehicles.upsert("manufacturing", patch).await.unwrap();
+    }
+
+    pub async fn package(&self, name: &str, version: &str) -> pb::Package {
+        let p = self
+            .manager
+            .create_package(
+                pb::Package {
+                    name: name.into(),
+                    version: version.into(),
+                    ecu: "BMS".into(),
+                    artifacts: vec![pb::Artifact {
+                        url: format!("https://cdn.example/{name}-{version}.bin"),
+                        sha256: "a".repeat(64),
+                        size: 1024,
+                    }],
+                    ..Default::default()
+                },
+                "erin",
+            )
+            .await
+            .unwrap();
+        p.into()
+    }
+
+    /// Creates, approves and launches a campaign, and waits for its
+    /// targeting scan.
+    pub async fn launch(&self, spec: &str) -> String {
+        let c = self
+            .manager
+            .create_campaign(spec, "erin")
+            .await
+            .unwrap()
+            .unwrap_or_else(|errors| panic!("campaign file rejected: {errors:?}"));
+        use ota_campaign_manager::model::Transition::*;
+        self.manager
+            .transition(&c.id, Approve, &approver(), "looks good")
+            .await
+            .unwrap();
+        self.manager
+            .transition(&c.id, Launch, &engineer(), "go")
+            .await
+            .unwrap();
+        self.manager.target_campaign(&c.id).await.unwrap();
+        c.id
+    }
+
+    pub async fn counts(&self, campaign: &str) -> std::collections::HashMap<ActionState, u64> {
+        self.manager.store().state_counts(campaign).await.unwrap()
+    }
+
+    pub async fn count(&self, campaign: &str, s: ActionState) -> u64 {
+        self.counts(campaign).await.get(&s).copied().unwrap_or(0)
+    }
+
+    /// The campaign's actions in the given state: (vin, action id).
+    pub async fn actions_in(&self, campaign: &str, s: ActionState) -> Vec<(String, String)> {
+        let rows = self
+            .manager
+            .store()
+            .campaign_rows(campaign, "", 100_000)
+            .await
+            .unwrap();
+        rows.into_iter()
+            .filter(|r| r.state == s.as_str())
+            .map(|r| (r.vin, r.id))
+            .collect()
+    }
+
+    pub async fn report(
+        &self,
+        vin: &str,
+        action: &str,
+        state: ActionState,
+        seq: u64,
+        message: &str,
+    ) -> Result<StatusResult, CampaignError> {
+        self.manager
+            .report_status(StatusReport {
+                vin: vin.into(),
+                action_id: action.into(),
+                state,
+                progress: 100,
+                message: message.into(),
+                seq,
+                protocol: "test".into(),
+            })
+            .await
+    }
+
+    /// Staging events relayed from the outbox so far: the VINs they name.
+    pub async fn staging_vins(&self, group: &str) -> Vec<String> {
+        self.relay.relay_once().await.unwrap();
+        while self.relay.relay_once().await.unwrap() > 0 {}
+        let mut sub = self
+            .bus
+            .subscribe(topics::STAGING, group, "test")
+            .await
+            .unwrap();
+        let mut vins = Vec::new();
+        loop {
+            let msgs = sub
+                .next(1000, std::time::Duration::from_millis(50))
+                .await
+                .unwrap();
+            if msgs.is_empty() {
+                break;
+            }
+            for m in &msgs {
+                if let StagingEvent::Vins { vins: v, .. } =
+                    serde_json::from_str::<StagingEvent>(&m.payload).unwrap()
+                {
+                    vins.extend(v);
+                }
+            }
+            let ids: Vec<String> = msgs.into_iter().map(|m| m.id).collect();
+            sub.ack(&ids).await.unwrap();
+        }
+        vins
+    }
+}
+
+pub fn spec(name: &str, extra: &str) -> String {
+    format!(
+        r#"name: {name}
+target: 'vehicle.region == "EU" && version_cmp(vehicle.ecus.BMS.sw, "2.3.1") < 0'
+rules:
+  - when: 'vehicle.gateway == "hcp3"'
+    install: {{package: bms-fw-hcp3, version: 2.3.1, ecu: BMS}}
+  - install: {{package: bms-fw, version: 2.3.1, ecu: BMS}}
+{extra}"#
+    )
+}
