@@ -1,0 +1,33 @@
+//! The events services exchange, as JSON payloads.
+
+use serde::{Deserialize, Serialize};
+
+pub mod topics {
+    /// Vehicle inventory changed ([`super::VehicleEvent`]); the campaign
+    /// manager re-decides which campaigns the vehicles belong to.
+    pub const VEHICLES: &str = "vehicles";
+    /// Vehicles whose staged document must be recomputed
+    /// ([`super::StagingEvent`]).
+    pub const STAGING: &str = "staging";
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum VehicleEvent {
+    /// Created or changed vehicles (import, upsert, inventory report).
+    Changed {
+        vins: Vec<String>,
+        /// When the change committed, unix milliseconds.
+        at_ms: i64,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StagingEvent {
+    /// These vehicles' open actions changed.
+    Vins { vins: Vec<String>, at_ms: i64 },
+    /// Every vehicle with an action in this campaign (launch, pause, resume,
+    /// abort, priority or package change).
+    Campaign { campaign_id: String, at_ms: i64 },
+}
