@@ -42,13 +42,19 @@ pub struct StatusWriter {
 const QUEUE: usize = 50_000;
 /// Attempts for a report whose action changed between read and write.
 const RACE_RETRIES: usize = 3;
+/// Batches written at the same time: PostgreSQL spreads them over its
+/// cores; on SQLite they queue for the one writer.
+const WRITERS: usize = 4;
 /// Longest failure message kept per action.
 const MAX_MESSAGE: usize = 1024;
 
 impl StatusWriter {
     pub fn start(store: Store, batch: usize) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, rx, batch.max(1)));
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..WRITERS {
+            tokio::spawn(run(store.clone(), rx.clone(), batch.max(1)));
+        }
         Self { tx }
     }
 
@@ -64,10 +70,14 @@ impl StatusWriter {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<(StatusReport, Reply)>, batch: usize) {
+type Queue = std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<(StatusReport, Reply)>>>;
+
+async fn run(store: Store, rx: Queue, batch: usize) {
     let mut retries: HashMap<String, u32> = HashMap::new();
     let mut buf = Vec::with_capacity(batch);
-    while rx.recv_many(&mut buf, batch).await > 0 {
+    // Each writer takes what is queued, then releases the queue to the next
+    // writer while it writes.
+    while rx.lock().await.recv_many(&mut buf, batch).await > 0 {
         let items = std::mem::take(&mut buf);
         let (reports, replies): (Vec<StatusReport>, Vec<Reply>) = items.into_iter().unzip();
         let started = std::time::Instant::now();

@@ -15,6 +15,11 @@ use crate::model::{bucket, wave_of, ActionState, Campaign, CampaignState, Packag
 use crate::store::NewAction;
 use crate::CampaignError;
 
+/// Batches of later-wave actions the launch scan may run ahead of the
+/// database by.
+const WRITE_QUEUE: usize = 512;
+/// Actions per insert statement during the launch scan.
+const INSERT_BATCH: usize = 5000;
 /// Vehicles fetched at once when inventory events arrive.
 const FETCH_CONCURRENCY: usize = 16;
 
@@ -127,33 +132,51 @@ impl CampaignManager {
             .scan()
             .await
             .map_err(CampaignError::upstream("vehicle store"))?;
-        // Evaluation and inserts overlap: the writer takes a batch while the
-        // next one is scanned and evaluated.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewAction>>(4);
+        // Vehicles of the open waves are written as they are found, so the
+        // first wave reaches staging while the scan goes on; the rest queue
+        // for a writer that overlaps with the scan (the queue holds up to
+        // WRITE_QUEUE batches, so a slow database slows the scan only then).
+        let open_wave = t.campaign.current_wave.max(0);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<NewAction>>(WRITE_QUEUE);
         let store = self.inner.store.clone();
         let campaign_id = id.to_string();
         let writer = tokio::spawn(async move {
             let mut created = 0u64;
+            let mut pending: Vec<NewAction> = Vec::new();
             while let Some(actions) = rx.recv().await {
-                created += store
-                    .insert_actions(&campaign_id, &actions, Utc::now())
-                    .await?;
+                pending.extend(actions);
+                while pending.len() < INSERT_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => pending.extend(more),
+                        Err(_) => break,
+                    }
+                }
+                created += store.insert_actions(&campaign_id, &pending, Utc::now()).await?;
+                pending.clear();
             }
             Ok::<u64, CampaignError>(created)
         });
         let mut scanned = 0u64;
+        let mut created_now = 0u64;
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(CampaignError::upstream("vehicle store"))?;
             scanned += batch.len() as u64;
-            let actions: Vec<NewAction> = batch.iter().filter_map(|v| t.action_for(v)).collect();
-            if !actions.is_empty() && tx.send(actions).await.is_err() {
+            let (now, later): (Vec<NewAction>, Vec<NewAction>) = batch
+                .iter()
+                .filter_map(|v| t.action_for(v))
+                .partition(|a| a.wave <= open_wave);
+            if !now.is_empty() {
+                created_now += self.inner.store.insert_actions(id, &now, Utc::now()).await?;
+            }
+            if !later.is_empty() && tx.send(later).await.is_err() {
                 break;
             }
         }
         drop(tx);
-        let created = writer
-            .await
-            .map_err(|e| CampaignError::Conflict(format!("targeting writer failed: {e}")))??;
+        let created = created_now
+            + writer
+                .await
+                .map_err(|e| CampaignError::Conflict(format!("targeting writer failed: {e}")))??;
         self.inner.store.set_targeted(id, Utc::now()).await?;
         metrics::histogram!("ota_targeting_scan_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(campaign = %id, scanned, created, elapsed_ms = started.elapsed().as_millis() as u64, "campaign targeted");
