@@ -109,7 +109,11 @@ rollout:
   wave_soak: 0s
   max_per_minute: 60000000
 "#;
-    let c = manager.create_campaign(spec, "erin").await.unwrap().unwrap();
+    let c = manager
+        .create_campaign(spec, "erin")
+        .await
+        .unwrap()
+        .unwrap();
     let approver = Actor {
         name: "alex".into(),
         role: "approver".into(),

@@ -42,8 +42,7 @@ impl Targeting {
         let rule = decision.rule_index()?;
         let pkg = self.packages.get(rule)?;
         let ecu = v.ecus.get(&pkg.ecu);
-        if !pkg.compatible_hw.is_empty()
-            && !ecu.is_some_and(|e| pkg.compatible_hw.iter().any(|hw| *hw == e.hw))
+        if !pkg.compatible_hw.is_empty() && !ecu.is_some_and(|e| pkg.compatible_hw.contains(&e.hw))
         {
             metrics::counter!("ota_targeting_incompatible_total").increment(1);
             return None;
@@ -151,7 +150,9 @@ impl CampaignManager {
                         Err(_) => break,
                     }
                 }
-                created += store.insert_actions(&campaign_id, &pending, Utc::now()).await?;
+                created += store
+                    .insert_actions(&campaign_id, &pending, Utc::now())
+                    .await?;
                 pending.clear();
             }
             Ok::<u64, CampaignError>(created)
@@ -166,7 +167,11 @@ impl CampaignManager {
                 .filter_map(|v| t.action_for(v))
                 .partition(|a| a.wave <= open_wave);
             if !now.is_empty() {
-                created_now += self.inner.store.insert_actions(id, &now, Utc::now()).await?;
+                created_now += self
+                    .inner
+                    .store
+                    .insert_actions(id, &now, Utc::now())
+                    .await?;
             }
             if !later.is_empty() && tx.send(later).await.is_err() {
                 break;

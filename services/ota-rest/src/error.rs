@@ -24,6 +24,12 @@ pub enum RestError {
     /// CEL rules that do not validate; every positioned error is listed.
     #[error("invalid rules: {}", .0.first().map(|e| e.to_string()).unwrap_or_default())]
     InvalidRules(Vec<ota_rule_engine::ExpressionError>),
+    /// A campaign file with problems; every one is listed.
+    #[error("campaign file has {} problem{}", .0.len(), if .0.len() == 1 { "" } else { "s" })]
+    InvalidCampaign(Vec<crate::model::SpecProblem>),
+    /// `POST /api/v1/campaigns/{id}:ACTION` with an action that does not exist.
+    #[error("unknown campaign action {0:?}: expected one of {actions}", actions = crate::campaigns::ACTIONS.join(", "))]
+    UnknownAction(String),
 }
 
 impl CodedError for RestError {
@@ -33,11 +39,13 @@ impl CodedError for RestError {
             Self::Upstream(s) => ErrorCode::from_grpc(s.code()),
             Self::Invalid(_) => ErrorCode::InvalidArgument,
             Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
-            Self::NoRoute(_) => ErrorCode::NotFound,
+            Self::NoRoute(_) | Self::UnknownAction(_) => ErrorCode::NotFound,
             Self::Json(r) if r.status() == http::StatusCode::PAYLOAD_TOO_LARGE => {
                 ErrorCode::PayloadTooLarge
             }
-            Self::Json(_) | Self::InvalidRules(_) => ErrorCode::InvalidArgument,
+            Self::Json(_) | Self::InvalidRules(_) | Self::InvalidCampaign(_) => {
+                ErrorCode::InvalidArgument
+            }
         }
     }
 }
@@ -49,8 +57,10 @@ impl IntoResponse for RestError {
             tracing::error!(error = %self, "request failed");
         }
         let mut body = json!({"error": {"code": code.as_str(), "message": self.to_string()}});
-        if let Self::InvalidRules(errors) = &self {
-            body["errors"] = json!(errors);
+        match &self {
+            Self::InvalidRules(errors) => body["errors"] = json!(errors),
+            Self::InvalidCampaign(errors) => body["errors"] = json!(errors),
+            _ => {}
         }
         let body = Json(body);
         let mut res = (code.http_status(), body).into_response();

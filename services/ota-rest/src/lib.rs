@@ -4,17 +4,22 @@
 //! services through their clients, in-process or remote alike.
 
 mod auth;
+mod campaigns;
 mod error;
 mod import;
+pub mod model;
+mod packages;
+mod reports;
 mod rules;
 mod tokens;
 mod vehicles;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ota_auth::TokenStore;
 use ota_common::peer::Peer;
+use ota_proto::v1::campaign_manager_client::CampaignManagerClient;
 use ota_proto::v1::rule_engine_client::RuleEngineClient;
 use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -44,18 +49,29 @@ pub struct RestState {
     pub tokens: TokenStore,
     pub vehicles: VehicleStoreClient<Peer>,
     pub rules: RuleEngineClient<Peer>,
+    pub campaigns: CampaignManagerClient<Peer>,
     pub limits: Limits,
 }
 
 impl RestState {
-    pub fn new(tokens: TokenStore, vehicle_store: Peer, rule_engine: Peer, limits: Limits) -> Self {
+    pub fn new(
+        tokens: TokenStore,
+        vehicle_store: Peer,
+        rule_engine: Peer,
+        campaign_manager: Peer,
+        limits: Limits,
+    ) -> Self {
         let vehicles = VehicleStoreClient::new(vehicle_store)
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(64 * 1024 * 1024);
+        let campaigns = CampaignManagerClient::new(campaign_manager)
+            .max_decoding_message_size(64 * 1024 * 1024)
+            .max_encoding_message_size(16 * 1024 * 1024);
         Self {
             tokens,
             vehicles,
             rules: RuleEngineClient::new(rule_engine),
+            campaigns,
             limits,
         }
     }
@@ -79,6 +95,26 @@ pub fn router(state: RestState) -> Router {
         .route("/api/v1/rules/validate", post(rules::validate))
         .route("/api/v1/rules/explain", post(rules::explain))
         .route("/api/v1/rules/preview", post(rules::preview))
+        .route(
+            "/api/v1/packages",
+            get(packages::list).post(packages::create),
+        )
+        .route("/api/v1/packages/{id}", get(packages::get))
+        .route(
+            "/api/v1/campaigns",
+            get(campaigns::list).post(campaigns::create),
+        )
+        .route("/api/v1/campaigns:validate", post(campaigns::validate))
+        .route(
+            "/api/v1/campaigns/{target}",
+            get(campaigns::get).post(campaigns::action),
+        )
+        .route(
+            "/api/v1/campaigns/{id}/priority",
+            put(campaigns::set_priority),
+        )
+        .route("/api/v1/campaigns/{id}/report", get(reports::report))
+        .route("/api/v1/audit", get(reports::audit))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))

@@ -1,15 +1,13 @@
 //! The REST router driven in-process with `oneshot`, over the real vehicle
 //! store and rule engine on SQLite: status codes and error bodies.
 
+mod common;
+
 use axum::body::Body;
 use axum::Router;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use ota_auth::{Role, TokenStore};
-use ota_common::peer;
-use ota_rule_engine::{RuleEngineService, StoreVehicles};
-use ota_vehicle_store::grpc::VehicleStoreService;
-use ota_vehicle_store::{Precedence, VehicleStore};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -22,10 +20,7 @@ struct Api {
 
 async fn api() -> Api {
     let t = ota_tests::db::sqlite().await;
-    let store =
-        VehicleStoreService::new(VehicleStore::new(&t.db, Precedence::default())).into_server();
-    let vehicle_peer = peer::in_process(store);
-    let rules = RuleEngineService::new(StoreVehicles::new(vehicle_peer.clone())).into_server();
+    let peers = common::peers(&t.db);
     let tokens = TokenStore::new(t.db.clone());
     let admin = tokens.create("admin", Role::Admin).await.unwrap().token;
     let viewer = tokens.create("viewer", Role::Viewer).await.unwrap().token;
@@ -35,8 +30,9 @@ async fn api() -> Api {
     };
     let router = ota_rest::router(ota_rest::RestState::new(
         tokens,
-        vehicle_peer,
-        peer::in_process(rules),
+        peers.vehicles,
+        peers.rules,
+        peers.campaigns,
         limits,
     ));
     Api {

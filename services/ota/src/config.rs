@@ -114,6 +114,43 @@ pub struct VehicleStoreSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CampaignSettings {
+    /// How often the rollout re-decides running campaigns.
+    pub tick_ms: u64,
+    /// Vehicle status reports written per database transaction, at most.
+    pub status_batch: usize,
+}
+
+impl Default for CampaignSettings {
+    fn default() -> Self {
+        Self {
+            tick_ms: 1000,
+            status_batch: 2000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StagingSettings {
+    /// What staged documents tell vehicles about when to poll again.
+    pub poll_after_s: u32,
+    /// How often staged documents are compared with the campaigns' actions
+    /// and repaired.
+    pub reconcile_interval_s: u64,
+}
+
+impl Default for StagingSettings {
+    fn default() -> Self {
+        Self {
+            poll_after_s: 300,
+            reconcile_interval_s: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub services: String,
     pub data_dir: PathBuf,
@@ -130,6 +167,10 @@ pub struct Config {
     pub limits: Limits,
     pub database: DatabaseSettings,
     pub vehicle_store: VehicleStoreSettings,
+    #[serde(default)]
+    pub campaigns: CampaignSettings,
+    #[serde(default)]
+    pub staging: StagingSettings,
 }
 
 impl Default for Config {
@@ -155,6 +196,8 @@ impl Default for Config {
                 acquire_timeout_ms: 3000,
             },
             vehicle_store: VehicleStoreSettings::default(),
+            campaigns: CampaignSettings::default(),
+            staging: StagingSettings::default(),
         }
     }
 }
@@ -172,7 +215,14 @@ const ENV_KEYS: [&str; 9] = [
     "grpc_addr",
     "log",
 ];
-const ENV_SECTIONS: [&str; 4] = ["peers__", "limits__", "database__", "vehicle_store__"];
+const ENV_SECTIONS: [&str; 6] = [
+    "peers__",
+    "limits__",
+    "database__",
+    "vehicle_store__",
+    "campaigns__",
+    "staging__",
+];
 
 /// Loads the layers. `file` is `--config`; without it `./ota.toml` is read
 /// when present. `flags` are the command-line overrides.
@@ -263,6 +313,17 @@ impl Config {
             .precedence
             .validate("vehicle_store.precedence")
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        if self.campaigns.tick_ms == 0 || self.campaigns.status_batch == 0 {
+            bail!("invalid configuration: campaigns: tick_ms and status_batch must be above 0");
+        }
+        if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                bail!(
+                    "invalid configuration: redis_url: {:?} must start with redis:// or rediss://",
+                    ota_db::redact(url)
+                );
+            }
+        }
         if self.limits.max_body_bytes == 0 || self.limits.max_import_bytes == 0 {
             bail!("invalid configuration: limits: body limits must be above 0");
         }

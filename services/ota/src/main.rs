@@ -5,6 +5,7 @@
 mod cli;
 mod client;
 mod config;
+mod events;
 mod serve;
 mod telemetry;
 
@@ -45,6 +46,14 @@ enum Cmd {
     /// Manage management-API tokens.
     #[command(subcommand)]
     Tokens(cli::tokens::TokensCmd),
+    /// Register and inspect software packages.
+    #[command(subcommand)]
+    Packages(cli::packages::PackagesCmd),
+    /// Create, approve, launch and follow update campaigns.
+    #[command(subcommand)]
+    Campaigns(cli::campaigns::CampaignsCmd),
+    /// Show the audit log of packages and campaigns, newest first.
+    Audit(cli::audit::AuditArgs),
 }
 
 /// Flags override ota.toml and OTA_* variables.
@@ -123,5 +132,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Vehicles(cmd) => cli::vehicles::run(cmd, &cli.conn).await,
         Cmd::Rules(cmd) => cli::rules::run(cmd, &cli.conn).await,
         Cmd::Tokens(cmd) => cli::tokens::run(cmd, &cli.conn).await.map(|_| 0),
+        Cmd::Packages(cmd) => cli::packages::run(cmd, &cli.conn).await,
+        Cmd::Campaigns(cmd) => cli::campaigns::run(cmd, &cli.conn).await,
+        Cmd::Audit(args) => cli::audit::run(args, &cli.conn).await,
     }
 }

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use ota_auth::TokenStore;
+use ota_campaign_manager::{CampaignManager, CampaignManagerService};
 use ota_common::peer::{self, GrpcMetricsLayer, Peer};
 use ota_db::{Db, DbOptions};
 use ota_proto::v1 as pb;
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{Config, Service};
+use crate::events::Events;
 use crate::telemetry::Telemetry;
 
 /// Services whose RPCs are defined but not built yet; every call answers
@@ -32,7 +34,6 @@ use crate::telemetry::Telemetry;
 #[derive(Clone, Copy)]
 struct NotYetImplemented;
 impl pb::staging_server::Staging for NotYetImplemented {}
-impl pb::campaign_manager_server::CampaignManager for NotYetImplemented {}
 
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -49,7 +50,9 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
     tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), "starting ota");
 
-    let needs_db = services.contains(&Service::VehicleStore) || services.contains(&Service::Rest);
+    let needs_db = services.contains(&Service::VehicleStore)
+        || services.contains(&Service::Rest)
+        || services.contains(&Service::CampaignManager);
     let db = if needs_db {
         let url = cfg.database_url();
         let opts = DbOptions {
@@ -81,30 +84,77 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         _ => None,
     };
     // Built once, only when something in this process calls the store.
-    let vehicle_peer: Option<Peer> =
-        if services.contains(&Service::Rest) || services.contains(&Service::RuleEngine) {
-            Some(match &vehicle_store_server {
-                Some(s) => peer::in_process(s.clone()),
-                None => peer::remote(&cfg.peer_url(Service::VehicleStore)?)
-                    .map_err(anyhow::Error::msg)?,
-            })
-        } else {
-            None
-        };
+    let vehicle_peer: Option<Peer> = if services.contains(&Service::Rest)
+        || services.contains(&Service::RuleEngine)
+        || services.contains(&Service::CampaignManager)
+    {
+        Some(match &vehicle_store_server {
+            Some(s) => peer::in_process(s.clone()),
+            None => {
+                peer::remote(&cfg.peer_url(Service::VehicleStore)?).map_err(anyhow::Error::msg)?
+            }
+        })
+    } else {
+        None
+    };
     let rule_engine_server = match (&vehicle_peer, services.contains(&Service::RuleEngine)) {
         (Some(vp), true) => {
             Some(RuleEngineService::new(StoreVehicles::new(vp.clone())).into_server())
         }
         _ => None,
     };
+    let rule_peer: Option<Peer> =
+        if services.contains(&Service::Rest) || services.contains(&Service::CampaignManager) {
+            Some(match &rule_engine_server {
+                Some(s) => peer::in_process(s.clone()),
+                None => {
+                    peer::remote(&cfg.peer_url(Service::RuleEngine)?).map_err(anyhow::Error::msg)?
+                }
+            })
+        } else {
+            None
+        };
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let events = Events::start(&cfg, &services, db.as_ref(), shutdown_rx.clone()).await?;
+    let mut background = events.tasks;
+
+    let campaign_server = match (&db, services.contains(&Service::CampaignManager)) {
+        (Some(db), true) => {
+            let store =
+                ota_campaign_manager::store::Store::new(db.clone(), events.relay_waker.clone());
+            let manager = CampaignManager::new(
+                store,
+                rule_peer.clone().expect("built for the campaign manager"),
+                Arc::new(StoreVehicles::new(
+                    vehicle_peer
+                        .clone()
+                        .expect("built for the campaign manager"),
+                )),
+                ota_campaign_manager::Config {
+                    tick: Duration::from_millis(cfg.campaigns.tick_ms),
+                    status_batch: cfg.campaigns.status_batch,
+                },
+            );
+            background
+                .extend(manager.spawn_background(Some(events.bus.clone()), shutdown_rx.clone()));
+            Some(CampaignManagerService::new(manager).into_server())
+        }
+        _ => None,
+    };
+    let campaign_peer: Option<Peer> = if services.contains(&Service::Rest) {
+        Some(match &campaign_server {
+            Some(s) => peer::in_process(s.clone()),
+            None => peer::remote(&cfg.peer_url(Service::CampaignManager)?)
+                .map_err(anyhow::Error::msg)?,
+        })
+    } else {
+        None
+    };
     let staging_server = services
         .contains(&Service::Staging)
         .then(|| pb::staging_server::StagingServer::new(NotYetImplemented));
-    let campaign_server = services
-        .contains(&Service::CampaignManager)
-        .then(|| pb::campaign_manager_server::CampaignManagerServer::new(NotYetImplemented));
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested, draining");
@@ -118,12 +168,6 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         if let Some(path) = tokens.bootstrap(&cfg.data_dir).await? {
             tracing::info!(path = %path.display(), "created the bootstrap admin token (first start on this database); the CLI reads it from there");
         }
-        let rule_peer: Peer = match &rule_engine_server {
-            Some(s) => peer::in_process(s.clone()),
-            None => {
-                peer::remote(&cfg.peer_url(Service::RuleEngine)?).map_err(anyhow::Error::msg)?
-            }
-        };
         let limits = ota_rest::Limits {
             max_body_bytes: cfg.limits.max_body_bytes,
             max_import_bytes: cfg.limits.max_import_bytes,
@@ -132,7 +176,8 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         http = http.merge(ota_rest::router(ota_rest::RestState::new(
             tokens,
             vehicle_peer,
-            rule_peer,
+            rule_peer.clone().expect("built for rest"),
+            campaign_peer.clone().expect("built for rest"),
             limits,
         )));
     }
@@ -156,7 +201,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     }
     if campaign_server.is_some() {
         health_reporter
-            .set_serving::<pb::campaign_manager_server::CampaignManagerServer<NotYetImplemented>>()
+            .set_serving::<pb::campaign_manager_server::CampaignManagerServer<CampaignManagerService>>()
             .await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
@@ -224,6 +269,11 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     }
     if let Some(g) = pool_gauge {
         g.abort();
+    }
+    // Background loops saw the shutdown signal; give them a moment to end
+    // their current step (a status batch, a relay pass).
+    for task in background {
+        let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
     if let Some(db) = &db {
         db.close().await;

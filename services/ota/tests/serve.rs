@@ -569,13 +569,14 @@ async fn split_services_over_grpc_on_postgres_survive_a_database_outage() {
             ("OTA_DATABASE_URL", &url),
             ("OTA_DATABASE__ACQUIRE_TIMEOUT_MS", "1000"),
         ],
-        &["--services", "vehicle-store,rule-engine"],
+        &["--services", "vehicle-store,rule-engine,campaign-manager"],
     );
     let rest = Server::start(
         &[
             ("OTA_DATABASE_URL", &url),
             ("OTA_PEERS__VEHICLE_STORE", &store.grpc),
             ("OTA_PEERS__RULE_ENGINE", &store.grpc),
+            ("OTA_PEERS__CAMPAIGN_MANAGER", &store.grpc),
             ("OTA_DATABASE__ACQUIRE_TIMEOUT_MS", "1000"),
         ],
         &["--services", "rest"],
@@ -833,13 +834,14 @@ async fn traces_are_exported_over_otlp_and_continue_across_processes() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_SERVICE_NAME", "ota-store"),
         ],
-        &["--services", "vehicle-store,rule-engine"],
+        &["--services", "vehicle-store,rule-engine,campaign-manager"],
     );
     let rest = Server::start(
         &[
             ("OTA_DATABASE_URL", &pg.url),
             ("OTA_PEERS__VEHICLE_STORE", &store.grpc),
             ("OTA_PEERS__RULE_ENGINE", &store.grpc),
+            ("OTA_PEERS__CAMPAIGN_MANAGER", &store.grpc),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_SERVICE_NAME", "ota-rest"),
         ],

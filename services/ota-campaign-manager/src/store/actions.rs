@@ -162,7 +162,6 @@ impl Store {
         let inserted = write_tx!(self, tx => {
             let mut conn = Conn::from(&mut *tx);
             let n = insert_actions(&mut conn, campaign_id, actions, now_ms).await?;
-            drop(conn);
             tx.commit().await?;
             n
         });
@@ -369,7 +368,6 @@ impl Store {
             vins.sort();
             vins.dedup();
             conn.enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
-            drop(conn);
             tx.commit().await?;
             (outcomes, vins)
         });

@@ -167,6 +167,9 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+/// id, at, actor, entity, entity_id, action, reason, detail
+type AuditRow = (i64, i64, String, String, String, String, String, String);
+
 #[derive(sqlx::FromRow)]
 struct PackageRow {
     id: String,
@@ -288,14 +291,17 @@ impl Store {
         let hw = serde_json::to_string(&p.compatible_hw).expect("strings serialize");
         let artifacts = serde_json::to_string(&p.artifacts).expect("artifacts serialize");
         let detail = json!({"name": p.name, "version": p.version, "ecu": p.ecu}).to_string();
-        let result: Result<(), sqlx::Error> = write_tx!(self, tx => {
-            sqlx::query(&format!("INSERT INTO packages ({PACKAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
-                .bind(&p.id).bind(&p.name).bind(&p.version).bind(&p.ecu).bind(&hw).bind(&artifacts)
-                .bind(&p.release_notes).bind(&p.created_by).bind(millis(p.created_at)).bind(false)
-                .execute(&mut *tx).await?;
-            Conn::from(&mut *tx).audit(millis(p.created_at), &Audit::new(&p.created_by, ""), "package", &p.id, "create", &detail).await?;
-            tx.commit().await
-        });
+        let result: Result<(), sqlx::Error> = async {
+            write_tx!(self, tx => {
+                sqlx::query(&format!("INSERT INTO packages ({PACKAGE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+                    .bind(&p.id).bind(&p.name).bind(&p.version).bind(&p.ecu).bind(&hw).bind(&artifacts)
+                    .bind(&p.release_notes).bind(&p.created_by).bind(millis(p.created_at)).bind(false)
+                    .execute(&mut *tx).await?;
+                Conn::from(&mut *tx).audit(millis(p.created_at), &Audit::new(&p.created_by, ""), "package", &p.id, "create", &detail).await?;
+                tx.commit().await
+            })
+        }
+        .await;
         result.map_err(|e| match &e {
             sqlx::Error::Database(d) if d.is_unique_violation() => CampaignError::AlreadyExists(
                 format!("package {}@{} already exists", p.name, p.version),
@@ -484,7 +490,7 @@ impl Store {
         before: Option<i64>,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, CampaignError> {
-        let rows: Vec<(i64, i64, String, String, String, String, String, String)> = with_pool!(&self.db, pool => {
+        let rows: Vec<AuditRow> = with_pool!(&self.db, pool => {
             sqlx::query_as("SELECT id, at, actor, entity, entity_id, action, reason, detail FROM audit_log \
                 WHERE ($1 IS NULL OR entity_id = $1) AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3")
                 .bind(entity_id).bind(before).bind(limit as i64).fetch_all(pool).await?

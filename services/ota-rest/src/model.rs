@@ -1,0 +1,393 @@
+//! The JSON shapes of the campaign-manager endpoints: the gRPC messages with
+//! snake_case fields, RFC 3339 timestamps and `null` for what is unset. The
+//! CLI reads the answers back with these same types.
+
+use chrono::{DateTime, Utc};
+use ota_common::vehicle::from_timestamp;
+use ota_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Artifact {
+    pub url: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// The body of `POST /api/v1/packages` (and of a package file for the CLI).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewPackage {
+    pub name: String,
+    pub version: String,
+    pub ecu: String,
+    #[serde(default)]
+    pub compatible_hw: Vec<String>,
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    #[serde(default)]
+    pub release_notes: String,
+}
+
+impl From<NewPackage> for pb::Package {
+    fn from(p: NewPackage) -> Self {
+        pb::Package {
+            name: p.name,
+            version: p.version,
+            ecu: p.ecu,
+            compatible_hw: p.compatible_hw,
+            artifacts: p
+                .artifacts
+                .into_iter()
+                .map(|a| pb::Artifact {
+                    url: a.url,
+                    sha256: a.sha256,
+                    size: a.size,
+                })
+                .collect(),
+            release_notes: p.release_notes,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Package {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    pub ecu: String,
+    pub compatible_hw: Vec<String>,
+    pub artifacts: Vec<Artifact>,
+    pub release_notes: String,
+    /// True once a campaign refers to it; it is then immutable.
+    pub in_use: bool,
+    pub created_at: Option<DateTime<Utc>>,
+    pub created_by: String,
+}
+
+impl From<pb::Package> for Package {
+    fn from(p: pb::Package) -> Self {
+        Package {
+            created_at: p.created_at.as_ref().map(from_timestamp),
+            id: p.id,
+            name: p.name,
+            version: p.version,
+            ecu: p.ecu,
+            compatible_hw: p.compatible_hw,
+            artifacts: p
+                .artifacts
+                .into_iter()
+                .map(|a| Artifact {
+                    url: a.url,
+                    sha256: a.sha256,
+                    size: a.size,
+                })
+                .collect(),
+            release_notes: p.release_notes,
+            in_use: p.in_use,
+            created_by: p.created_by,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub id: String,
+    pub name: String,
+    /// draft, approved, running, paused, completed, aborted or cancelled.
+    pub state: String,
+    /// Why the campaign is in its state, empty when nobody said.
+    pub state_reason: String,
+    pub priority: i32,
+    pub target: String,
+    /// Cumulative percent of the matched vehicles per wave.
+    pub waves: Vec<f64>,
+    /// Index of the highest open wave, -1 before launch.
+    pub current_wave: i32,
+    pub created_by: String,
+    pub approved_by: Option<String>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub launched_at: Option<DateTime<Utc>>,
+    pub wave_opened_at: Option<DateTime<Utc>>,
+    /// The campaign file as submitted.
+    pub spec: String,
+}
+
+impl From<pb::Campaign> for Campaign {
+    fn from(c: pb::Campaign) -> Self {
+        Campaign {
+            created_at: c.created_at.as_ref().map(from_timestamp),
+            updated_at: c.updated_at.as_ref().map(from_timestamp),
+            launched_at: c.launched_at.as_ref().map(from_timestamp),
+            wave_opened_at: c.wave_opened_at.as_ref().map(from_timestamp),
+            id: c.id,
+            name: c.name,
+            state: c.state,
+            state_reason: c.state_reason,
+            priority: c.priority,
+            target: c.target,
+            waves: c.waves,
+            current_wave: c.current_wave,
+            created_by: c.created_by,
+            approved_by: (!c.approved_by.is_empty()).then_some(c.approved_by),
+            spec: c.spec,
+        }
+    }
+}
+
+/// One problem of a campaign file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpecProblem {
+    /// Where in the file, e.g. `rollout.waves[2]`; empty for the whole file.
+    pub path: String,
+    pub message: String,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+}
+
+impl std::fmt::Display for SpecProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
+        match (self.line, self.column) {
+            (Some(l), Some(c)) if c > 0 => write!(f, " (line {l}, column {c})"),
+            (Some(l), _) => write!(f, " (line {l})"),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl From<pb::SpecError> for SpecProblem {
+    fn from(e: pb::SpecError) -> Self {
+        SpecProblem {
+            path: e.path,
+            message: e.message,
+            line: e.position.as_ref().map(|p| p.line),
+            column: e.position.as_ref().map(|p| p.column),
+        }
+    }
+}
+
+/// The answer of `POST /api/v1/campaigns:validate`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CampaignValidation {
+    pub valid: bool,
+    pub errors: Vec<SpecProblem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateCount {
+    pub state: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WaveReport {
+    pub index: u32,
+    /// Cumulative percent of the matched vehicles.
+    pub percent: f64,
+    pub open: bool,
+    pub opened_at: Option<DateTime<Utc>>,
+    pub total: u64,
+    pub by_state: Vec<StateCount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupReport {
+    pub key: String,
+    pub total: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub in_progress: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReason {
+    pub reason: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompletionPoint {
+    pub at: Option<DateTime<Utc>>,
+    /// Finished actions up to this time (cumulative).
+    pub finished: u64,
+    pub succeeded: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignReport {
+    pub campaign_id: String,
+    pub name: String,
+    pub state: String,
+    pub state_reason: String,
+    pub total: u64,
+    pub by_state: Vec<StateCount>,
+    /// Failed, rejected and timed out over finished, in percent.
+    pub failure_rate: f64,
+    pub retries: u64,
+    pub waves: Vec<WaveReport>,
+    pub by_model: Vec<GroupReport>,
+    pub by_platform: Vec<GroupReport>,
+    pub by_gateway: Vec<GroupReport>,
+    pub by_region: Vec<GroupReport>,
+    pub top_failures: Vec<FailureReason>,
+    pub completion: Vec<CompletionPoint>,
+}
+
+fn state_counts(v: Vec<pb::StateCount>) -> Vec<StateCount> {
+    v.into_iter()
+        .map(|s| StateCount {
+            state: s.state,
+            count: s.count,
+        })
+        .collect()
+}
+
+fn groups(v: Vec<pb::GroupReport>) -> Vec<GroupReport> {
+    v.into_iter()
+        .map(|g| GroupReport {
+            key: g.key,
+            total: g.total,
+            succeeded: g.succeeded,
+            failed: g.failed,
+            in_progress: g.in_progress,
+        })
+        .collect()
+}
+
+impl From<pb::CampaignReport> for CampaignReport {
+    fn from(r: pb::CampaignReport) -> Self {
+        CampaignReport {
+            campaign_id: r.campaign_id,
+            name: r.name,
+            state: r.state,
+            state_reason: r.state_reason,
+            total: r.total,
+            by_state: state_counts(r.by_state),
+            failure_rate: r.failure_rate,
+            retries: r.retries,
+            waves: r
+                .waves
+                .into_iter()
+                .map(|w| WaveReport {
+                    index: w.index,
+                    percent: w.percent,
+                    open: w.open,
+                    opened_at: w.opened_at.as_ref().map(from_timestamp),
+                    total: w.total,
+                    by_state: state_counts(w.by_state),
+                })
+                .collect(),
+            by_model: groups(r.by_model),
+            by_platform: groups(r.by_platform),
+            by_gateway: groups(r.by_gateway),
+            by_region: groups(r.by_region),
+            top_failures: r
+                .top_failures
+                .into_iter()
+                .map(|f| FailureReason {
+                    reason: f.reason,
+                    count: f.count,
+                })
+                .collect(),
+            completion: r
+                .completion
+                .into_iter()
+                .map(|p| CompletionPoint {
+                    at: p.at.as_ref().map(from_timestamp),
+                    finished: p.finished,
+                    succeeded: p.succeeded,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Action states that are handed to the vehicle and not finished.
+pub const IN_PROGRESS_STATES: [&str; 5] = [
+    "staged",
+    "delivered",
+    "accepted",
+    "downloading",
+    "installing",
+];
+/// Final action states.
+pub const FINISHED_STATES: [&str; 5] =
+    ["succeeded", "failed", "rejected", "cancelled", "timed_out"];
+/// Final action states that count as failures.
+pub const FAILED_STATES: [&str; 3] = ["failed", "rejected", "timed_out"];
+
+/// Sums the counts of the given states.
+pub fn count_of(by_state: &[StateCount], states: &[&str]) -> u64 {
+    by_state
+        .iter()
+        .filter(|s| states.contains(&s.state.as_str()))
+        .map(|s| s.count)
+        .sum()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: u64,
+    pub at: Option<DateTime<Utc>>,
+    pub actor: String,
+    /// `campaign` or `package`.
+    pub entity: String,
+    pub entity_id: String,
+    /// create, approve, launch, pause, resume, ...
+    pub action: String,
+    pub reason: String,
+    /// The details of the change (JSON), `null` when there are none.
+    pub detail: serde_json::Value,
+}
+
+impl From<pb::AuditEntry> for AuditEntry {
+    fn from(e: pb::AuditEntry) -> Self {
+        let detail = if e.detail.trim().is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::String(e.detail))
+        };
+        AuditEntry {
+            id: e.id,
+            at: e.at.as_ref().map(from_timestamp),
+            actor: e.actor,
+            entity: e.entity,
+            entity_id: e.entity_id,
+            action: e.action,
+            reason: e.reason,
+            detail,
+        }
+    }
+}
+
+/// A page of `GET /api/v1/audit`, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditPage {
+    pub entries: Vec<AuditEntry>,
+    /// Pass as `before` for the next (older) page; `null` on the last page.
+    pub next_before: Option<u64>,
+}
+
+/// The columns of the per-vehicle CSV report.
+pub const CSV_HEADER: [&str; 13] = [
+    "vin",
+    "action_id",
+    "state",
+    "wave",
+    "ecu",
+    "package",
+    "version",
+    "attempts",
+    "progress",
+    "message",
+    "updated_at",
+    "model",
+    "region",
+];

@@ -1,0 +1,168 @@
+//! `GET /api/v1/campaigns/{id}/report` (JSON, or the per-vehicle CSV
+//! streamed as the campaign manager pages through it) and `GET /api/v1/audit`.
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use chrono::SecondsFormat;
+use futures::StreamExt;
+use ota_auth::Role;
+use ota_common::vehicle::from_timestamp;
+use ota_proto::v1 as pb;
+use serde::Deserialize;
+
+use crate::model::{AuditPage, CampaignReport, CSV_HEADER};
+use crate::{Caller, RestError, RestState};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    /// `json` (the default) or `csv`.
+    format: Option<String>,
+    /// How many failure reasons to list (default 10).
+    top_failures: Option<u32>,
+}
+
+pub async fn report(
+    caller: Caller,
+    State(s): State<RestState>,
+    Path(id): Path<String>,
+    query: Result<Query<ReportQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, RestError> {
+    caller.require(Role::Viewer)?;
+    let Query(q) = query.map_err(|e| RestError::Invalid(e.body_text().to_lowercase()))?;
+    let req = pb::ReportRequest {
+        id: id.clone(),
+        top_failures: q.top_failures.unwrap_or(0),
+    };
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => {
+            let r = s.campaigns.clone().report(req).await?.into_inner();
+            Ok(Json(CampaignReport::from(r)).into_response())
+        }
+        "csv" => csv_report(&s, req).await,
+        other => Err(RestError::Invalid(format!(
+            "unknown report format {other:?}: expected json or csv"
+        ))),
+    }
+}
+
+/// The header line, then the rows as each page of the stream arrives. A
+/// failure mid-stream ends the body with an error (the download is cut
+/// short rather than looking complete).
+async fn csv_report(s: &RestState, req: pb::ReportRequest) -> Result<Response, RestError> {
+    let id = req.id.clone();
+    // Unknown campaigns fail the call itself, before any byte is sent.
+    let pages = s.campaigns.clone().report_vehicles(req).await?.into_inner();
+    let header = futures::stream::once(async { Ok(csv_lines(std::iter::once(CSV_HEADER))) });
+    let campaign = id.clone();
+    let rows = pages.map(move |page| match page {
+        Ok(page) => Ok(csv_lines(page.rows.iter().map(row_fields))),
+        Err(status) => {
+            tracing::warn!(%campaign, error = %status.message(), "csv report stream failed");
+            Err(status)
+        }
+    });
+    let body = axum::body::Body::from_stream(header.chain(rows));
+    Ok((
+        [
+            (
+                http::header::CONTENT_TYPE,
+                "text/csv; charset=utf-8".to_owned(),
+            ),
+            (
+                http::header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"campaign-{id}.csv\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn row_fields(r: &pb::VehicleActionRow) -> [String; 13] {
+    [
+        r.vin.clone(),
+        r.action_id.clone(),
+        r.state.clone(),
+        r.wave.to_string(),
+        r.ecu.clone(),
+        r.package.clone(),
+        r.version.clone(),
+        r.attempts.to_string(),
+        r.progress.to_string(),
+        r.message.clone(),
+        r.updated_at
+            .as_ref()
+            .map(|t| from_timestamp(t).to_rfc3339_opts(SecondsFormat::AutoSi, true))
+            .unwrap_or_default(),
+        r.model.clone(),
+        r.region.clone(),
+    ]
+}
+
+fn csv_lines<I, R>(records: I) -> Bytes
+where
+    I: IntoIterator<Item = R>,
+    R: IntoIterator,
+    R::Item: AsRef<[u8]>,
+{
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in records {
+        // Writing to memory cannot fail.
+        w.write_record(r).expect("csv into memory");
+    }
+    Bytes::from(w.into_inner().expect("csv into memory"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    entity_id: Option<String>,
+    limit: Option<u32>,
+    before: Option<u64>,
+}
+
+/// The most entries one page may hold (the campaign manager's own cap).
+const MAX_AUDIT_LIMIT: u32 = 1000;
+
+pub async fn audit(
+    caller: Caller,
+    State(s): State<RestState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<AuditPage>, RestError> {
+    caller.require(Role::Viewer)?;
+    let Query(q) = query.map_err(|e| RestError::Invalid(e.body_text().to_lowercase()))?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_AUDIT_LIMIT).contains(&limit) {
+        return Err(RestError::Invalid(format!(
+            "limit {limit} is out of range 1..={MAX_AUDIT_LIMIT}"
+        )));
+    }
+    // One more than asked tells whether an older page exists.
+    let fetch = (limit + 1).min(MAX_AUDIT_LIMIT);
+    let r = s
+        .campaigns
+        .clone()
+        .list_audit(pb::ListAuditRequest {
+            entity_id: q.entity_id.unwrap_or_default(),
+            limit: fetch,
+            before: q.before.unwrap_or(0),
+        })
+        .await?
+        .into_inner();
+    let mut entries = r.entries;
+    let more =
+        entries.len() > limit as usize || (fetch == limit && entries.len() == fetch as usize);
+    entries.truncate(limit as usize);
+    let next_before = if more {
+        entries.last().map(|e| e.id)
+    } else {
+        None
+    };
+    Ok(Json(AuditPage {
+        entries: entries.into_iter().map(Into::into).collect(),
+        next_before,
+    }))
+}
