@@ -29,12 +29,6 @@ use crate::config::{Config, Service};
 use crate::events::Events;
 use crate::telemetry::Telemetry;
 
-/// Services whose RPCs are defined but not built yet; every call answers
-/// UNIMPLEMENTED (the generated default) so clients fail cleanly.
-#[derive(Clone, Copy)]
-struct NotYetImplemented;
-impl pb::staging_server::Staging for NotYetImplemented {}
-
 /// How long in-flight requests get to finish after SIGTERM.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -151,9 +145,47 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     } else {
         None
     };
-    let staging_server = services
-        .contains(&Service::Staging)
-        .then(|| pb::staging_server::StagingServer::new(NotYetImplemented));
+    let staging = if services.contains(&Service::Staging) {
+        let campaigns = match &campaign_server {
+            Some(s) => peer::in_process(s.clone()),
+            None => peer::remote(&cfg.peer_url(Service::CampaignManager)?)
+                .map_err(anyhow::Error::msg)?,
+        };
+        let store: ota_staging::SharedStore = match &cfg.redis_url {
+            Some(url) => Arc::new(ota_staging::RedisStore::connect(url).await.with_context(
+                || {
+                    format!(
+                        "cannot reach Redis for staged documents at {} (redis_url / OTA_REDIS_URL)",
+                        ota_db::redact(url)
+                    )
+                },
+            )?),
+            None => Arc::new(ota_staging::MemoryStore::new()),
+        };
+        let stager = ota_staging::Stager::new(
+            store,
+            Arc::new(ota_staging::campaign_manager_source(campaigns)),
+            cfg.staging.poll_after_s,
+        );
+        let tasks = ota_staging::StagingTasks::spawn(
+            stager.clone(),
+            events.bus.clone(),
+            ota_staging::RunConfig {
+                reconcile_every: Duration::from_secs(cfg.staging.reconcile_interval_s.max(1)),
+                ..Default::default()
+            },
+        );
+        Some((
+            ota_staging::StagingService::new(stager, events.bus.clone()),
+            tasks,
+        ))
+    } else {
+        None
+    };
+    let (staging_server, staging_tasks) = match staging {
+        Some((service, tasks)) => (Some(service.into_server()), Some(tasks)),
+        None => (None, None),
+    };
 
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -196,7 +228,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     }
     if staging_server.is_some() {
         health_reporter
-            .set_serving::<pb::staging_server::StagingServer<NotYetImplemented>>()
+            .set_serving::<pb::staging_server::StagingServer<ota_staging::StagingService>>()
             .await;
     }
     if campaign_server.is_some() {
@@ -269,6 +301,9 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     }
     if let Some(g) = pool_gauge {
         g.abort();
+    }
+    if let Some(tasks) = staging_tasks {
+        tasks.shutdown().await;
     }
     // Background loops saw the shutdown signal; give them a moment to end
     // their current step (a status batch, a relay pass).

@@ -1,0 +1,419 @@
+//! Turning open actions into stored documents: for a set of VINs (events,
+//! Restage), for the whole fleet (start-up rebuild), and as a repair pass
+//! (reconcile).
+//!
+//! Writers do not coordinate: the worker, Restage and reconcile may stage
+//! one vehicle at the same moment, and the one that read the campaign
+//! manager earlier can write last. Every change of open actions emits an
+//! event, so the next event or reconcile corrects such a document.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use ota_common::{ErrorCode, Vin};
+use ota_proto::v1 as pb;
+
+use crate::document::{self, StoredDoc};
+use crate::source::ActionSource;
+use crate::stats::StagingStats;
+use crate::store::{ReconcileRecord, SharedStore};
+use crate::StagingError;
+
+/// VINs per campaign-manager call and per store write.
+pub const CHUNK: usize = 1000;
+
+/// The reconcile lock's lease; renewed after every batch, so it only runs
+/// out when the holder died.
+const RECONCILE_LEASE: Duration = Duration::from_secs(120);
+const RECONCILE_LOCK: &str = "reconcile";
+
+/// What staging some vehicles did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StageOutcome {
+    /// Vehicles whose document was recomputed.
+    pub recomputed: u64,
+    /// Of those, documents written or deleted because they differed.
+    pub changed: u64,
+}
+
+impl std::ops::AddAssign for StageOutcome {
+    fn add_assign(&mut self, o: Self) {
+        self.recomputed += o.recomputed;
+        self.changed += o.changed;
+    }
+}
+
+/// The staging core shared by the worker, the gRPC service and the HTTP
+/// adapter's fast path. Cheap to clone.
+#[derive(Clone)]
+pub struct Stager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: SharedStore,
+    source: Arc<dyn ActionSource>,
+    poll_after_s: u32,
+    stats: StagingStats,
+    /// False while a store that starts empty waits for its first rebuild:
+    /// answering "no actions" then would be a lie.
+    ready: AtomicBool,
+    /// When this process last rebuilt every document (unix ms, 0 never):
+    /// as good as a reconcile for deciding when the next one is due.
+    rebuilt_at_ms: AtomicI64,
+}
+
+impl Stager {
+    pub fn new(store: SharedStore, source: Arc<dyn ActionSource>, poll_after_s: u32) -> Self {
+        let ready = !store.needs_rebuild();
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                source,
+                poll_after_s,
+                stats: StagingStats::default(),
+                ready: AtomicBool::new(ready),
+                rebuilt_at_ms: AtomicI64::new(0),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &SharedStore {
+        &self.inner.store
+    }
+
+    pub fn source(&self) -> &Arc<dyn ActionSource> {
+        &self.inner.source
+    }
+
+    pub fn stats(&self) -> &StagingStats {
+        &self.inner.stats
+    }
+
+    pub fn poll_after_s(&self) -> u32 {
+        self.inner.poll_after_s
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Acquire)
+    }
+
+    /// A vehicle's document, as served: its etag and JSON bytes, the empty
+    /// document when it has no open actions. A corrupt stored value is
+    /// recomputed, stored and served.
+    pub async fn lookup(&self, vin: &str) -> Result<StoredDoc, StagingError> {
+        Vin::parse(vin)?;
+        if !self.is_ready() {
+            return Err(StagingError::NotReady(
+                "the staged documents are being rebuilt".to_owned(),
+            ));
+        }
+        let found = match self.inner.store.get_in_process(vin) {
+            Some(found) => Ok(found),
+            None => self.inner.store.get(vin).await,
+        };
+        match found {
+            Ok(Some(doc)) => Ok(doc),
+            Ok(None) => Ok(document::empty(vin, self.inner.poll_after_s)),
+            Err(StagingError::Corrupt { vin, reason }) => {
+                metrics::counter!("ota_staging_corrupt_total").increment(1);
+                tracing::warn!(%vin, %reason, "corrupt staged document, restaging it");
+                self.restage_one(&vin).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Recomputes one vehicle's document and writes it whatever is stored
+    /// (the stored value may be damaged behind an intact stamp).
+    pub async fn restage_one(&self, vin: &str) -> Result<StoredDoc, StagingError> {
+        let vins = [vin.to_owned()];
+        let open = self.inner.source.open_actions(&vins).await?;
+        let actions = open
+            .into_iter()
+            .find(|v| v.vin == vin)
+            .map(|v| v.actions)
+            .unwrap_or_default();
+        let poll = self.inner.poll_after_s;
+        match document::build(vin, &actions, poll)? {
+            Some(doc) => {
+                self.inner
+                    .store
+                    .put_many(&[(vin.to_owned(), doc.clone())])
+                    .await?;
+                Ok(doc)
+            }
+            None => {
+                self.inner.store.delete_many(&vins).await?;
+                Ok(document::empty(vin, poll))
+            }
+        }
+    }
+
+    /// Recomputes these vehicles' documents: writes the ones that changed,
+    /// deletes the ones of vehicles left without open actions. Invalid VINs
+    /// are skipped (logged): they can never have a document.
+    pub async fn stage_vins(&self, vins: &[String]) -> Result<StageOutcome, StagingError> {
+        let mut seen = HashSet::with_capacity(vins.len());
+        let mut valid = Vec::with_capacity(vins.len());
+        for vin in vins {
+            if let Err(e) = Vin::parse(vin) {
+                tracing::warn!(error = %e, "skipping a vin that cannot be staged");
+                continue;
+            }
+            if seen.insert(vin.as_str()) {
+                valid.push(vin.clone());
+            }
+        }
+        let mut outcome = StageOutcome::default();
+        for chunk in valid.chunks(CHUNK) {
+            outcome += self.stage_chunk(chunk).await?;
+        }
+        metrics::counter!("ota_staging_documents_total", "outcome" => "recomputed")
+            .increment(outcome.recomputed);
+        metrics::counter!("ota_staging_documents_total", "outcome" => "changed")
+            .increment(outcome.changed);
+        Ok(outcome)
+    }
+
+    /// Recomputes every vehicle of a campaign.
+    pub async fn stage_campaign(&self, campaign_id: &str) -> Result<StageOutcome, StagingError> {
+        let vins = self.inner.source.campaign_vins(campaign_id).await?;
+        self.stage_vins(&vins).await
+    }
+
+    async fn stage_chunk(&self, vins: &[String]) -> Result<StageOutcome, StagingError> {
+        let open = self.inner.source.open_actions(vins).await?;
+        self.apply(vins, &open).await
+    }
+
+    /// Brings the documents of `vins` in line with `open`, their open
+    /// actions (a vehicle absent from `open` has none).
+    async fn apply(
+        &self,
+        vins: &[String],
+        open: &[pb::VehicleActions],
+    ) -> Result<StageOutcome, StagingError> {
+        let (mut docs, failed) = self.build_all(open);
+        let stamps = self.inner.store.stamps(vins).await?;
+        let mut puts = Vec::new();
+        let mut deletes = Vec::new();
+        for (vin, stamp) in vins.iter().zip(stamps) {
+            match docs.remove(vin.as_str()) {
+                Some(doc) if stamp.as_ref().is_some_and(|s| s.matches(&doc)) => {}
+                Some(doc) => puts.push((vin.clone(), doc)),
+                // Keep what is stored: a newer build of this vehicle failed.
+                None if failed.contains(vin.as_str()) => {}
+                None if stamp.is_some() => deletes.push(vin.clone()),
+                None => {}
+            }
+        }
+        self.inner.store.put_many(&puts).await?;
+        self.inner.store.delete_many(&deletes).await?;
+        Ok(StageOutcome {
+            recomputed: vins.len() as u64,
+            changed: (puts.len() + deletes.len()) as u64,
+        })
+    }
+
+    /// Documents of the vehicles with open actions, by VIN, and the VINs
+    /// whose document could not be built. One malformed action must not
+    /// block the other 999 vehicles of a batch forever, so it is logged and
+    /// counted rather than returned.
+    fn build_all<'a>(
+        &self,
+        open: &'a [pb::VehicleActions],
+    ) -> (HashMap<&'a str, StoredDoc>, HashSet<&'a str>) {
+        let mut docs = HashMap::with_capacity(open.len());
+        let mut failed = HashSet::new();
+        for v in open {
+            match document::build(&v.vin, &v.actions, self.inner.poll_after_s) {
+                Ok(Some(doc)) => {
+                    docs.insert(v.vin.as_str(), doc);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    metrics::counter!("ota_staging_build_errors_total").increment(1);
+                    tracing::error!(error = %e, "cannot build a staged document");
+                    failed.insert(v.vin.as_str());
+                }
+            }
+        }
+        (docs, failed)
+    }
+
+    /// Writes the document of every vehicle with open actions without
+    /// comparing (the store is empty), then marks staging ready. Returns
+    /// how many documents it wrote.
+    pub async fn full_rebuild(&self) -> Result<u64, StagingError> {
+        let started = std::time::Instant::now();
+        let mut batches = self.inner.source.scan_all(CHUNK as u32).await?;
+        let mut written = 0u64;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            let (docs, _) = self.build_all(&batch);
+            let docs: Vec<(String, StoredDoc)> = docs
+                .into_iter()
+                .map(|(vin, doc)| (vin.to_owned(), doc))
+                .collect();
+            self.inner.store.put_many(&docs).await?;
+            written += docs.len() as u64;
+        }
+        self.inner.ready.store(true, Ordering::Release);
+        self.inner
+            .rebuilt_at_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+        self.update_staged_gauge().await;
+        tracing::info!(
+            documents = written,
+            seconds = started.elapsed().as_secs_f64(),
+            "staged documents rebuilt"
+        );
+        Ok(written)
+    }
+
+    /// Compares every stored document with the open actions and repairs what
+    /// differs: missing, outdated or damaged documents are written, documents
+    /// of vehicles without open actions are deleted. `None` when another
+    /// process holds the reconcile lock.
+    pub async fn reconcile(&self) -> Result<Option<ReconcileRecord>, StagingError> {
+        let store = &self.inner.store;
+        let token = uuid::Uuid::new_v4().to_string();
+        if !store
+            .try_lock(RECONCILE_LOCK, &token, RECONCILE_LEASE)
+            .await?
+        {
+            return Ok(None);
+        }
+        let result = self.reconcile_locked(&token).await;
+        if let Err(e) = store.unlock(RECONCILE_LOCK, &token).await {
+            tracing::warn!(error = %e, "cannot release the reconcile lock; it expires by itself");
+        }
+        let repaired = result?;
+        let record = ReconcileRecord {
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            repaired,
+        };
+        store.record_reconcile(&record).await?;
+        metrics::counter!("ota_staging_reconcile_repaired_total").increment(repaired);
+        metrics::gauge!("ota_staging_last_reconcile_timestamp_seconds")
+            .set(record.at_ms as f64 / 1000.0);
+        self.update_staged_gauge().await;
+        if repaired > 0 {
+            tracing::warn!(repaired, "reconcile repaired staged documents");
+        } else {
+            tracing::info!("reconcile found every staged document correct");
+        }
+        Ok(Some(record))
+    }
+
+    async fn reconcile_locked(&self, token: &str) -> Result<u64, StagingError> {
+        let store = &self.inner.store;
+        let renew = || async {
+            if store
+                .try_lock(RECONCILE_LOCK, token, RECONCILE_LEASE)
+                .await?
+            {
+                Ok(())
+            } else {
+                Err(StagingError::Store(
+                    "lost the reconcile lock to another process".to_owned(),
+                ))
+            }
+        };
+        let mut repaired = 0u64;
+
+        // Pass 1: every vehicle with open actions has its current document.
+        let mut batches = self.inner.source.scan_all(CHUNK as u32).await?;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            let vins: Vec<String> = batch.iter().map(|v| v.vin.clone()).collect();
+            repaired += self.apply(&vins, &batch).await?.changed;
+            renew().await?;
+        }
+
+        // Pass 2: no stored document belongs to a vehicle without open
+        // actions. Asking the campaign manager about stored VINs, rather
+        // than remembering pass 1's VINs, keeps memory flat at any fleet
+        // size.
+        let before = store.len().await?;
+        let (mut walked, mut deleted) = (0u64, 0u64);
+        let mut cursor = 0;
+        loop {
+            let (vins, next) = store.scan_vins(cursor, CHUNK).await?;
+            for chunk in vins.chunks(CHUNK) {
+                let open = self.inner.source.open_actions(chunk).await?;
+                let with_actions: HashSet<&str> = open
+                    .iter()
+                    .filter(|v| !v.actions.is_empty())
+                    .map(|v| v.vin.as_str())
+                    .collect();
+                let extras: Vec<String> = chunk
+                    .iter()
+                    .filter(|v| !with_actions.contains(v.as_str()))
+                    .cloned()
+                    .collect();
+                let n = store.delete_many(&extras).await?;
+                deleted += n;
+                walked += (chunk.len() - extras.len()) as u64;
+            }
+            renew().await?;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        repaired += deleted;
+        if store
+            .correct_count(before.saturating_sub(deleted), walked)
+            .await?
+            && before.saturating_sub(deleted) != walked
+        {
+            tracing::warn!(
+                counted = before.saturating_sub(deleted),
+                walked,
+                "corrected the staged vehicle count"
+            );
+        }
+        Ok(repaired)
+    }
+
+    /// Reconciles when no process did within `every` (Redis deployments
+    /// share the record, so N processes do not reconcile N times) and this
+    /// process did not rebuild everything within it.
+    pub async fn reconcile_if_due(
+        &self,
+        every: Duration,
+    ) -> Result<Option<ReconcileRecord>, StagingError> {
+        let reconciled = self.inner.store.last_reconcile().await?.map(|r| r.at_ms);
+        let rebuilt = self.inner.rebuilt_at_ms.load(Ordering::Relaxed);
+        let last = reconciled.unwrap_or(0).max(rebuilt);
+        let age_ms = chrono::Utc::now().timestamp_millis() - last;
+        if last > 0 && age_ms >= 0 && (age_ms as u128) < every.as_millis() {
+            return Ok(None);
+        }
+        self.reconcile().await
+    }
+
+    pub(crate) async fn update_staged_gauge(&self) {
+        match self.inner.store.len().await {
+            Ok(n) => metrics::gauge!("ota_staged_vehicles").set(n as f64),
+            Err(e) => tracing::debug!(error = %e, "cannot count staged vehicles"),
+        }
+    }
+}
+
+/// Campaign lookups that will never succeed (the campaign is gone) must not
+/// hold up the events queued behind them.
+pub(crate) fn is_permanent(e: &StagingError) -> bool {
+    matches!(
+        e,
+        StagingError::Source {
+            code: ErrorCode::NotFound | ErrorCode::InvalidArgument,
+            ..
+        }
+    )
+}

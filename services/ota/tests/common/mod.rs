@@ -1,0 +1,171 @@
+//! Runs the real `ota` binary on free ports for end-to-end tests.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const OTA: &str = env!("CARGO_BIN_EXE_ota");
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Server {
+    pub child: Child,
+    pub http: String,
+    pub grpc: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    pub fn start(env: &[(&str, &str)], args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().unwrap();
+        let cwd = tmp.path().to_owned();
+        let data_dir = cwd.join("ota-data");
+        Self::start_in(&cwd, data_dir, env, args, Some(tmp))
+    }
+
+    pub fn start_in(
+        cwd: &Path,
+        data_dir: PathBuf,
+        env: &[(&str, &str)],
+        args: &[&str],
+        tmp: Option<tempfile::TempDir>,
+    ) -> Server {
+        let (hp, gp) = (free_port(), free_port());
+        let mut cmd = Command::new(OTA);
+        cmd.arg("serve")
+            .args(args)
+            .current_dir(cwd)
+            .env("OTA_HTTP_ADDR", format!("127.0.0.1:{hp}"))
+            .env("OTA_GRPC_ADDR", format!("127.0.0.1:{gp}"))
+            .env("OTA_DATA_DIR", &data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn ota serve");
+        let mut s = Server {
+            child,
+            http: format!("http://127.0.0.1:{hp}"),
+            grpc: format!("http://127.0.0.1:{gp}"),
+            data_dir,
+            _tmp: tmp,
+        };
+        s.wait_healthy();
+        s
+    }
+
+    pub fn wait_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = self.http.trim_start_matches("http://").to_owned();
+        while Instant::now() < deadline {
+            if healthz_ok(&addr) {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                panic!("ota serve exited with {status} before it was healthy: {err}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("ota serve did not answer http://{addr}/healthz within 30 s");
+    }
+
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    pub fn cli(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(OTA)
+            .args(args)
+            .env("OTA_SERVER", &self.http)
+            .env("OTA_TOKEN", token)
+            .output()
+            .expect("run ota cli")
+    }
+
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        // The server logs to a pipe; it is read after exit (logs are small).
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut out = String::new();
+                use std::io::Read;
+                self.child
+                    .stdout
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut out)
+                    .unwrap();
+                return (status, out);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ota serve did not stop within 15 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking probe (usable from sync and async tests alike).
+pub fn healthz_ok(addr: &str) -> bool {
+    use std::io::Read;
+    let Ok(mut c) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    if c.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 12];
+    c.read_exact(&mut buf).is_ok() && buf.ends_with(b" 200")
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+pub fn ndjson(lines: &[Value]) -> String {
+    lines.iter().map(|l| l.to_string() + "\n").collect()
+}
+
+pub fn vehicle(n: u32) -> Value {
+    json!({"vin": format!("WVWZZZE1ZMP{n:06}"), "model": "ID.4", "model_year": 2023, "platform": "MEB",
+           "gateway": "hcp3", "region": if n.is_multiple_of(2) { "EU" } else { "NA" }, "country": "DE",
+           "ecus": {"BMS": {"hw": "H2", "sw": "2.2.0"}, "HU": {"hw": "MIB3", "sw": "5.1.0"}}})
+}
