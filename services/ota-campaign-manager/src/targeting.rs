@@ -21,7 +21,7 @@ const WRITE_QUEUE: usize = 512;
 /// Actions per insert statement during the launch scan.
 const INSERT_BATCH: usize = 5000;
 /// Vehicles fetched at once when inventory events arrive.
-const FETCH_CONCURRENCY: usize = 16;
+const FETCH_CONCURRENCY: usize = 32;
 
 /// A campaign's targeting, resolved once per pass.
 struct Targeting {
@@ -125,6 +125,7 @@ impl CampaignManager {
         }
         let started = std::time::Instant::now();
         let t = Arc::new(self.targeting(c).await?);
+        let early = self.target_open_waves(&t).await?;
         let mut batches = self
             .inner
             .vehicles
@@ -178,7 +179,8 @@ impl CampaignManager {
             }
         }
         drop(tx);
-        let created = created_now
+        let created = early
+            + created_now
             + writer
                 .await
                 .map_err(|e| CampaignError::Conflict(format!("targeting writer failed: {e}")))??;
@@ -199,7 +201,9 @@ impl CampaignManager {
             .list_campaigns(&[CampaignState::Running, CampaignState::Paused])
             .await?
             .into_iter()
-            .filter(|c| c.targeted_at.is_some())
+            // Campaigns still scanning too: the scan may have passed these
+            // vehicles before they changed.
+            .filter(|c| c.launched_at.is_some())
             .collect();
         if campaigns.is_empty() || vins.is_empty() {
             return Ok(());
@@ -207,23 +211,7 @@ impl CampaignManager {
         let mut unique: Vec<String> = vins.to_vec();
         unique.sort();
         unique.dedup();
-        let source = self.inner.vehicles.clone();
-        let fetched: Vec<Result<Vehicle, tonic::Status>> = futures::stream::iter(unique.clone())
-            .map(|vin| {
-                let source = source.clone();
-                async move { source.get(&vin).await }
-            })
-            .buffer_unordered(FETCH_CONCURRENCY)
-            .collect()
-            .await;
-        let mut vehicles = Vec::with_capacity(fetched.len());
-        for v in fetched {
-            match v {
-                Ok(v) => vehicles.push(v),
-                Err(s) if s.code() == tonic::Code::NotFound => {}
-                Err(s) => return Err(CampaignError::upstream("vehicle store")(s)),
-            }
-        }
+        let vehicles = self.fetch_vehicles(&unique).await?;
         let now = Utc::now();
         for c in campaigns {
             let t = self.targeting(c).await?;
@@ -281,6 +269,63 @@ impl CampaignManager {
             }
         }
         Ok(())
+    }
+
+    /// The first pass of a launch: the vehicles of the open waves, found by
+    /// VIN alone (a vehicle's wave depends only on its VIN), fetched and
+    /// decided before the full scan, so the first wave reaches staging in
+    /// seconds whatever the fleet size. The full scan decides them again,
+    /// which changes nothing for those already created.
+    async fn target_open_waves(&self, t: &Targeting) -> Result<u64, CampaignError> {
+        let c = &t.campaign;
+        let open_wave = c.current_wave.max(0) as usize;
+        if c.waves().get(open_wave).is_none_or(|pct| *pct >= 100.0) {
+            return Ok(0);
+        }
+        let mut vins = self
+            .inner
+            .vehicles
+            .scan_vins()
+            .await
+            .map_err(CampaignError::upstream("vehicle store"))?;
+        let mut early = Vec::new();
+        while let Some(batch) = vins.next().await {
+            let batch = batch.map_err(CampaignError::upstream("vehicle store"))?;
+            early.extend(
+                batch
+                    .into_iter()
+                    .filter(|vin| wave_of(bucket(&c.id, vin), c.waves()) <= open_wave),
+            );
+        }
+        let mut created = 0;
+        for chunk in early.chunks(INSERT_BATCH) {
+            let vehicles = self.fetch_vehicles(chunk).await?;
+            let actions: Vec<NewAction> = vehicles.iter().filter_map(|v| t.action_for(v)).collect();
+            created += self.inner.store.insert_actions(&c.id, &actions, Utc::now()).await?;
+        }
+        Ok(created)
+    }
+
+    /// These vehicles, fetched concurrently; unknown VINs are left out.
+    async fn fetch_vehicles(&self, vins: &[String]) -> Result<Vec<Vehicle>, CampaignError> {
+        let source = self.inner.vehicles.clone();
+        let fetched: Vec<Result<Vehicle, tonic::Status>> = futures::stream::iter(vins.to_vec())
+            .map(|vin| {
+                let source = source.clone();
+                async move { source.get(&vin).await }
+            })
+            .buffer_unordered(FETCH_CONCURRENCY)
+            .collect()
+            .await;
+        let mut vehicles = Vec::with_capacity(fetched.len());
+        for v in fetched {
+            match v {
+                Ok(v) => vehicles.push(v),
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => return Err(CampaignError::upstream("vehicle store")(s)),
+            }
+        }
+        Ok(vehicles)
     }
 
     /// Launched campaigns whose scan did not finish (a restart mid-scan).

@@ -30,7 +30,18 @@ pub trait VehicleSource: Send + Sync + 'static {
     async fn count(&self) -> Result<Option<u64>, Status> {
         Ok(None)
     }
+    /// Every VIN, in batches: a cheap pass when only VINs matter. By default
+    /// a full scan that drops the rest.
+    async fn scan_vins(&self) -> Result<VinBatches, Status> {
+        use futures::StreamExt;
+        let batches = self.scan().await?;
+        Ok(batches
+            .map(|b| b.map(|vs| vs.into_iter().map(|v| v.vin).collect()))
+            .boxed())
+    }
 }
+
+pub type VinBatches = BoxStream<'static, Result<Vec<String>, Status>>;
 
 /// A fixed set of vehicles.
 #[derive(Debug, Clone)]

@@ -42,7 +42,7 @@ mod tests;
 pub use diagnostics::{ExpressionError, MAX_EXPRESSION_BYTES, MAX_NESTING};
 pub use error::RuleEngineError;
 pub use explain::{ExplainNode, Explanation};
-pub use grpc::{InMemoryVehicles, RuleEngineService, VehicleBatches, VehicleSource};
+pub use grpc::{InMemoryVehicles, RuleEngineService, VehicleBatches, VehicleSource, VinBatches};
 pub use preview::{preview, ErrorSample, Preview};
 pub use ruleset::{
     content_hash, validate, BatchEvaluation, CacheStats, CompiledRuleSet, Decision, Evaluation,

@@ -66,4 +66,17 @@ impl VehicleSource for StoreVehicles {
             .map(|batch| batch.map(|b| b.vehicles.into_iter().map(Vehicle::from).collect()))
             .boxed())
     }
+
+    async fn scan_vins(&self) -> Result<crate::grpc::VinBatches, Status> {
+        let stream = self
+            .client
+            .clone()
+            .scan_vins(pb::ScanVehiclesRequest {
+                filter: None,
+                batch_size: 10_000,
+            })
+            .await?
+            .into_inner();
+        Ok(stream.map(|batch| batch.map(|b| b.vins)).boxed())
+    }
 }

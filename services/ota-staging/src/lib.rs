@@ -1,10 +1,7 @@
 //! Staging: every vehicle's pending actions pre-computed into one document
-//! under one key, so a vehicle's fetch is a single lookup.
-//!
-//! Wiring: a [`Stager`] over a store ([`MemoryStore`] or [`RedisStore`]) and
-//! an [`ActionSource`] (the campaign manager client); [`StagingTasks`] runs
-//! the start-up rebuild, the bus worker and reconcile; [`StagingService`]
-//! serves gRPC and the adapters' [`StagingService::lookup`] fast path.
+//! under one key, so a vehicle's fetch is a single lookup. A [`Stager`]
+//! writes documents into a [`StagedStore`]; [`StagingTasks`] keeps them
+//! current; [`StagingService`] serves them.
 
 pub mod document;
 mod error;

@@ -271,7 +271,11 @@ impl StagingTasks {
             if !s.is_ready() {
                 let mut backoff = MIN_BACKOFF;
                 loop {
-                    match s.full_rebuild().await {
+                    let rebuilt = tokio::select! {
+                        r = s.full_rebuild() => r,
+                        _ = stop.changed() => return,
+                    };
+                    match rebuilt {
                         Ok(_) => break,
                         Err(e) => {
                             tracing::warn!(error = %e, "rebuilding the staged documents failed, retrying");

@@ -25,6 +25,13 @@ pub trait Backend: Send + Sync + 'static {
         provenance: bool,
     ) -> Result<Vec<Vehicle>, StoreError>;
     async fn count(&self, filter: &VehicleFilter) -> Result<u64, StoreError>;
+    /// VINs only, in order, after `after`.
+    async fn list_vins(
+        &self,
+        filter: &VehicleFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError>;
     /// A write transaction; dropping it without commit rolls back.
     async fn begin(&self) -> Result<Box<dyn WriteTx>, StoreError>;
 }

@@ -43,6 +43,19 @@ impl From<Option<pb::VehicleFilter>> for VehicleFilter {
 
 type ScanStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ScanVehiclesResponse, Status>> + Send>>;
+type VinStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::ScanVinsResponse, Status>> + Send>>;
+
+/// Batch size of a scan request: 0 means 1000, at most 10,000.
+fn scan_batch(n: u32) -> Result<u32, Status> {
+    match n {
+        0 => Ok(1000),
+        n if n > 10_000 => Err(Status::invalid_argument(format!(
+            "batch_size {n} is above the maximum 10000"
+        ))),
+        n => Ok(n),
+    }
+}
 
 #[tonic::async_trait]
 impl VehicleStoreRpc for VehicleStoreService {
@@ -74,15 +87,7 @@ impl VehicleStoreRpc for VehicleStoreService {
         req: Request<pb::ScanVehiclesRequest>,
     ) -> Result<Response<ScanStream>, Status> {
         let r = req.into_inner();
-        let batch = match r.batch_size {
-            0 => 1000,
-            n if n > 10_000 => {
-                return Err(Status::invalid_argument(format!(
-                    "batch_size {n} is above the maximum 10000"
-                )))
-            }
-            n => n,
-        };
+        let batch = scan_batch(r.batch_size)?;
         let filter: VehicleFilter = r.filter.into();
         let store = self.store.clone();
         // A small buffer: the scan advances only as fast as the caller reads.
@@ -111,6 +116,33 @@ impl VehicleStoreRpc for VehicleStoreService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn scan_vins(
+        &self,
+        req: Request<pb::ScanVehiclesRequest>,
+    ) -> Result<Response<VinStream>, Status> {
+        let r = req.into_inner();
+        let batch = scan_batch(r.batch_size)?;
+        let filter: VehicleFilter = r.filter.into();
+        let store = self.store.clone();
+        let stream = futures::stream::try_unfold(
+            (store, Some(None::<String>)),
+            move |(store, cursor)| {
+                let filter = filter.clone();
+                async move {
+                    let Some(after) = cursor else {
+                        return Ok(None);
+                    };
+                    let (vins, next) = store.vins_page(&filter, after.as_deref(), batch).await?;
+                    if vins.is_empty() {
+                        return Ok(None);
+                    }
+                    Ok::<_, Status>(Some((pb::ScanVinsResponse { vins }, (store, next.map(Some)))))
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn count(

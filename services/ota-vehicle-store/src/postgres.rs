@@ -77,6 +77,21 @@ impl Backend for PostgresBackend {
         rows.into_iter().map(Row::into_vehicle).collect()
     }
 
+    async fn list_vins(
+        &self,
+        f: &VehicleFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT vin FROM vehicles WHERE TRUE");
+        push_filter(&mut q, f);
+        if let Some(a) = after {
+            q.push(" AND vin > ").push_bind(a.to_owned());
+        }
+        q.push(" ORDER BY vin LIMIT ").push_bind(limit as i64);
+        Ok(q.build_query_scalar().fetch_all(&self.pool).await?)
+    }
+
     async fn count(&self, f: &VehicleFilter) -> Result<u64, StoreError> {
         let mut q: QueryBuilder<Postgres> =
             QueryBuilder::new("SELECT COUNT(*) FROM vehicles WHERE TRUE");

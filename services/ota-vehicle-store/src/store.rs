@@ -164,6 +164,21 @@ impl VehicleStore {
         Ok((page, next))
     }
 
+    /// A page of VINs only, and the cursor of the next one.
+    pub(crate) async fn vins_page(
+        &self,
+        filter: &VehicleFilter,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<String>, Option<String>), StoreError> {
+        let started = Instant::now();
+        let page = self.backend.list_vins(filter, after, limit).await;
+        self.observe("list_vins", started);
+        let page = page?;
+        let next = (page.len() == limit as usize).then(|| page[page.len() - 1].clone());
+        Ok((page, next))
+    }
+
     pub async fn count(&self, filter: &VehicleFilter) -> Result<u64, StoreError> {
         let started = Instant::now();
         let n = self.backend.count(filter).await;

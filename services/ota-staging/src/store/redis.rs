@@ -100,15 +100,17 @@ return 0";
 
 impl RedisStore {
     /// A store at `url` with the default namespace `ota`. Connects lazily:
-    /// a process starts while Redis is down, and its lookups fail with
-    /// UNAVAILABLE until Redis is back.
+    /// only a malformed URL fails here; a process starts while Redis is down,
+    /// and its lookups fail with UNAVAILABLE until Redis is back. Call
+    /// [`ping`](Self::ping) to require Redis at start-up.
     pub async fn connect(url: &str) -> Result<Self, StagingError> {
         Self::connect_with(url, RedisStoreConfig::default()).await
     }
 
     pub async fn connect_with(url: &str, config: RedisStoreConfig) -> Result<Self, StagingError> {
         let client = redis::Client::open(url)
-            .map_err(|e| StagingError::Invalid(format!("invalid redis url {url:?}: {e}")))?;
+            // The URL itself stays out of the message: it may hold a password.
+            .map_err(|e| StagingError::Invalid(format!("invalid redis url: {e}")))?;
         let manager = |timeout: Duration| {
             // No reconnect retries inside a call: the call's own timeout is
             // the budget, and the next call starts a fresh attempt.
@@ -117,7 +119,7 @@ impl RedisStore {
                 .set_response_timeout(Some(timeout))
                 .set_number_of_retries(0);
             ConnectionManager::new_lazy_with_config(client.clone(), cfg)
-                .map_err(|e| StagingError::Invalid(format!("redis client for {url:?}: {e}")))
+                .map_err(|e| StagingError::Invalid(format!("cannot set up the redis client: {e}")))
         };
         let ns = &config.namespace;
         Ok(Self {
