@@ -301,7 +301,11 @@ impl CampaignManager {
         for chunk in early.chunks(INSERT_BATCH) {
             let vehicles = self.fetch_vehicles(chunk).await?;
             let actions: Vec<NewAction> = vehicles.iter().filter_map(|v| t.action_for(v)).collect();
-            created += self.inner.store.insert_actions(&c.id, &actions, Utc::now()).await?;
+            created += self
+                .inner
+                .store
+                .insert_actions(&c.id, &actions, Utc::now())
+                .await?;
         }
         Ok(created)
     }

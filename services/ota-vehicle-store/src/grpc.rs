@@ -126,9 +126,8 @@ impl VehicleStoreRpc for VehicleStoreService {
         let batch = scan_batch(r.batch_size)?;
         let filter: VehicleFilter = r.filter.into();
         let store = self.store.clone();
-        let stream = futures::stream::try_unfold(
-            (store, Some(None::<String>)),
-            move |(store, cursor)| {
+        let stream =
+            futures::stream::try_unfold((store, Some(None::<String>)), move |(store, cursor)| {
                 let filter = filter.clone();
                 async move {
                     let Some(after) = cursor else {
@@ -138,10 +137,12 @@ impl VehicleStoreRpc for VehicleStoreService {
                     if vins.is_empty() {
                         return Ok(None);
                     }
-                    Ok::<_, Status>(Some((pb::ScanVinsResponse { vins }, (store, next.map(Some)))))
+                    Ok::<_, Status>(Some((
+                        pb::ScanVinsResponse { vins },
+                        (store, next.map(Some)),
+                    )))
                 }
-            },
-        );
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 

@@ -83,7 +83,8 @@ impl Backend for PostgresBackend {
         after: Option<&str>,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
-        let mut q: QueryBuilder<Postgres> = QueryBuilder::new("SELECT vin FROM vehicles WHERE TRUE");
+        let mut q: QueryBuilder<Postgres> =
+            QueryBuilder::new("SELECT vin FROM vehicles WHERE TRUE");
         push_filter(&mut q, f);
         if let Some(a) = after {
             q.push(" AND vin > ").push_bind(a.to_owned());

@@ -388,6 +388,71 @@ async fn database_gone_is_unavailable(store: VehicleStore, db: ota_db::Db) {
     assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
 }
 
+async fn vin_scan_lists_every_vin_in_order_with_filters(store: VehicleStore) {
+    use futures::StreamExt;
+    use ota_proto::v1 as pb;
+    use pb::vehicle_store_server::VehicleStore as _;
+    for i in 0..25 {
+        let mut p = patch(i);
+        p.region = Some(if i % 5 == 0 { "EU" } else { "US" }.into());
+        store.upsert("manufacturing", p).await.unwrap();
+    }
+    let svc = ota_vehicle_store::grpc::VehicleStoreService::new(store);
+    let scan = |filter: Option<pb::VehicleFilter>| {
+        let req = tonic::Request::new(pb::ScanVehiclesRequest {
+            filter,
+            batch_size: 7,
+        });
+        async {
+            let mut stream = svc.scan_vins(req).await.unwrap().into_inner();
+            let mut vins = Vec::new();
+            while let Some(batch) = stream.next().await {
+                let batch = batch.unwrap().vins;
+                assert!(batch.len() <= 7);
+                vins.extend(batch);
+            }
+            vins
+        }
+    };
+    let all = scan(None).await;
+    assert_eq!(all, (0..25).map(vin).collect::<Vec<_>>());
+    let eu = scan(Some(pb::VehicleFilter {
+        region: Some("EU".into()),
+        ..Default::default()
+    }))
+    .await;
+    assert_eq!(
+        eu,
+        (0..25).filter(|i| i % 5 == 0).map(vin).collect::<Vec<_>>()
+    );
+    let req = tonic::Request::new(pb::ScanVehiclesRequest {
+        filter: None,
+        batch_size: 20_000,
+    });
+    let err = svc
+        .scan_vins(req)
+        .await
+        .err()
+        .expect("batch size above the maximum");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+async fn writes_announce_the_changed_vehicles_in_the_outbox(store: VehicleStore, db: ota_db::Db) {
+    store.upsert("manufacturing", patch(1)).await.unwrap();
+    store.upsert("manufacturing", patch(2)).await.unwrap();
+    let payloads: Vec<String> = ota_db::with_pool!(&db, pool => {
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE topic = 'vehicles' ORDER BY id")
+            .fetch_all(pool).await.unwrap()
+    });
+    let vins: Vec<String> = payloads
+        .iter()
+        .flat_map(|p| match serde_json::from_str(p).unwrap() {
+            ota_bus::VehicleEvent::Changed { vins, .. } => vins,
+        })
+        .collect();
+    assert_eq!(vins, [vin(1), vin(2)]);
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -397,6 +462,12 @@ macro_rules! conformance {
                 let t = ota_tests::db::sqlite().await;
                 super::$name(VehicleStore::new(t.db(), Precedence::default())).await;
             })*
+
+            #[tokio::test]
+            async fn writes_announce_the_changed_vehicles_in_the_outbox() {
+                let t = ota_tests::db::sqlite().await;
+                super::writes_announce_the_changed_vehicles_in_the_outbox(VehicleStore::new(t.db(), Precedence::default()), t.db.clone()).await;
+            }
 
             #[tokio::test]
             async fn database_gone_is_unavailable() {
@@ -411,6 +482,12 @@ macro_rules! conformance {
                 let t = ota_tests::db::postgres().await;
                 super::$name(VehicleStore::new(t.db(), Precedence::default())).await;
             })*
+
+            #[tokio::test]
+            async fn writes_announce_the_changed_vehicles_in_the_outbox() {
+                let t = ota_tests::db::postgres().await;
+                super::writes_announce_the_changed_vehicles_in_the_outbox(VehicleStore::new(t.db(), Precedence::default()), t.db.clone()).await;
+            }
 
             #[tokio::test]
             async fn database_gone_is_unavailable() {
@@ -434,4 +511,5 @@ conformance!(
     list_pages_by_cursor_and_filters,
     list_rejects_bad_limits_and_cursors,
     invalid_source_is_rejected,
+    vin_scan_lists_every_vin_in_order_with_filters,
 );
