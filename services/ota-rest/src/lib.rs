@@ -11,6 +11,7 @@ pub mod model;
 mod packages;
 mod reports;
 mod rules;
+pub mod staging;
 mod tokens;
 mod vehicles;
 
@@ -21,6 +22,7 @@ use ota_auth::TokenStore;
 use ota_common::peer::Peer;
 use ota_proto::v1::campaign_manager_client::CampaignManagerClient;
 use ota_proto::v1::rule_engine_client::RuleEngineClient;
+use ota_proto::v1::staging_client::StagingClient;
 use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
 use tower_http::limit::RequestBodyLimitLayer;
 
@@ -50,6 +52,8 @@ pub struct RestState {
     pub vehicles: VehicleStoreClient<Peer>,
     pub rules: RuleEngineClient<Peer>,
     pub campaigns: CampaignManagerClient<Peer>,
+    /// Unset when this process cannot reach staging.
+    pub staging: Option<StagingClient<Peer>>,
     pub limits: Limits,
 }
 
@@ -72,8 +76,17 @@ impl RestState {
             vehicles,
             rules: RuleEngineClient::new(rule_engine),
             campaigns,
+            staging: None,
             limits,
         }
+    }
+}
+
+impl RestState {
+    /// Serves staging's statistics and restaging too.
+    pub fn with_staging(mut self, staging: Peer) -> Self {
+        self.staging = Some(StagingClient::new(staging));
+        self
     }
 }
 
@@ -115,6 +128,8 @@ pub fn router(state: RestState) -> Router {
         )
         .route("/api/v1/campaigns/{id}/report", get(reports::report))
         .route("/api/v1/audit", get(reports::audit))
+        .route("/api/v1/staging/stats", get(staging::stats))
+        .route("/api/v1/staging:restage", post(staging::restage))
         .route("/api/v1/whoami", get(whoami))
         .route("/api/v1/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))

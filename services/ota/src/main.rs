@@ -54,6 +54,9 @@ enum Cmd {
     Campaigns(cli::campaigns::CampaignsCmd),
     /// Show the audit log of packages and campaigns, newest first.
     Audit(cli::audit::AuditArgs),
+    /// Inspect and repair the staged documents vehicles fetch.
+    #[command(subcommand)]
+    Staging(cli::staging::StagingCmd),
 }
 
 /// Flags override ota.toml and OTA_* variables.
@@ -135,5 +138,6 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Packages(cmd) => cli::packages::run(cmd, &cli.conn).await,
         Cmd::Campaigns(cmd) => cli::campaigns::run(cmd, &cli.conn).await,
         Cmd::Audit(args) => cli::audit::run(args, &cli.conn).await,
+        Cmd::Staging(cmd) => cli::staging::run(cmd, &cli.conn).await.map(|_| 0),
     }
 }

@@ -35,6 +35,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 struct HttpState {
     telemetry: Telemetry,
     db: Option<Db>,
+    /// Not ready until its documents are rebuilt (the in-process store
+    /// starts empty).
+    stager: Option<ota_staging::Stager>,
     services: BTreeSet<Service>,
 }
 
@@ -175,16 +178,18 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
                 ..Default::default()
             },
         );
+        let ready = stager.clone();
         Some((
             ota_staging::StagingService::new(stager, events.bus.clone()),
             tasks,
+            ready,
         ))
     } else {
         None
     };
-    let (staging_server, staging_tasks) = match staging {
-        Some((service, tasks)) => (Some(service.into_server()), Some(tasks)),
-        None => (None, None),
+    let (staging_server, staging_tasks, stager) = match staging {
+        Some((service, tasks, ready)) => (Some(service.into_server()), Some(tasks), Some(ready)),
+        None => (None, None, None),
     };
 
     tokio::spawn(async move {
@@ -205,13 +210,21 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
             max_import_bytes: cfg.limits.max_import_bytes,
         };
         let vehicle_peer = vehicle_peer.clone().expect("built for rest");
-        http = http.merge(ota_rest::router(ota_rest::RestState::new(
+        let rest = ota_rest::RestState::new(
             tokens,
             vehicle_peer,
             rule_peer.clone().expect("built for rest"),
             campaign_peer.clone().expect("built for rest"),
             limits,
-        )));
+        );
+        let rest = match &staging_server {
+            Some(s) => rest.with_staging(peer::in_process(s.clone())),
+            None => match &cfg.peers.staging {
+                Some(url) => rest.with_staging(peer::remote(url).map_err(anyhow::Error::msg)?),
+                None => rest,
+            },
+        };
+        http = http.merge(ota_rest::router(rest));
     }
 
     // gRPC: every local service, plus health and reflection.
@@ -266,6 +279,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let state = Arc::new(HttpState {
         telemetry,
         db: db.clone(),
+        stager,
         services,
     });
     let app = http
@@ -346,6 +360,9 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
         {
             problems.push(format!("database: {e}"));
         }
+    }
+    if s.stager.as_ref().is_some_and(|st| !st.is_ready()) {
+        problems.push("staging: still rebuilding the staged documents".to_string());
     }
     let services: Vec<&str> = s.services.iter().map(|x| x.name()).collect();
     if problems.is_empty() {

@@ -224,4 +224,155 @@ async fn a_campaign_reaches_staged_documents_and_completes() {
         .into_inner();
     assert_eq!((stats.store.as_str(), stats.staged_vehicles), ("memory", 0));
     assert!(stats.events_processed > 0);
+
+    // Operators see the same through REST and the CLI, and can restage.
+    let out = s.cli(&admin, &["staging", "stats", "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli_stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli_stats["store"], "memory");
+    assert_eq!(cli_stats["staged_vehicles"], 0);
+    let r = post(api("/staging:restage"), &admin, json!({"campaign_id": id})).await;
+    assert_eq!(r["vehicles"], 4);
+    assert_eq!(r["changed"], 0, "nothing drifted");
+    let out = s.cli(
+        &admin,
+        &["staging", "restage", "--vin", "WVWZZZE1ZMP000001"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bad = reqwest::Client::new()
+        .post(api("/staging:restage"))
+        .bearer_auth(&admin)
+        .json(&json!({"campaign_id": id, "vins": ["WVWZZZE1ZMP000001"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+}
+
+/// The production shape: PostgreSQL, Redis for staged documents and events,
+/// and staging in its own process, fed across processes by the bus.
+#[tokio::test]
+async fn staging_in_its_own_process_follows_a_campaign_through_redis() {
+    let pg = ota_tests::db::postgres().await;
+    // A database index of its own, emptied first: keys and streams of other
+    // runs stay out of the way.
+    let redis_url =
+        std::env::var("OTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let redis_url = format!("{}/11", redis_url.trim_end_matches('/'));
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Redis is required for this test but {redis_url} is not reachable: {e}")
+        });
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+
+    let core = Server::start(
+        &[
+            ("OTA_DATABASE_URL", &pg.url),
+            ("OTA_REDIS_URL", &redis_url),
+            ("OTA_CAMPAIGNS__TICK_MS", "200"),
+        ],
+        &[
+            "--services",
+            "vehicle-store,rule-engine,campaign-manager,rest",
+        ],
+    );
+    let staging = Server::start(
+        &[
+            ("OTA_DATABASE_URL", &pg.url),
+            ("OTA_REDIS_URL", &redis_url),
+            ("OTA_PEERS__CAMPAIGN_MANAGER", &core.grpc),
+        ],
+        &["--services", "staging"],
+    );
+    let admin = core.admin_token();
+    let api = |p: &str| format!("{}/api/v1{p}", core.http);
+    let r = reqwest::Client::new()
+        .put(api("/vehicles/WVWZZZE1ZMP000042?source=manufacturing"))
+        .bearer_auth(&admin)
+        .json(&json!({"region": "EU", "ecus": {"BMS": {"hw": "H2", "sw": "1.0.0"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    post(
+        api("/packages"),
+        &admin,
+        json!({"name": "bms-fw", "version": "2.3.1", "ecu": "BMS",
+               "artifacts": [{"url": "https://cdn.example/bms.bin", "sha256": "c".repeat(64), "size": 9}]}),
+    )
+    .await;
+    let r = reqwest::Client::new()
+        .post(api("/campaigns"))
+        .bearer_auth(&admin)
+        .body("name: split\ntarget: 'vehicle.region == \"EU\"'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let approver = post(
+        api("/tokens"),
+        &admin,
+        json!({"name": "ann", "role": "approver"}),
+    )
+    .await;
+    post(
+        api(&format!("/campaigns/{id}:approve")),
+        approver["token"].as_str().unwrap(),
+        json!({}),
+    )
+    .await;
+    post(api(&format!("/campaigns/{id}:launch")), &admin, json!({})).await;
+
+    let staging_client = StagingClient::connect(staging.grpc.clone()).await.unwrap();
+    let get = || {
+        let mut c = staging_client.clone();
+        async move {
+            c.get_actions(pb::GetActionsRequest {
+                vin: "WVWZZZE1ZMP000042".into(),
+            })
+            .await
+            .map(|r| r.into_inner().actions.len())
+            .unwrap_or(0)
+        }
+    };
+    eventually(
+        "the action reaching the staged document in Redis",
+        || async { get().await == 1 },
+    )
+    .await;
+    let stored: Option<String> = redis::cmd("GET")
+        .arg("ota:staged:WVWZZZE1ZMP000042")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        stored.unwrap().contains(&id),
+        "the document lives in Redis under ota:staged:{{vin}}"
+    );
+
+    post(
+        api(&format!("/campaigns/{id}:abort")),
+        &admin,
+        json!({"reason": "test"}),
+    )
+    .await;
+    eventually("the aborted action leaving the document", || async {
+        get().await == 0
+    })
+    .await;
 }
