@@ -2,6 +2,8 @@
 //! engineer < approver < admin). A token's secret is shown once at creation;
 //! only its SHA-256 is stored, so a leaked database leaks no credentials.
 
+pub mod vehicles;
+
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
