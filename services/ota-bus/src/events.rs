@@ -9,6 +9,9 @@ pub mod topics {
     /// Vehicles whose staged document must be recomputed
     /// ([`super::StagingEvent`]).
     pub const STAGING: &str = "staging";
+    /// Staged documents that changed ([`super::StagedEvent`]); the MQTT
+    /// adapter republishes them to the vehicles.
+    pub const STAGED: &str = "staged";
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,4 +33,11 @@ pub enum StagingEvent {
     /// Every vehicle with an action in this campaign (launch, pause, resume,
     /// abort, priority or package change).
     Campaign { campaign_id: String, at_ms: i64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StagedEvent {
+    /// These vehicles' staged documents were written or removed.
+    Changed { vins: Vec<String>, at_ms: i64 },
 }
