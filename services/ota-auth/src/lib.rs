@@ -198,6 +198,12 @@ impl TokenStore {
         }
     }
 
+    /// The database the tokens live in, for stores that share it (vehicle
+    /// credentials).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     pub async fn create(&self, name: &str, role: Role) -> Result<NewToken, AuthError> {
         let name = name.trim();
         if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {

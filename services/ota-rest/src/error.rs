@@ -17,6 +17,8 @@ pub enum RestError {
     TooLarge(usize),
     #[error("no such endpoint {0}")]
     NoRoute(String),
+    #[error("{0}")]
+    NotFound(String),
     /// A body that is not the JSON the endpoint takes (bad syntax, wrong
     /// content type, over the size limit).
     #[error("{}", .0.body_text().to_lowercase())]
@@ -39,7 +41,7 @@ impl CodedError for RestError {
             Self::Upstream(s) => ErrorCode::from_grpc(s.code()),
             Self::Invalid(_) => ErrorCode::InvalidArgument,
             Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
-            Self::NoRoute(_) | Self::UnknownAction(_) => ErrorCode::NotFound,
+            Self::NoRoute(_) | Self::NotFound(_) | Self::UnknownAction(_) => ErrorCode::NotFound,
             Self::Json(r) if r.status() == http::StatusCode::PAYLOAD_TOO_LARGE => {
                 ErrorCode::PayloadTooLarge
             }

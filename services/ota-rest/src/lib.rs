@@ -5,6 +5,7 @@
 
 mod auth;
 mod campaigns;
+mod credentials;
 mod error;
 mod import;
 pub mod model;
@@ -18,6 +19,7 @@ mod vehicles;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use ota_auth::vehicles::VehicleCredentials;
 use ota_auth::TokenStore;
 use ota_common::peer::Peer;
 use ota_proto::v1::campaign_manager_client::CampaignManagerClient;
@@ -49,6 +51,8 @@ impl Default for Limits {
 #[derive(Clone)]
 pub struct RestState {
     pub tokens: TokenStore,
+    /// Vehicle secrets, in the same database as the tokens.
+    pub credentials: VehicleCredentials,
     pub vehicles: VehicleStoreClient<Peer>,
     pub rules: RuleEngineClient<Peer>,
     pub campaigns: CampaignManagerClient<Peer>,
@@ -72,6 +76,7 @@ impl RestState {
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(16 * 1024 * 1024);
         Self {
+            credentials: VehicleCredentials::new(tokens.db().clone()),
             tokens,
             vehicles,
             rules: RuleEngineClient::new(rule_engine),
@@ -92,7 +97,14 @@ impl RestState {
 
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// The API with its JSON 404 for unknown paths.
 pub fn router(state: RestState) -> Router {
+    routes(state).fallback(not_found)
+}
+
+/// The API without a fallback, to merge with other routers (axum merges at
+/// most one fallback); give the merged router [`not_found`].
+pub fn routes(state: RestState) -> Router {
     let import = Router::new()
         .route("/api/v1/vehicles:import", post(import::import_vehicles))
         .layer(DefaultBodyLimit::disable())
@@ -102,6 +114,16 @@ pub fn router(state: RestState) -> Router {
         .route(
             "/api/v1/vehicles/{vin}",
             get(vehicles::get).put(vehicles::put),
+        )
+        .route(
+            "/api/v1/vehicles/{vin}/credentials",
+            get(credentials::list)
+                .post(credentials::issue)
+                .delete(credentials::revoke_all),
+        )
+        .route(
+            "/api/v1/vehicles/{vin}/credentials/{id}",
+            axum::routing::delete(credentials::revoke_one),
         )
         .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
@@ -134,7 +156,6 @@ pub fn router(state: RestState) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .merge(import)
-        .fallback(not_found)
         .with_state(state)
 }
 
@@ -146,6 +167,6 @@ async fn openapi() -> impl axum::response::IntoResponse {
     ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-async fn not_found(uri: http::Uri) -> RestError {
+pub async fn not_found(uri: http::Uri) -> RestError {
     RestError::NoRoute(uri.path().to_owned())
 }

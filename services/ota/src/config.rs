@@ -151,6 +151,28 @@ impl Default for StagingSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct AdapterSettings {
+    /// Requests per second each vehicle may make, sustained.
+    pub vehicle_rate_per_s: f64,
+    /// Requests a vehicle may make in a burst.
+    pub vehicle_burst: u32,
+    /// hawkBit gateway token: may act for any controller. Unset: only the
+    /// vehicles' own tokens.
+    pub ddi_gateway_token: Option<String>,
+}
+
+impl Default for AdapterSettings {
+    fn default() -> Self {
+        Self {
+            vehicle_rate_per_s: 2.0,
+            vehicle_burst: 10,
+            ddi_gateway_token: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub services: String,
     pub data_dir: PathBuf,
@@ -159,6 +181,13 @@ pub struct Config {
     pub redis_url: Option<String>,
     pub mqtt_url: Option<String>,
     pub mqtt_listen: String,
+    /// The adapter's own broker login: required with an external broker that
+    /// authenticates; generated for the embedded one when unset.
+    pub mqtt_username: Option<String>,
+    pub mqtt_password: Option<String>,
+    /// How vehicles reach this server (links in DDI answers, URLs of hosted
+    /// artifacts). Unset: `http://<http_addr>`.
+    pub public_url: Option<String>,
     pub http_addr: String,
     pub grpc_addr: String,
     /// Log filter (tracing `EnvFilter` syntax).
@@ -171,6 +200,8 @@ pub struct Config {
     pub campaigns: CampaignSettings,
     #[serde(default)]
     pub staging: StagingSettings,
+    #[serde(default)]
+    pub adapters: AdapterSettings,
 }
 
 impl Default for Config {
@@ -183,6 +214,9 @@ impl Default for Config {
             redis_url: None,
             mqtt_url: None,
             mqtt_listen: "127.0.0.1:1883".into(),
+            mqtt_username: None,
+            mqtt_password: None,
+            public_url: None,
             http_addr: "127.0.0.1:8080".into(),
             grpc_addr: "127.0.0.1:50051".into(),
             log: "info,sqlx=warn,h2=warn,tower=warn,hyper=warn".into(),
@@ -198,24 +232,29 @@ impl Default for Config {
             vehicle_store: VehicleStoreSettings::default(),
             campaigns: CampaignSettings::default(),
             staging: StagingSettings::default(),
+            adapters: AdapterSettings::default(),
         }
     }
 }
 
 /// Top-level keys read from `OTA_*` variables. Others (OTA_SERVER, OTA_TOKEN
 /// of the CLI, variables of future versions) are left alone.
-const ENV_KEYS: [&str; 9] = [
+const ENV_KEYS: [&str; 12] = [
     "services",
     "data_dir",
     "database_url",
     "redis_url",
     "mqtt_url",
     "mqtt_listen",
+    "mqtt_username",
+    "mqtt_password",
+    "public_url",
     "http_addr",
     "grpc_addr",
     "log",
 ];
-const ENV_SECTIONS: [&str; 6] = [
+const ENV_SECTIONS: [&str; 7] = [
+    "adapters__",
     "peers__",
     "limits__",
     "database__",
@@ -338,6 +377,15 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ota.db").display()))
+    }
+
+    /// How vehicles reach this server.
+    pub fn public_url(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.http_addr))
+            .trim_end_matches('/')
+            .to_string()
     }
 
     pub fn http_addr(&self) -> SocketAddr {

@@ -4,9 +4,12 @@
 
 mod cli;
 mod client;
+mod adapters;
+mod artifacts;
 mod config;
 mod events;
 mod serve;
+mod simulate;
 mod telemetry;
 
 use std::path::PathBuf;
@@ -57,6 +60,9 @@ enum Cmd {
     /// Inspect and repair the staged documents vehicles fetch.
     #[command(subcommand)]
     Staging(cli::staging::StagingCmd),
+    /// Simulate a fleet of vehicles over HTTP, MQTT or hawkBit DDI: they
+    /// fetch their actions, download, install and report like real ones.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Flags override ota.toml and OTA_* variables.
@@ -139,5 +145,6 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Campaigns(cmd) => cli::campaigns::run(cmd, &cli.conn).await,
         Cmd::Audit(args) => cli::audit::run(args, &cli.conn).await,
         Cmd::Staging(cmd) => cli::staging::run(cmd, &cli.conn).await.map(|_| 0),
+        Cmd::Simulate(args) => simulate::run(args, &cli.conn).await,
     }
 }

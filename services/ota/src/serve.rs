@@ -47,9 +47,12 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
     tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), "starting ota");
 
+    // The adapters check vehicle credentials, which live in the database.
     let needs_db = services.contains(&Service::VehicleStore)
         || services.contains(&Service::Rest)
-        || services.contains(&Service::CampaignManager);
+        || services.contains(&Service::CampaignManager)
+        || services.contains(&Service::HttpAdapter)
+        || services.contains(&Service::MqttAdapter);
     let db = if needs_db {
         let url = cfg.database_url();
         let opts = DbOptions {
@@ -84,6 +87,8 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let vehicle_peer: Option<Peer> = if services.contains(&Service::Rest)
         || services.contains(&Service::RuleEngine)
         || services.contains(&Service::CampaignManager)
+        || services.contains(&Service::HttpAdapter)
+        || services.contains(&Service::MqttAdapter)
     {
         Some(match &vehicle_store_server {
             Some(s) => peer::in_process(s.clone()),
@@ -187,6 +192,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     } else {
         None
     };
+    let staging_local = staging.as_ref().map(|(service, _, _)| service.clone());
     let (staging_server, staging_tasks, stager) = match staging {
         Some((service, tasks, ready)) => (Some(service.into_server()), Some(tasks), Some(ready)),
         None => (None, None, None),
@@ -199,6 +205,17 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     });
 
     let mut http = Router::new();
+    let adapters = crate::adapters::start(crate::adapters::Inputs {
+        cfg: &cfg,
+        services: &services,
+        db: db.as_ref(),
+        staging: staging_local.clone(),
+        campaign_peer: campaign_peer_for_adapters(&cfg, &services, &campaign_server)?,
+        vehicle_peer: vehicle_peer.clone(),
+        bus: events.bus.clone(),
+    })
+    .await?;
+    http = http.merge(adapters.router);
     if services.contains(&Service::Rest) {
         let db = db.as_ref().expect("rest needs the database");
         let tokens = TokenStore::new(db.clone());
@@ -224,7 +241,9 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
                 None => rest,
             },
         };
-        http = http.merge(ota_rest::router(rest));
+        http = http
+            .merge(ota_rest::routes(rest))
+            .fallback(ota_rest::not_found);
     }
 
     // gRPC: every local service, plus health and reflection.
@@ -316,8 +335,17 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     if let Some(g) = pool_gauge {
         g.abort();
     }
+    // Each part gets a bounded time to stop: a stuck one must not keep the
+    // process from exiting.
+    if let Some(mqtt) = adapters.mqtt {
+        if tokio::time::timeout(Duration::from_secs(3), mqtt.stop()).await.is_err() {
+            tracing::warn!("the MQTT adapter did not stop within 3 s");
+        }
+    }
     if let Some(tasks) = staging_tasks {
-        tasks.shutdown().await;
+        if tokio::time::timeout(Duration::from_secs(3), tasks.shutdown()).await.is_err() {
+            tracing::warn!("staging did not stop within 3 s");
+        }
     }
     // Background loops saw the shutdown signal; give them a moment to end
     // their current step (a status batch, a relay pass).
@@ -330,6 +358,22 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     tracing::info!("stopped");
     state.telemetry.shutdown();
     Ok(())
+}
+
+/// The campaign manager as the vehicle adapters reach it, when this process
+/// runs one.
+fn campaign_peer_for_adapters(
+    cfg: &Config,
+    services: &BTreeSet<Service>,
+    local: &Option<pb::campaign_manager_server::CampaignManagerServer<CampaignManagerService>>,
+) -> anyhow::Result<Option<Peer>> {
+    if !(services.contains(&Service::HttpAdapter) || services.contains(&Service::MqttAdapter)) {
+        return Ok(None);
+    }
+    Ok(Some(match local {
+        Some(s) => peer::in_process(s.clone()),
+        None => peer::remote(&cfg.peer_url(Service::CampaignManager)?).map_err(anyhow::Error::msg)?,
+    }))
 }
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {

@@ -28,13 +28,14 @@ impl Server {
                 .unwrap()
                 .port()
         };
-        let (hp, gp) = (port(), port());
+        let (hp, gp, mp) = (port(), port(), port());
         let data_dir = tmp.path().join("ota-data");
         let child = Command::new(OTA)
             .arg("serve")
             .current_dir(tmp.path())
             .env("OTA_HTTP_ADDR", format!("127.0.0.1:{hp}"))
             .env("OTA_GRPC_ADDR", format!("127.0.0.1:{gp}"))
+            .env("OTA_MQTT_LISTEN", format!("127.0.0.1:{mp}"))
             .env("OTA_DATA_DIR", &data_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

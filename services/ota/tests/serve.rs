@@ -338,6 +338,7 @@ fn unreachable_database_at_start_is_a_clear_error_and_a_non_zero_exit() {
         )
         .env("OTA_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
         .env("OTA_GRPC_ADDR", format!("127.0.0.1:{}", free_port()))
+        .env("OTA_MQTT_LISTEN", format!("127.0.0.1:{}", free_port()))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -380,6 +381,7 @@ fn bad_configuration_names_the_key_and_taken_ports_name_the_setting() {
             &format!("127.0.0.1:{}", free_port()),
         ])
         .env("OTA_DATA_DIR", tmp.path().join("d"))
+        .env("OTA_MQTT_LISTEN", format!("127.0.0.1:{}", free_port()))
         .current_dir(tmp.path())
         .args(["--config", "/dev/null"])
         .output()
@@ -390,6 +392,31 @@ fn bad_configuration_names_the_key_and_taken_ports_name_the_setting() {
         stderr.contains(&format!(
             "cannot listen for HTTP on 127.0.0.1:{port} (http_addr / OTA_HTTP_ADDR)"
         )),
+        "{stderr}"
+    );
+
+    // The embedded broker's port taken (by a local Mosquitto, say): the
+    // error names both ways out.
+    let out = Command::new(OTA)
+        .args([
+            "serve",
+            "--http-addr",
+            &format!("127.0.0.1:{}", free_port()),
+            "--grpc-addr",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .env("OTA_DATA_DIR", tmp.path().join("e"))
+        .env("OTA_MQTT_LISTEN", format!("127.0.0.1:{port}"))
+        .current_dir(tmp.path())
+        .args(["--config", "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen for MQTT on 127.0.0.1:{port}"))
+            && stderr.contains("OTA_MQTT_LISTEN")
+            && stderr.contains("OTA_MQTT_URL"),
         "{stderr}"
     );
 }

@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+use futures::StreamExt;
 use anyhow::{bail, Context};
 use comfy_table::Table;
 use ota_rest::model::{Artifact, NewPackage, Package};
@@ -10,14 +11,19 @@ use crate::client::{print_json, Connection, Output};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum PackagesCmd {
-    /// Register a package: from flags, from a file (-f, JSON or YAML with the
-    /// same fields), or both (flags override the file, --hw and --artifact add
-    /// to it).
+    /// Register a package: from flags, from a definition (-d, JSON or YAML
+    /// with the same fields), or both (flags override the definition; --hw,
+    /// --artifact and --file add to it).
     Add {
-        /// A package file: name, version, ecu, compatible_hw, artifacts
+        /// A package definition: name, version, ecu, compatible_hw, artifacts
         /// [{url, sha256, size}], release_notes.
-        #[arg(short = 'f', long)]
-        file: Option<PathBuf>,
+        #[arg(short = 'd', long)]
+        definition: Option<PathBuf>,
+        /// An artifact file to upload: the platform hosts it (vehicles
+        /// download it from this server, with Range) and computes its hashes.
+        /// May be given several times.
+        #[arg(long)]
+        file: Vec<PathBuf>,
         #[arg(long)]
         name: Option<String>,
         #[arg(long)]
@@ -80,6 +86,7 @@ pub async fn run(cmd: PackagesCmd, conn: &Connection) -> anyhow::Result<i32> {
     let api = conn.api()?;
     match cmd {
         PackagesCmd::Add {
+            definition,
             file,
             name,
             version,
@@ -91,7 +98,7 @@ pub async fn run(cmd: PackagesCmd, conn: &Connection) -> anyhow::Result<i32> {
             notes,
             output,
         } => {
-            let mut f = match &file {
+            let mut f = match &definition {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -110,6 +117,9 @@ pub async fn run(cmd: PackagesCmd, conn: &Connection) -> anyhow::Result<i32> {
                 );
             }
             f.compatible_hw.extend(hw);
+            for path in &file {
+                f.artifacts.push(upload(&api, path).await?);
+            }
             f.artifacts.extend(
                 artifacts
                     .into_iter()
@@ -119,7 +129,7 @@ pub async fn run(cmd: PackagesCmd, conn: &Connection) -> anyhow::Result<i32> {
             );
             let required = |flag: Option<String>, from_file: Option<String>, what: &str| {
                 flag.or(from_file).with_context(|| {
-                    format!("the package needs a {what}: pass --{what} or put `{what}` in -f FILE")
+                    format!("the package needs a {what}: pass --{what} or put `{what}` in -d FILE")
                 })
             };
             let body = NewPackage {
@@ -226,4 +236,43 @@ fn print_package(p: &Package) {
         t.add_row([a.url.clone(), a.sha256.clone(), a.size.to_string()]);
     }
     println!("{t}");
+}
+
+/// Uploads an artifact file; the answer says where the platform hosts it.
+async fn upload(api: &crate::client::Api, path: &std::path::Path) -> anyhow::Result<Artifact> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no file name", path.display()))?
+        .to_string();
+    let file = tokio::fs::File::open(path)
+        .await
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let size = file.metadata().await?.len();
+    let bar = indicatif::ProgressBar::new(size).with_style(
+        indicatif::ProgressStyle::with_template("uploading {msg} {bytes}/{total_bytes} [{bar:30}]")
+            .expect("valid template"),
+    );
+    bar.set_message(name.clone());
+    let progress = bar.clone();
+    let stream = tokio_util::io::ReaderStream::new(file).inspect(move |chunk| {
+        if let Ok(c) = chunk {
+            progress.inc(c.len() as u64);
+        }
+    });
+    let stored: serde_json::Value = api
+        .send(
+            api.request(Method::POST, "/api/v1/artifacts")
+                .query(&[("filename", &name)])
+                .header("content-type", "application/octet-stream")
+                .body(reqwest::Body::wrap_stream(stream)),
+        )
+        .await
+        .with_context(|| format!("uploading {}", path.display()))?;
+    bar.finish_and_clear();
+    Ok(Artifact {
+        url: stored["url"].as_str().unwrap_or_default().to_string(),
+        sha256: stored["sha256"].as_str().unwrap_or_default().to_string(),
+        size: stored["size"].as_u64().unwrap_or(size),
+    })
 }

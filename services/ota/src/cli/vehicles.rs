@@ -4,6 +4,7 @@ use anyhow::{bail, Context};
 use comfy_table::Table;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use ota_auth::vehicles::VehicleCredential;
 use ota_common::vehicle::Vehicle;
 use ota_vehicle_store::parse::Format;
 use ota_vehicle_store::ImportSummary;
@@ -52,6 +53,24 @@ pub enum VehiclesCmd {
         /// Follow cursors to the end instead of printing one page.
         #[arg(long)]
         all: bool,
+        #[arg(long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Issue a vehicle's credential (printed once), or --list or --revoke them.
+    Credentials {
+        vin: String,
+        /// Revoke the vehicle's earlier credentials when issuing this one.
+        #[arg(long, conflicts_with_all = ["list", "revoke"])]
+        rotate: bool,
+        /// List the credentials (never their secrets) instead of issuing one.
+        #[arg(long, conflicts_with = "revoke")]
+        list: bool,
+        /// Revoke every credential of the vehicle, or the one --id names.
+        #[arg(long)]
+        revoke: bool,
+        /// The credential to revoke.
+        #[arg(long, requires = "revoke")]
+        id: Option<String>,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
     },
@@ -255,6 +274,83 @@ pub async fn run(cmd: VehiclesCmd, conn: &Connection) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        VehiclesCmd::Credentials {
+            vin,
+            rotate,
+            list,
+            revoke,
+            id,
+            output,
+        } => {
+            let path = format!("/api/v1/vehicles/{vin}/credentials");
+            if list {
+                let creds: Vec<VehicleCredential> =
+                    api.send(api.request(Method::GET, &path)).await?;
+                match output {
+                    Output::Json => print_json(&creds)?,
+                    Output::Table => {
+                        let mut t = Table::new();
+                        t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
+                        t.set_header(["id", "created", "revoked"]);
+                        for c in &creds {
+                            t.add_row([
+                                c.id.clone(),
+                                c.created_at.format("%Y-%m-%d %H:%M").to_string(),
+                                c.revoked_at
+                                    .map(|r| r.format("%Y-%m-%d %H:%M").to_string())
+                                    .unwrap_or_default(),
+                            ]);
+                        }
+                        println!("{t}");
+                    }
+                }
+            } else if revoke {
+                let path = match &id {
+                    Some(id) => format!("{path}/{id}"),
+                    None => path,
+                };
+                let r: serde_json::Value = api
+                    .send(api.request(Method::DELETE, &path))
+                    .await
+                    .with_context(|| format!("revoking credentials of vehicle {vin}"))?;
+                match output {
+                    Output::Json => print_json(&r)?,
+                    Output::Table => {
+                        let n = r["revoked"].as_u64().unwrap_or(0);
+                        match id {
+                            Some(id) if n == 0 => {
+                                println!("credential {id} of {vin} was already revoked")
+                            }
+                            Some(id) => println!("revoked credential {id} of {vin}"),
+                            None => println!(
+                                "revoked {n} credential{} of {vin}",
+                                if n == 1 { "" } else { "s" }
+                            ),
+                        }
+                    }
+                }
+            } else {
+                let issued: serde_json::Value = api
+                    .send(
+                        api.request(Method::POST, &path)
+                            .json(&serde_json::json!({"rotate": rotate})),
+                    )
+                    .await
+                    .with_context(|| format!("issuing a credential for vehicle {vin}"))?;
+                match output {
+                    Output::Json => print_json(&issued)?,
+                    Output::Table => {
+                        eprintln!(
+                            "issued credential {} for {vin}{}; store the secret now, it is not shown again:",
+                            issued["id"].as_str().unwrap_or_default(),
+                            if rotate { " (earlier ones revoked)" } else { "" }
+                        );
+                        println!("{}", issued["token"].as_str().unwrap_or_default());
+                    }
+                }
+            }
+            Ok(0)
+        }
     }
 }
 
@@ -314,4 +410,54 @@ fn print_vehicle(v: &Vehicle) {
         t.add_row([name.clone(), e.hw.clone(), e.sw.clone(), src]);
     }
     println!("{t}");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::VehiclesCmd;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: VehiclesCmd,
+    }
+
+    fn parse(args: &[&str]) -> Result<VehiclesCmd, clap::Error> {
+        let mut all = vec!["vehicles"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.cmd)
+    }
+
+    #[test]
+    fn credentials_flags_combine_only_sensibly() {
+        const VIN: &str = "WVWZZZE1ZMP000001";
+        assert!(matches!(
+            parse(&["credentials", VIN, "--rotate", "--output", "json"]).unwrap(),
+            VehiclesCmd::Credentials {
+                rotate: true,
+                list: false,
+                revoke: false,
+                id: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse(&["credentials", VIN, "--revoke", "--id", "abc"]).unwrap(),
+            VehiclesCmd::Credentials { revoke: true, id: Some(ref id), .. } if id == "abc"
+        ));
+        assert!(matches!(
+            parse(&["credentials", VIN, "--list"]).unwrap(),
+            VehiclesCmd::Credentials { list: true, .. }
+        ));
+        for bad in [
+            &["credentials", VIN, "--id", "abc"][..],
+            &["credentials", VIN, "--list", "--revoke"],
+            &["credentials", VIN, "--rotate", "--list"],
+            &["credentials", VIN, "--rotate", "--revoke"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
 }

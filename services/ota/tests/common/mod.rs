@@ -24,6 +24,8 @@ pub struct Server {
     pub child: Child,
     pub http: String,
     pub grpc: String,
+    /// The embedded broker, when the process runs the MQTT adapter.
+    pub mqtt: String,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -43,13 +45,16 @@ impl Server {
         args: &[&str],
         tmp: Option<tempfile::TempDir>,
     ) -> Server {
-        let (hp, gp) = (free_port(), free_port());
+        let (hp, gp, mp) = (free_port(), free_port(), free_port());
         let mut cmd = Command::new(OTA);
+        // The embedded broker gets a port of its own: 1883 is usually a local
+        // Mosquitto's.
         cmd.arg("serve")
             .args(args)
             .current_dir(cwd)
             .env("OTA_HTTP_ADDR", format!("127.0.0.1:{hp}"))
             .env("OTA_GRPC_ADDR", format!("127.0.0.1:{gp}"))
+            .env("OTA_MQTT_LISTEN", format!("127.0.0.1:{mp}"))
             .env("OTA_DATA_DIR", &data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -61,6 +66,7 @@ impl Server {
             child,
             http: format!("http://127.0.0.1:{hp}"),
             grpc: format!("http://127.0.0.1:{gp}"),
+            mqtt: format!("mqtt://127.0.0.1:{mp}"),
             data_dir,
             _tmp: tmp,
         };

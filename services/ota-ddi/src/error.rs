@@ -1,0 +1,81 @@
+use axum::response::{IntoResponse, Response};
+use ota_artifacts::ArtifactError;
+use ota_auth::AuthError;
+use ota_common::{CodedError, ErrorCode};
+use ota_staging::StagingError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DdiError {
+    #[error("missing Authorization: TargetToken or GatewayToken")]
+    MissingToken,
+    #[error("invalid or revoked token")]
+    BadToken,
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("this token belongs to vehicle {token_vin}, not to controller {controller}")]
+    WrongVehicle {
+        token_vin: String,
+        controller: String,
+    },
+    #[error("unknown tenant {0:?}: this server has only \"default\"")]
+    UnknownTenant(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A body that is not the JSON the resource takes; the message names
+    /// the problem and where it is.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error(transparent)]
+    Staging(#[from] StagingError),
+    /// A service answered with an error; its code carries over.
+    #[error("{}", .0.message())]
+    Upstream(#[from] tonic::Status),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+}
+
+impl CodedError for DdiError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::MissingToken | Self::BadToken => ErrorCode::Unauthenticated,
+            Self::Auth(e) => e.code(),
+            Self::WrongVehicle { .. } => ErrorCode::PermissionDenied,
+            Self::UnknownTenant(_) | Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Invalid(_) => ErrorCode::InvalidArgument,
+            Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::Staging(e) => e.code(),
+            Self::Upstream(s) => ErrorCode::from_grpc(s.code()),
+            Self::Artifact(e) => e.code(),
+        }
+    }
+}
+
+impl IntoResponse for DdiError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        if code == ErrorCode::Internal {
+            tracing::error!(error = %self, "ddi request failed");
+        }
+        let body =
+            serde_json::json!({"error": {"code": code.as_str(), "message": self.to_string()}});
+        let mut res = (code.http_status(), axum::Json(body)).into_response();
+        match code {
+            ErrorCode::Unavailable => {
+                res.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static("5"),
+                );
+            }
+            ErrorCode::Unauthenticated => {
+                res.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("TargetToken"),
+                );
+            }
+            _ => {}
+        }
+        res
+    }
+}

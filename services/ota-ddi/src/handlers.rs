@@ -1,0 +1,477 @@
+//! The DDI resources. Every one checks the tenant and the caller first.
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use http::{header, HeaderMap, StatusCode};
+use ota_artifacts::hosted_sha256;
+use ota_auth::AuthError;
+use ota_proto::v1 as pb;
+use ota_staging::document::{Action, Artifact};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::model::{self, ConfigData, Execution, Feedback, Mode};
+use crate::seen::Seen;
+use crate::{DdiError, DdiState, Inner, MAX_BODY_BYTES, TENANT};
+
+type Result<T> = std::result::Result<T, DdiError>;
+
+/// Who is calling and how links back to this controller start.
+struct Caller {
+    vin: String,
+    /// `{base}/{tenant}/controller/v1/{vin}`, with the tenant as the device
+    /// spelled it so its own URL matching keeps working.
+    url: String,
+    base: String,
+}
+
+async fn authorize(
+    s: &Inner,
+    tenant: &str,
+    controller: &str,
+    headers: &HeaderMap,
+) -> Result<Caller> {
+    if !tenant.eq_ignore_ascii_case(TENANT) {
+        return Err(DdiError::UnknownTenant(tenant.to_owned()));
+    }
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(DdiError::MissingToken)?;
+    let (scheme, token) = auth.trim().split_once(' ').ok_or(DdiError::MissingToken)?;
+    let token = token.trim();
+    if scheme.eq_ignore_ascii_case("TargetToken") {
+        let identity = s
+            .credentials
+            .authenticate(token)
+            .await
+            .map_err(|e| match e {
+                AuthError::BadToken | AuthError::MissingToken => DdiError::BadToken,
+                e => DdiError::Auth(e),
+            })?;
+        if identity.vin != controller {
+            return Err(DdiError::WrongVehicle {
+                token_vin: identity.vin,
+                controller: controller.to_owned(),
+            });
+        }
+    } else if scheme.eq_ignore_ascii_case("GatewayToken") {
+        let ok = s
+            .gateway_token
+            .as_deref()
+            .is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+        if !ok {
+            return Err(DdiError::BadToken);
+        }
+        ota_common::Vin::parse(controller)
+            .map_err(|e| DdiError::NotFound(format!("controller {controller:?} ({e})")))?;
+    } else {
+        return Err(DdiError::MissingToken);
+    }
+    let base = if s.base_url.is_empty() {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("localhost");
+        format!("http://{host}")
+    } else {
+        s.base_url.clone()
+    };
+    Ok(Caller {
+        vin: controller.to_owned(),
+        url: format!("{base}/{tenant}/controller/v1/{controller}"),
+        base,
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // Compare digests so neither the length nor the first differing byte
+    // shows in the timing.
+    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
+    a.iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
+}
+
+fn parse<T: DeserializeOwned>(
+    body: std::result::Result<Bytes, BytesRejection>,
+    what: &str,
+) -> Result<T> {
+    let body = body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            DdiError::TooLarge(MAX_BODY_BYTES)
+        } else {
+            DdiError::Invalid(r.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| DdiError::Invalid(format!("invalid {what}: {e}")))
+}
+
+/// Changes whenever the action or the document does, so a device that
+/// compares deployment links notices a new deployment.
+fn change_hash(etag: &str, action_id: &str) -> String {
+    let d = Sha256::digest(format!("{etag}:{action_id}").as_bytes());
+    hex::encode(&d[..8])
+}
+
+pub(crate) async fn poll(
+    State(s): State<DdiState>,
+    Path((tenant, controller)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let s = &s.inner;
+    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let doc = s.staging.document(&c.vin).await?;
+    let mut links = Map::new();
+    let withdrawn = s
+        .memory
+        .get(&c.vin)
+        .filter(|seen| seen.finished.is_none())
+        .filter(|seen| !doc.actions.iter().any(|a| a.action_id == seen.action_id));
+    if let Some(seen) = withdrawn {
+        // The device must settle the cancel before it gets the next
+        // deployment, as with hawkBit.
+        links.insert(
+            "cancelAction".into(),
+            json!({"href": format!("{}/cancelAction/{}", c.url, seen.action_id)}),
+        );
+    } else if let Some(a) = doc.actions.first() {
+        links.insert(
+            "deploymentBase".into(),
+            json!({"href": format!("{}/deploymentBase/{}?c={}", c.url, a.action_id, change_hash(&doc.etag, &a.action_id))}),
+        );
+    }
+    if !s.memory.configured(&c.vin) {
+        links.insert(
+            "configData".into(),
+            json!({"href": format!("{}/configData", c.url)}),
+        );
+    }
+    let mut body = json!({"config": {"polling": {"sleep": model::sleep(doc.poll_after_s)}}});
+    if !links.is_empty() {
+        body["_links"] = Value::Object(links);
+    }
+    Ok(Json(body).into_response())
+}
+
+/// The artifacts of an action with their DDI file names: the last segment
+/// of the URL, made safe, and made unique within the action by a prefix.
+fn files<'a>(base: &str, action: &'a Action) -> Vec<(String, &'a Artifact, Option<&'a str>)> {
+    let mut out: Vec<(String, &Artifact, Option<&str>)> = Vec::new();
+    for (i, a) in action.package.artifacts.iter().enumerate() {
+        let path = a.url.split(['?', '#']).next().unwrap_or_default();
+        let last = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or_default();
+        let mut name: String = last
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        if name.is_empty() || name.starts_with('.') {
+            name = format!("artifact{name}");
+        }
+        if out.iter().any(|(n, _, _)| *n == name) {
+            name = format!("{i}-{name}");
+        }
+        out.push((name, a, hosted_sha256(base, &a.url)));
+    }
+    out
+}
+
+async fn chunk(
+    s: &Inner,
+    c: &Caller,
+    action: &Action,
+    with_artifacts: bool,
+) -> Result<model::Chunk> {
+    let mut artifacts = Vec::new();
+    for (filename, a, hosted) in files(&c.base, action)
+        .into_iter()
+        .filter(|_| with_artifacts)
+    {
+        let (href, sha1, md5) = match hosted {
+            Some(sha) => {
+                let meta = s.artifacts.stat(sha).await?;
+                if meta.is_none() {
+                    tracing::warn!(sha256 = sha, action = %action.action_id, "hosted artifact missing from the store");
+                }
+                let (sha1, md5) = meta.map(|m| (m.sha1, m.md5)).unwrap_or_default();
+                let href = format!(
+                    "{}/softwaremodules/{}/artifacts/{filename}",
+                    c.url, action.action_id
+                );
+                (href, sha1, md5)
+            }
+            // An external artifact's SHA-1 and MD5 are unknown; empty
+            // strings make a client that checks them fail rather than
+            // trust a made-up value.
+            None => (a.url.clone(), String::new(), String::new()),
+        };
+        artifacts.push(model::Artifact {
+            filename,
+            hashes: model::Hashes {
+                sha1,
+                md5,
+                sha256: a.sha256.clone(),
+            },
+            size: a.size,
+            links: model::ArtifactLinks {
+                download: model::Link { href: href.clone() },
+                download_http: model::Link { href },
+            },
+        });
+    }
+    Ok(model::Chunk {
+        part: action.ecu.clone(),
+        version: action.package.version.clone(),
+        name: action.package.name.clone(),
+        artifacts,
+    })
+}
+
+async fn find_action(s: &Inner, vin: &str, action_id: &str) -> Result<Option<Action>> {
+    let doc = s.staging.document(vin).await?;
+    Ok(doc.actions.into_iter().find(|a| a.action_id == action_id))
+}
+
+fn not_found(vin: &str, action_id: &str) -> DdiError {
+    DdiError::NotFound(format!("action {action_id} of controller {vin}"))
+}
+
+pub(crate) async fn deployment_base(
+    State(s): State<DdiState>,
+    Path((tenant, controller, action_id)): Path<(String, String, String)>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let s = &s.inner;
+    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let action = find_action(s, &c.vin, &action_id)
+        .await?
+        .ok_or_else(|| not_found(&c.vin, &action_id))?;
+    let chunk = chunk(s, &c, &action, true).await?;
+    let seen = s.memory.get(&c.vin).filter(|x| x.action_id == action_id);
+    if seen.is_none() {
+        s.memory.saw(
+            &c.vin,
+            Seen {
+                action_id: action_id.clone(),
+                ecu: action.ecu.clone(),
+                name: action.package.name.clone(),
+                version: action.package.version.clone(),
+                finished: None,
+            },
+        );
+        // Off the response path: a slow campaign manager must not delay
+        // the download, and a lost mark only leaves the action "staged".
+        let mut cm = s.campaigns.clone();
+        let req = pb::MarkDeliveredRequest {
+            vin: c.vin.clone(),
+            action_ids: vec![action_id.clone()],
+        };
+        tokio::spawn(async move {
+            if let Err(e) = cm.mark_delivered(req).await {
+                tracing::warn!(error = %e, "marking a DDI deployment delivered failed");
+            }
+        });
+    }
+    let history = q
+        .contains_key("actionHistory")
+        .then(|| model::ActionHistory {
+            status: "running".into(),
+            messages: Vec::new(),
+        });
+    Ok(Json(model::DeploymentBase {
+        id: action_id,
+        deployment: model::Deployment {
+            download: "forced",
+            update: "forced",
+            chunks: vec![chunk],
+        },
+        action_history: history,
+    })
+    .into_response())
+}
+
+fn is_final(state: &str) -> bool {
+    matches!(
+        state,
+        "succeeded" | "failed" | "rejected" | "cancelled" | "timed_out"
+    )
+}
+
+pub(crate) async fn deployment_feedback(
+    State(s): State<DdiState>,
+    Path((tenant, controller, action_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<StatusCode> {
+    let s = &s.inner;
+    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let feedback: Feedback = parse(body, "feedback")?;
+    let (state, progress) = model::state_of(&feedback.status);
+    let res = s
+        .campaigns
+        .clone()
+        .report_status(pb::ReportStatusRequest {
+            vin: c.vin.clone(),
+            action_id: action_id.clone(),
+            state: state.to_owned(),
+            progress,
+            message: model::message_of(&feedback.status),
+            seq: s.next_seq(),
+            protocol: "ddi".into(),
+        })
+        .await?
+        .into_inner();
+    if is_final(&res.state) {
+        s.memory.finish(&c.vin, &action_id, &res.state);
+    }
+    Ok(StatusCode::OK)
+}
+
+pub(crate) async fn cancel_action(
+    State(s): State<DdiState>,
+    Path((tenant, controller, action_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let s = &s.inner;
+    let c = authorize(s, &tenant, &controller, &headers).await?;
+    s.memory
+        .get(&c.vin)
+        .filter(|x| x.action_id == action_id && x.finished.is_none())
+        .ok_or_else(|| not_found(&c.vin, &action_id))?;
+    Ok(Json(json!({"id": action_id, "cancelAction": {"stopId": action_id}})).into_response())
+}
+
+pub(crate) async fn cancel_feedback(
+    State(s): State<DdiState>,
+    Path((tenant, controller, action_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<StatusCode> {
+    let s = &s.inner;
+    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let feedback: Feedback = parse(body, "feedback")?;
+    let known = s
+        .memory
+        .get(&c.vin)
+        .is_some_and(|x| x.action_id == action_id);
+    if !known {
+        return Err(not_found(&c.vin, &action_id));
+    }
+    // The platform already closed the action; the device only confirms.
+    // Anything but a final answer keeps the cancel link up.
+    if matches!(
+        feedback.status.execution,
+        Execution::Closed | Execution::Canceled | Execution::Rejected
+    ) {
+        s.memory.forget(&c.vin, &action_id);
+    }
+    Ok(StatusCode::OK)
+}
+
+pub(crate) async fn config_data(
+    State(s): State<DdiState>,
+    Path((tenant, controller)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> Result<StatusCode> {
+    let s = &s.inner;
+    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let config: ConfigData = parse(body, "configData")?;
+    let remove = config.mode == Some(Mode::Remove);
+    let mut attributes = std::collections::HashMap::new();
+    for (key, value) in config.data {
+        let value = match value {
+            _ if remove => String::new(),
+            Value::String(v) => v,
+            Value::Null => String::new(),
+            v @ (Value::Number(_) | Value::Bool(_)) => v.to_string(),
+            _ => {
+                return Err(DdiError::Invalid(format!(
+                    "invalid configData: data.{key} must be a string"
+                )))
+            }
+        };
+        attributes.insert(key, value);
+    }
+    s.vehicles
+        .clone()
+        .report_inventory(pb::ReportInventoryRequest {
+            vin: c.vin.clone(),
+            ecus: Default::default(),
+            attributes,
+        })
+        .await?;
+    s.memory.set_configured(&c.vin);
+    Ok(StatusCode::OK)
+}
+
+pub(crate) async fn installed_base(
+    State(s): State<DdiState>,
+    Path((tenant, controller, action_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let s = &s.inner;
+    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let seen = s.memory.get(&c.vin).filter(|x| x.action_id == action_id);
+    let (chunk, status) = match find_action(s, &c.vin, &action_id).await? {
+        Some(action) => (chunk(s, &c, &action, true).await?, "running".to_owned()),
+        None => {
+            let seen = seen.clone().ok_or_else(|| not_found(&c.vin, &action_id))?;
+            let chunk = model::Chunk {
+                part: seen.ecu,
+                version: seen.version,
+                name: seen.name,
+                artifacts: Vec::new(),
+            };
+            (chunk, seen.finished.unwrap_or_else(|| "cancelled".into()))
+        }
+    };
+    let status = seen.and_then(|x| x.finished).unwrap_or(status);
+    Ok(Json(model::DeploymentBase {
+        id: action_id,
+        deployment: model::Deployment {
+            download: "forced",
+            update: "forced",
+            chunks: vec![chunk],
+        },
+        action_history: Some(model::ActionHistory {
+            status,
+            messages: Vec::new(),
+        }),
+    })
+    .into_response())
+}
+
+/// A hosted artifact of one of the caller's open actions (the module id is
+/// the action id), with Range support.
+pub(crate) async fn download(
+    State(s): State<DdiState>,
+    Path((tenant, controller, action_id, filename)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let s = &s.inner;
+    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let action = find_action(s, &c.vin, &action_id)
+        .await?
+        .ok_or_else(|| not_found(&c.vin, &action_id))?;
+    let sha = files(&c.base, &action)
+        .into_iter()
+        .find(|(name, _, _)| *name == filename)
+        .and_then(|(_, _, hosted)| hosted.map(str::to_owned))
+        .ok_or_else(|| {
+            DdiError::NotFound(format!("hosted artifact {filename} of action {action_id}"))
+        })?;
+    Ok(ota_artifacts::serve(s.artifacts.as_ref(), &sha, &headers).await)
+}

@@ -1,0 +1,205 @@
+//! The Eclipse hawkBit DDI API (`/{tenant}/controller/v1/{controllerId}`)
+//! for SWUpdate and rauc-hawkbit-updater devices, over the staged
+//! documents, the campaign manager and the vehicle store. The controller id
+//! is the VIN; the tenant is `default`.
+
+mod error;
+mod handlers;
+pub mod model;
+mod seen;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use ota_artifacts::ArtifactStore;
+use ota_auth::vehicles::VehicleCredentials;
+use ota_common::peer::Peer;
+use ota_proto::v1 as pb;
+use ota_staging::document::{Action, Artifact, Document, Package};
+use ota_staging::StagingService;
+use pb::campaign_manager_client::CampaignManagerClient;
+use pb::staging_client::StagingClient;
+use pb::vehicle_store_client::VehicleStoreClient;
+
+pub use error::DdiError;
+
+/// Largest request body (feedback, config data); larger gets 413.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The only tenant; DDI clients often spell it `DEFAULT`.
+pub const TENANT: &str = "default";
+
+/// Where staged documents come from.
+#[derive(Clone)]
+pub enum Staging {
+    /// Staging runs in this process: read the stored JSON directly.
+    InProcess(StagingService),
+    Remote(StagingClient<Peer>),
+}
+
+impl Staging {
+    pub(crate) async fn document(&self, vin: &str) -> Result<Document, DdiError> {
+        match self {
+            Self::InProcess(s) => {
+                let doc = s.lookup(vin).await?;
+                doc.document().map_err(|e| {
+                    DdiError::Staging(ota_staging::StagingError::Corrupt {
+                        vin: vin.to_owned(),
+                        reason: e.to_string(),
+                    })
+                })
+            }
+            Self::Remote(c) => {
+                let d = c
+                    .clone()
+                    .get_actions(pb::GetActionsRequest {
+                        vin: vin.to_owned(),
+                    })
+                    .await?
+                    .into_inner();
+                Ok(from_proto(d))
+            }
+        }
+    }
+}
+
+fn from_proto(d: pb::StagedDocument) -> Document {
+    Document {
+        vin: d.vin,
+        etag: d.etag,
+        poll_after_s: d.poll_after_s,
+        actions: d
+            .actions
+            .into_iter()
+            .map(|a| {
+                let p = a.package.unwrap_or_default();
+                Action {
+                    action_id: a.action_id,
+                    campaign_id: a.campaign_id,
+                    kind: a.r#type,
+                    ecu: a.ecu,
+                    package: Package {
+                        name: p.name,
+                        version: p.version,
+                        artifacts: p
+                            .artifacts
+                            .into_iter()
+                            .map(|x| Artifact {
+                                url: x.url,
+                                sha256: x.sha256,
+                                size: x.size,
+                            })
+                            .collect(),
+                    },
+                    deadline: a.deadline.map(|t| {
+                        ota_common::vehicle::from_timestamp(&t)
+                            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                    }),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Everything the DDI handlers need. Cheap to clone.
+#[derive(Clone)]
+pub struct DdiState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub credentials: VehicleCredentials,
+    pub staging: Staging,
+    pub campaigns: CampaignManagerClient<Peer>,
+    pub vehicles: VehicleStoreClient<Peer>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub gateway_token: Option<String>,
+    /// Absolute links start with this; empty means "from the Host header".
+    /// Hosted artifacts are recognised by it too.
+    pub base_url: String,
+    pub memory: seen::Memory,
+    last_seq: AtomicU64,
+}
+
+impl DdiState {
+    /// `gateway_token`: a secret that may act for any controller (hawkBit's
+    /// gateway token), `None` to allow only the vehicles' own tokens.
+    /// `base_url`: this server as devices reach it, e.g.
+    /// `https://ota.example.com` (the same base hosted artifact URLs use).
+    pub fn new(
+        credentials: VehicleCredentials,
+        staging: Staging,
+        campaigns: CampaignManagerClient<Peer>,
+        vehicles: VehicleStoreClient<Peer>,
+        artifacts: Arc<dyn ArtifactStore>,
+        gateway_token: Option<String>,
+        base_url: String,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                credentials,
+                staging,
+                campaigns,
+                vehicles,
+                artifacts,
+                gateway_token: gateway_token.filter(|t| !t.is_empty()),
+                base_url: base_url.trim_end_matches('/').to_owned(),
+                memory: seen::Memory::default(),
+                last_seq: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl Inner {
+    /// DDI feedback has no sequence number, and the campaign manager drops
+    /// reports older than one applied. The clock in microseconds keeps order
+    /// across restarts; the counter keeps it within one microsecond.
+    pub(crate) fn next_seq(&self) -> u64 {
+        let now = chrono::Utc::now().timestamp_micros().max(0) as u64;
+        let prev = self
+            .last_seq
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+                Some(now.max(last + 1))
+            })
+            .expect("always some");
+        now.max(prev + 1)
+    }
+}
+
+/// The DDI routes, with their state applied.
+pub fn router(state: DdiState) -> axum::Router {
+    use handlers::*;
+    let base = "/{tenant}/controller/v1/{controller}";
+    axum::Router::new()
+        .route(base, get(poll))
+        .route(
+            &format!("{base}/deploymentBase/{{action}}"),
+            get(deployment_base),
+        )
+        .route(
+            &format!("{base}/deploymentBase/{{action}}/feedback"),
+            post(deployment_feedback),
+        )
+        .route(
+            &format!("{base}/cancelAction/{{action}}"),
+            get(cancel_action),
+        )
+        .route(
+            &format!("{base}/cancelAction/{{action}}/feedback"),
+            post(cancel_feedback),
+        )
+        .route(&format!("{base}/configData"), put(config_data))
+        .route(
+            &format!("{base}/installedBase/{{action}}"),
+            get(installed_base),
+        )
+        .route(
+            &format!("{base}/softwaremodules/{{module}}/artifacts/{{filename}}"),
+            get(download),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}

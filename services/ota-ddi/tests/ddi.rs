@@ -1,0 +1,336 @@
+//! A whole update driven by a real DDI client (the `hawkbit` crate) against
+//! the real services, and the error answers, on SQLite and PostgreSQL.
+
+mod common;
+
+use common::{vin, Platform, GATEWAY, POLL_S};
+use hawkbit::ddi::{Client, ClientAuthorization, Execution, Finished, Mode};
+use ota_campaign_manager::model::ActionState;
+use serde_json::json;
+
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() { super::$name(super::Platform::new(ota_tests::db::sqlite().await).await).await })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread")]
+            async fn $name() { super::$name(super::Platform::new(ota_tests::db::postgres().await).await).await })*
+        }
+    };
+}
+
+on_both!(
+    hawkbit_client_installs_an_update,
+    authentication_and_authorization,
+    feedback_errors_and_legacy_fields,
+    withdrawn_action_gets_a_cancel_link,
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hawkbit_client_installs_an_update_with_remote_staging() {
+    let p = Platform::with_remote_staging(ota_tests::db::sqlite().await).await;
+    hawkbit_client_installs_an_update(p).await;
+}
+
+fn client(p: &Platform, v: &str, auth: ClientAuthorization) -> Client {
+    Client::new(&p.base, "DEFAULT", v, auth, None, None, None).unwrap()
+}
+
+async fn hawkbit_client_installs_an_update(p: Platform) {
+    let tokens = p.fleet(1).await;
+    let ddi = client(
+        &p,
+        &vin(0),
+        ClientAuthorization::TargetToken(tokens[0].clone()),
+    );
+
+    // Nothing to do yet, but the device is asked for its config data.
+    let reply = ddi.poll().await.unwrap();
+    assert!(reply.update().is_none());
+    assert_eq!(reply.polling_sleep().unwrap().as_secs(), POLL_S as u64);
+    let config = reply.config_data_request().expect("config data wanted");
+    config
+        .upload(
+            Execution::Closed,
+            Finished::Success,
+            Some(Mode::Merge),
+            json!({"hw_revision": "H2", "serial": "42"}),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let v = p.vehicles.get(&vin(0)).await.unwrap();
+    assert_eq!(v.attributes["hw_revision"], "H2");
+    assert!(ddi.poll().await.unwrap().config_data_request().is_none());
+
+    let campaign = p.launch().await;
+    let (action_id, state) = p.action_of(&campaign, &vin(0)).await;
+    assert_eq!(state, "staged");
+
+    let reply = ddi.poll().await.unwrap();
+    let update = reply.update().expect("a deployment").fetch().await.unwrap();
+    assert_eq!(update.action_id(), action_id);
+    let chunks: Vec<_> = update.chunks().collect();
+    assert_eq!(chunks.len(), 1);
+    assert_eq!(
+        (chunks[0].part(), chunks[0].name(), chunks[0].version()),
+        ("BMS", "bms-fw", "2.3.1")
+    );
+    let artifacts: Vec<_> = chunks[0].artifacts().collect();
+    assert_eq!(artifacts[0].filename(), "bms-fw-2.3.1.bin");
+    assert_eq!(artifacts[0].size() as u64, p.stored.size);
+
+    update
+        .send_feedback(Execution::Proceeding, Finished::None, vec!["downloading"])
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let files = update.download(dir.path()).await.unwrap();
+    assert_eq!(files.len(), 1);
+    files[0].check_sha256().await.unwrap();
+    files[0].check_sha1().await.unwrap();
+    files[0].check_md5().await.unwrap();
+    assert_eq!(std::fs::read(files[0].file()).unwrap(), p.firmware);
+    // Delivery is marked off the response path; give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(p.action_of(&campaign, &vin(0)).await.1, "installing");
+
+    update
+        .send_feedback(Execution::Closed, Finished::Success, vec!["installed"])
+        .await
+        .unwrap();
+    assert_eq!(p.count(&campaign, ActionState::Succeeded).await, 1);
+
+    // The finished action leaves the staged document and the poll.
+    p.restage(&campaign).await;
+    let reply = ddi.poll().await.unwrap();
+    assert!(reply.update().is_none());
+    assert!(reply.cancel_action().is_none());
+    let installed: serde_json::Value = reqwest::Client::new()
+        .get(format!(
+            "{}/installedBase/{action_id}",
+            p.controller_url(&vin(0))
+        ))
+        .header("authorization", format!("TargetToken {}", tokens[0]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(installed["actionHistory"]["status"], "succeeded");
+    assert_eq!(installed["deployment"]["chunks"][0]["version"], "2.3.1");
+}
+
+async fn get(url: &str, auth: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(a) = auth {
+        req = req.header("authorization", a);
+    }
+    req.send().await.unwrap()
+}
+
+async fn post(url: &str, auth: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(url)
+        .header("authorization", auth)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn authentication_and_authorization(p: Platform) {
+    let tokens = p.fleet(2).await;
+    let url = p.controller_url(&vin(0));
+    let own = format!("TargetToken {}", tokens[0]);
+    assert_eq!(get(&url, Some(&own)).await.status(), 200);
+    let res = get(&url, None).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "TargetToken");
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    for bad in [
+        "TargetToken otav_nope",
+        "Bearer whatever",
+        "GatewayToken wrong",
+        "TargetToken",
+    ] {
+        assert_eq!(get(&url, Some(bad)).await.status(), 401, "{bad}");
+    }
+    // Another vehicle's own token.
+    let res = get(&url, Some(&format!("TargetToken {}", tokens[1]))).await;
+    assert_eq!(res.status(), 403);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains(&vin(1)));
+    // The gateway may act for any controller.
+    let gw = format!("GatewayToken {GATEWAY}");
+    assert_eq!(get(&url, Some(&gw)).await.status(), 200);
+    assert_eq!(
+        get(&p.controller_url(&vin(1)), Some(&gw)).await.status(),
+        200
+    );
+    let res = get(
+        &format!("{}/other/controller/v1/{}", p.base, vin(0)),
+        Some(&own),
+    )
+    .await;
+    assert_eq!(res.status(), 404);
+    // The gateway token through the hawkbit client too.
+    let ddi = client(
+        &p,
+        &vin(1),
+        ClientAuthorization::GatewayToken(GATEWAY.into()),
+    );
+    ddi.poll().await.unwrap();
+}
+
+async fn feedback_errors_and_legacy_fields(p: Platform) {
+    let tokens = p.fleet(2).await;
+    let campaign = p.launch().await;
+    let (a0, _) = p.action_of(&campaign, &vin(0)).await;
+    let (a1, _) = p.action_of(&campaign, &vin(1)).await;
+    let own = format!("TargetToken {}", tokens[0]);
+    let base = p.controller_url(&vin(0));
+    let feedback = |a: &str| format!("{base}/deploymentBase/{a}/feedback");
+
+    // Legacy `id` and `time` are ignored; the answer is 200 with no body.
+    let res = post(
+        &feedback(&a0),
+        &own,
+        json!({"id": "999", "time": "20190809T121314",
+               "status": {"execution": "proceeding",
+                          "result": {"finished": "none", "progress": {"cnt": 1, "of": 2}},
+                          "details": ["step 1"]}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().len(), 0);
+    assert_eq!(p.action_of(&campaign, &vin(0)).await.1, "installing");
+
+    let ok =
+        json!({"status": {"execution": "closed", "result": {"finished": "failure"}}}).to_string();
+    let res = post(&feedback("no-such-action"), &own, ok.clone()).await;
+    assert_eq!(res.status(), 404);
+    // Vehicle 0 reporting on vehicle 1's action.
+    let res = post(&feedback(&a1), &own, ok.clone()).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(p.action_of(&campaign, &vin(1)).await.1, "staged");
+
+    for (body, needle) in [
+        ("{not json", "invalid feedback"),
+        (
+            r#"{"status": {"execution": "flying", "result": {"finished": "none"}}}"#,
+            "flying",
+        ),
+        (r#"{"status": {"execution": "closed"}}"#, "result"),
+        (r#"{"id": "1"}"#, "status"),
+    ] {
+        let res = post(&feedback(&a0), &own, body.to_owned()).await;
+        assert_eq!(res.status(), 400, "{body}");
+        let e: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(e["error"]["code"], "invalid_argument");
+        let msg = e["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(needle), "{body}: {msg}");
+    }
+    let huge = json!({"status": {"execution": "proceeding", "result": {"finished": "none"},
+        "details": ["x".repeat(70 * 1024)]}})
+    .to_string();
+    assert_eq!(post(&feedback(&a0), &own, huge).await.status(), 413);
+
+    // Unknown deployment; the artifact link with a range.
+    assert_eq!(
+        get(&format!("{base}/deploymentBase/nope"), Some(&own))
+            .await
+            .status(),
+        404
+    );
+    let deployment: serde_json::Value = get(&format!("{base}/deploymentBase/{a0}"), Some(&own))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let art = &deployment["deployment"]["chunks"][0]["artifacts"][0];
+    assert_eq!(art["hashes"]["sha1"], p.stored.sha1);
+    assert_eq!(art["hashes"]["md5"], p.stored.md5);
+    let href = art["_links"]["download-http"]["href"].as_str().unwrap();
+    let res = reqwest::Client::new()
+        .get(href)
+        .header("authorization", &own)
+        .header("range", "bytes=-100")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(
+        res.bytes().await.unwrap(),
+        p.firmware[p.firmware.len() - 100..]
+    );
+    // Vehicle 1 cannot fetch through vehicle 0's URL.
+    let other = format!("TargetToken {}", tokens[1]);
+    assert_eq!(get(href, Some(&other)).await.status(), 403);
+
+    // Bad config data names the key.
+    let res = reqwest::Client::new()
+        .put(format!("{base}/configData"))
+        .header("authorization", &own)
+        .body(json!({"mode": "merge", "data": {"nested": {"a": 1}}}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let e: serde_json::Value = res.json().await.unwrap();
+    assert!(e["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("data.nested"));
+}
+
+async fn withdrawn_action_gets_a_cancel_link(p: Platform) {
+    let tokens = p.fleet(1).await;
+    let campaign = p.launch().await;
+    let ddi = client(
+        &p,
+        &vin(0),
+        ClientAuthorization::TargetToken(tokens[0].clone()),
+    );
+    let update = ddi
+        .poll()
+        .await
+        .unwrap()
+        .update()
+        .unwrap()
+        .fetch()
+        .await
+        .unwrap();
+    let action_id = update.action_id().to_owned();
+
+    let engineer = ota_campaign_manager::Actor {
+        name: "erin".into(),
+        role: "engineer".into(),
+    };
+    p.manager
+        .transition(
+            &campaign,
+            ota_campaign_manager::model::Transition::Abort,
+            &engineer,
+            "wrong build",
+        )
+        .await
+        .unwrap();
+    p.restage(&campaign).await;
+
+    let reply = ddi.poll().await.unwrap();
+    assert!(reply.update().is_none());
+    let cancel = reply.cancel_action().expect("a cancel link");
+    assert_eq!(cancel.id().await.unwrap(), action_id);
+    cancel
+        .send_feedback(Execution::Closed, Finished::Success, vec!["stopped"])
+        .await
+        .unwrap();
+    assert!(ddi.poll().await.unwrap().cancel_action().is_none());
+}

@@ -1,0 +1,93 @@
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use ota_auth::AuthError;
+use ota_common::{CodedError, ErrorCode, VinError};
+use ota_staging::StagingError;
+use serde_json::json;
+
+/// Every way a vehicle request fails; the answer is the management API's
+/// error shape, `{"error": {"code", "message"}}`, with the status that
+/// follows from the code.
+#[derive(Debug, thiserror::Error)]
+pub enum AdapterError {
+    #[error("missing bearer token")]
+    MissingToken,
+    /// Bad, unknown and revoked secrets look the same to the caller.
+    #[error("invalid or revoked vehicle token")]
+    BadToken,
+    #[error("this token belongs to vehicle {owner}, not {vin}")]
+    WrongVehicle { owner: String, vin: String },
+    #[error(transparent)]
+    InvalidVin(#[from] VinError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("vehicle {vin} is over its request rate; retry in {retry_after_s} s")]
+    RateLimited { vin: String, retry_after_s: u64 },
+    /// Credential lookups failing for another reason than a bad secret.
+    #[error("{0}")]
+    Auth(AuthError),
+    #[error(transparent)]
+    Staging(#[from] StagingError),
+    /// A service's answer; its code carries over (an unknown action stays
+    /// NOT_FOUND, another vehicle's action PERMISSION_DENIED).
+    #[error("{}", .0.message())]
+    Upstream(#[from] tonic::Status),
+}
+
+impl From<AuthError> for AdapterError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::MissingToken => Self::MissingToken,
+            AuthError::BadToken => Self::BadToken,
+            other => Self::Auth(other),
+        }
+    }
+}
+
+impl CodedError for AdapterError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::MissingToken | Self::BadToken => ErrorCode::Unauthenticated,
+            Self::WrongVehicle { .. } => ErrorCode::PermissionDenied,
+            Self::InvalidVin(_) | Self::Invalid(_) => ErrorCode::InvalidArgument,
+            Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
+            Self::RateLimited { .. } => ErrorCode::ResourceExhausted,
+            Self::Auth(e) => e.code(),
+            Self::Staging(e) => e.code(),
+            Self::Upstream(s) => ErrorCode::from_grpc(s.code()),
+        }
+    }
+}
+
+/// What a 503 tells the vehicle: soon, but not at once, so a fleet that
+/// lost its backend does not retry in lockstep.
+const UNAVAILABLE_RETRY_S: u64 = 5;
+
+impl IntoResponse for AdapterError {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        if code == ErrorCode::Internal {
+            tracing::error!(error = %self, "vehicle request failed");
+        }
+        let body = Json(json!({"error": {"code": code.as_str(), "message": self.to_string()}}));
+        let mut res = (code.http_status(), body).into_response();
+        let retry_after = match (&self, code) {
+            (Self::RateLimited { retry_after_s, .. }, _) => Some(*retry_after_s),
+            (_, ErrorCode::Unavailable) => Some(UNAVAILABLE_RETRY_S),
+            _ => None,
+        };
+        if let Some(s) = retry_after {
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
+        }
+        if code == ErrorCode::Unauthenticated {
+            res.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        res
+    }
+}

@@ -1,0 +1,150 @@
+//! The vehicle HTTP API: vehicles authenticate with their own credential,
+//! fetch their staged actions (one key lookup, answered 304 when nothing
+//! changed), report status and inventory. It also serves the MQTT broker's
+//! authentication and authorization hooks, so both protocols check the
+//! same vehicle credentials. Everything behind it is reached over gRPC
+//! clients, in-process or remote alike.
+
+mod delivered;
+mod error;
+mod limit;
+pub mod mqtt;
+mod staging;
+mod vehicle;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, put};
+use axum::Router;
+use ota_auth::vehicles::VehicleCredentials;
+use ota_common::peer::Peer;
+use ota_proto::v1::campaign_manager_client::CampaignManagerClient;
+use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
+
+pub use error::AdapterError;
+pub use limit::RateLimit;
+pub use mqtt::MqttSuperuser;
+pub use staging::StagingLookup;
+
+#[derive(Debug, Clone)]
+pub struct AdapterConfig {
+    /// Largest request body; larger get 413.
+    pub max_body_bytes: usize,
+    /// Requests per vehicle; over it get 429 with Retry-After.
+    pub rate_limit: RateLimit,
+    /// Each vehicle is told `poll_after_s` scaled into [1 - this, 1 + this]
+    /// (at most 0.5), so a fleet does not poll in waves.
+    pub poll_jitter: f64,
+    /// The broker login allowed every topic (e.g. OTA_MQTT_USERNAME and
+    /// OTA_MQTT_PASSWORD); without it only vehicles get in.
+    pub mqtt_superuser: Option<MqttSuperuser>,
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 16 * 1024,
+            rate_limit: RateLimit::default(),
+            poll_jitter: 0.2,
+            mqtt_superuser: None,
+        }
+    }
+}
+
+/// What the router serves from. Cheap to clone.
+#[derive(Clone)]
+pub struct AdapterState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    credentials: VehicleCredentials,
+    staging: StagingLookup,
+    campaigns: CampaignManagerClient<Peer>,
+    vehicles: VehicleStoreClient<Peer>,
+    config: AdapterConfig,
+    limiter: limit::Limiter,
+    delivered: delivered::Delivered,
+}
+
+impl AdapterState {
+    pub fn new(
+        credentials: VehicleCredentials,
+        staging: StagingLookup,
+        campaign_manager: Peer,
+        vehicle_store: Peer,
+        config: AdapterConfig,
+    ) -> Self {
+        let campaigns = CampaignManagerClient::new(campaign_manager);
+        Self {
+            inner: Arc::new(Inner {
+                credentials,
+                staging,
+                delivered: delivered::Delivered::new(campaigns.clone()),
+                campaigns,
+                vehicles: VehicleStoreClient::new(vehicle_store),
+                limiter: limit::Limiter::new(config.rate_limit),
+                config,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &AdapterConfig {
+        &self.inner.config
+    }
+}
+
+/// Without a fallback of its own: `ota serve` merges this router with the
+/// management API's, and axum refuses to merge two fallbacks.
+pub fn router(state: AdapterState) -> Router {
+    Router::new()
+        .route("/v1/vehicles/{vin}/actions", get(vehicle::actions))
+        .route(
+            "/v1/vehicles/{vin}/actions/{action_id}/status",
+            post(vehicle::status),
+        )
+        .route("/v1/vehicles/{vin}/inventory", put(vehicle::inventory))
+        .route("/v1/mqtt/auth", post(mqtt::auth))
+        .route("/v1/mqtt/acl", post(mqtt::acl))
+        .layer(DefaultBodyLimit::max(state.inner.config.max_body_bytes))
+        .layer(middleware::from_fn(count))
+        .with_state(state)
+}
+
+/// Bound on one call to a service: a hung peer must turn into a 503 the
+/// vehicle retries, not a connection held open until the vehicle gives up.
+const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub(crate) async fn bounded<T>(
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(r) => r.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::unavailable(format!(
+            "no answer within {} s",
+            CALL_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+/// `ota_vehicle_requests_total{route,status}` by route template, so the
+/// label set stays bounded however many vehicles there are.
+async fn count(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let started = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    metrics::counter!("ota_vehicle_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("ota_vehicle_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    res
+}

@@ -1,0 +1,449 @@
+//! The vehicle HTTP API over a real socket, against the real vehicle store,
+//! rule engine, campaign manager and staging on a fresh database.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{serve, vin, Platform};
+use ota_common::peer;
+use ota_http_adapter::{AdapterConfig, AdapterState, RateLimit, StagingLookup};
+use ota_staging::{campaign_manager_source, MemoryStore, Stager, StagingService};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+
+struct Env {
+    p: Platform,
+    base: String,
+    http: Client,
+    campaign: String,
+}
+
+async fn env_with(db: ota_tests::db::TestDb, config: AdapterConfig) -> Env {
+    let p = Platform::new(db).await;
+    p.fleet(3).await;
+    let campaign = p.campaign().await;
+    let base = serve(p.state(config)).await;
+    Env {
+        p,
+        base,
+        http: Client::builder().no_proxy().build().unwrap(),
+        campaign,
+    }
+}
+
+/// Tests that send many requests for one vehicle get a budget to match;
+/// the rate limit has its own test.
+fn roomy() -> AdapterConfig {
+    AdapterConfig {
+        rate_limit: RateLimit {
+            per_second: 100.0,
+            burst: 100,
+        },
+        ..AdapterConfig::default()
+    }
+}
+
+async fn env() -> Env {
+    env_with(ota_tests::db::sqlite().await, roomy()).await
+}
+
+impl Env {
+    async fn token(&self, vin: &str) -> String {
+        self.p.credentials.issue(vin, false).await.unwrap().token
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn get_actions(&self, vin: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(&format!("/v1/vehicles/{vin}/actions")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn status(
+        &self,
+        vin: &str,
+        action: &str,
+        token: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(self.url(&format!("/v1/vehicles/{vin}/actions/{action}/status")))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn action_of(&self, v: &str) -> String {
+        self.p
+            .actions(&self.campaign)
+            .await
+            .into_iter()
+            .find(|(vin, _, _)| vin == v)
+            .map(|(_, id, _)| id)
+            .unwrap_or_else(|| panic!("no action for {v}"))
+    }
+}
+
+fn message(b: &Value) -> &str {
+    b["error"]["message"].as_str().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn poll_gets_the_document_with_its_etag_then_304_and_marks_delivered() {
+    let e = env().await;
+    let v = vin(0);
+    let token = e.token(&v).await;
+    let res = e.get_actions(&v, &token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let doc: Value = res.json().await.unwrap();
+    assert_eq!(etag, format!("\"{}\"", doc["etag"].as_str().unwrap()));
+    assert_eq!(doc["vin"], v);
+    let actions = doc["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 1, "{doc}");
+    assert_eq!(actions[0]["package"]["name"], "bms-fw");
+    assert_eq!(actions[0]["action_id"], e.action_of(&v).await);
+    let poll = doc["poll_after_s"].as_u64().unwrap();
+    assert!((240..=360).contains(&poll), "jittered around 300: {poll}");
+
+    let again = e.get_actions(&v, &token).await;
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body, doc, "stable between document changes");
+
+    let res = e
+        .http
+        .get(e.url(&format!("/v1/vehicles/{v}/actions")))
+        .bearer_auth(&token)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(res.headers()["etag"].to_str().unwrap(), etag);
+    assert!(res.bytes().await.unwrap().is_empty());
+
+    // Marked delivered off the request path: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let states: Vec<String> =
+            e.p.actions(&e.campaign)
+                .await
+                .into_iter()
+                .filter(|(vin, _, _)| *vin == v)
+                .map(|(_, _, s)| s)
+                .collect();
+        if states == ["delivered"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not delivered: {states:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let others: Vec<String> =
+        e.p.actions(&e.campaign)
+            .await
+            .into_iter()
+            .filter(|(vin, _, _)| *vin != v)
+            .map(|(_, _, s)| s)
+            .collect();
+    assert_eq!(others, ["staged", "staged"], "only the poller's action");
+}
+
+#[tokio::test]
+async fn a_vehicle_without_actions_gets_the_empty_document() {
+    let e = env().await;
+    let v = "WVWZZZE1ZMP999999";
+    let token = e.token(v).await;
+    let res = e.get_actions(v, &token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc: Value = res.json().await.unwrap();
+    assert_eq!(doc["actions"], json!([]));
+    assert_eq!(doc["etag"], ota_staging::document::EMPTY_ETAG);
+}
+
+#[tokio::test]
+async fn remote_staging_serves_the_same_bytes_as_in_process() {
+    let e = env().await;
+    let v = vin(1);
+    let token = e.token(&v).await;
+    let local = e.get_actions(&v, &token).await;
+    let local_etag = local.headers()["etag"].clone();
+    let local = local.bytes().await.unwrap();
+    let remote = AdapterState::new(
+        e.p.credentials.clone(),
+        StagingLookup::remote(peer::in_process(e.p.staging.clone().into_server())),
+        e.p.campaign_peer.clone(),
+        e.p.vehicle_peer.clone(),
+        AdapterConfig::default(),
+    );
+    let base = serve(remote).await;
+    let res = e
+        .http
+        .get(format!("{base}/v1/vehicles/{v}/actions"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["etag"], local_etag);
+    assert_eq!(res.bytes().await.unwrap(), local);
+}
+
+#[tokio::test]
+async fn staging_not_ready_is_503_with_retry_after() {
+    let e = env().await;
+    let not_rebuilt = Stager::new(
+        Arc::new(MemoryStore::new()),
+        Arc::new(campaign_manager_source(e.p.campaign_peer.clone())),
+        300,
+    );
+    let bus: ota_bus::SharedBus = Arc::new(ota_bus::memory::MemoryBus::new());
+    let state = AdapterState::new(
+        e.p.credentials.clone(),
+        StagingLookup::in_process(StagingService::new(not_rebuilt, bus)),
+        e.p.campaign_peer.clone(),
+        e.p.vehicle_peer.clone(),
+        AdapterConfig::default(),
+    );
+    let base = serve(state).await;
+    let v = vin(0);
+    let res = e
+        .http
+        .get(format!("{base}/v1/vehicles/{v}/actions"))
+        .bearer_auth(e.token(&v).await)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "5");
+    let b: Value = res.json().await.unwrap();
+    assert_eq!(b["error"]["code"], "unavailable");
+}
+
+#[tokio::test]
+async fn tokens_are_checked_against_the_vehicle_in_the_path() {
+    let e = env().await;
+    let v = vin(0);
+    let token = e.token(&v).await;
+    let call = |path: String, token: Option<String>| {
+        let mut req = e.http.get(e.url(&path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            let www = res.headers().get("www-authenticate").cloned();
+            (
+                status,
+                res.json::<Value>().await.unwrap_or(Value::Null),
+                www,
+            )
+        }
+    };
+    let actions = format!("/v1/vehicles/{v}/actions");
+
+    let (s, b, www) = call(actions.clone(), None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(b["error"]["code"], "unauthenticated");
+    assert_eq!(message(&b), "missing bearer token");
+    assert_eq!(www.unwrap(), "Bearer");
+
+    let (s, b, _) = call(actions.clone(), Some("otav_wrong".into())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{b}");
+    assert_eq!(message(&b), "invalid or revoked vehicle token");
+
+    let (s, _, _) = call(actions.clone(), Some("ota_a_management_token".into())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    let other = vin(1);
+    let (s, b, _) = call(format!("/v1/vehicles/{other}/actions"), Some(token.clone())).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_eq!(b["error"]["code"], "permission_denied");
+    assert_eq!(
+        message(&b),
+        format!("this token belongs to vehicle {v}, not {other}")
+    );
+
+    let (s, b, _) = call("/v1/vehicles/WVWZZZ/actions".into(), Some(token.clone())).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(message(&b).contains("\"WVWZZZ\""), "{b}");
+
+    let (s, _, _) = call(actions.clone(), Some(token.clone())).await;
+    assert_eq!(s, StatusCode::OK);
+    e.p.credentials.revoke(&v, None).await.unwrap();
+    let (s, b, _) = call(actions.clone(), Some(token.clone())).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "revocation is immediate: {b}");
+}
+
+#[tokio::test]
+async fn status_reports_are_applied_once_and_checked() {
+    let e = env().await;
+    let v = vin(0);
+    let token = e.token(&v).await;
+    let action = e.action_of(&v).await;
+    let report = json!({"state": "accepted", "progress": 0, "message": "ok", "seq": 1}).to_string();
+
+    let (s, b) = e.status(&v, &action, &token, report.clone()).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b, json!({"applied": true, "state": "accepted"}));
+    let (s, b) = e.status(&v, &action, &token, report).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(
+        b,
+        json!({"applied": false, "state": "accepted"}),
+        "same seq"
+    );
+    let (s, b) = e
+        .status(
+            &v,
+            &action,
+            &token,
+            json!({"state": "downloading", "progress": 40, "seq": 2}).to_string(),
+        )
+        .await;
+    assert_eq!(
+        (s, b["applied"].as_bool()),
+        (StatusCode::ACCEPTED, Some(true))
+    );
+
+    let (s, b) = e
+        .status(
+            &v,
+            "nope",
+            &token,
+            json!({"state": "failed", "seq": 3}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+    assert!(message(&b).contains("nope"), "{b}");
+
+    let others = e.action_of(&vin(1)).await;
+    let (s, b) = e
+        .status(
+            &v,
+            &others,
+            &token,
+            json!({"state": "failed", "seq": 3}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{b}");
+    assert!(message(&b).contains(&others), "{b}");
+
+    for (body, needle) in [
+        ("{garbage".to_owned(), "invalid status report"),
+        (
+            json!({"state": "done", "seq": 3}).to_string(),
+            "unknown state \"done\"",
+        ),
+        (
+            json!({"state": "installing", "progress": 150, "seq": 3}).to_string(),
+            "progress 150 is above 100",
+        ),
+        (json!({"state": "installing"}).to_string(), "seq"),
+        (
+            json!({"state": "installing", "seq": 3, "colour": 1}).to_string(),
+            "colour",
+        ),
+    ] {
+        let (s, b) = e.status(&v, &action, &token, body.clone()).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {b}");
+        assert_eq!(b["error"]["code"], "invalid_argument");
+        assert!(message(&b).contains(needle), "{body}: {b}");
+    }
+
+    let big = json!({"state": "failed", "seq": 9, "message": "x".repeat(20 * 1024)}).to_string();
+    let (s, b) = e.status(&v, &action, &token, big).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{b}");
+    assert_eq!(
+        message(&b),
+        "request body is larger than the limit of 16384 bytes"
+    );
+    let states: Vec<_> =
+        e.p.actions(&e.campaign)
+            .await
+            .into_iter()
+            .map(|(vin, _, s)| (vin, s))
+            .collect();
+    assert!(
+        states.contains(&(v.clone(), "downloading".into())),
+        "{states:?}"
+    );
+}
+
+#[tokio::test]
+async fn over_the_rate_a_vehicle_gets_429_and_others_do_not() {
+    let config = AdapterConfig {
+        rate_limit: RateLimit {
+            per_second: 0.5,
+            burst: 3,
+        },
+        ..AdapterConfig::default()
+    };
+    let e = env_with(ota_tests::db::sqlite().await, config).await;
+    let (a, b) = (vin(0), vin(1));
+    let (ta, tb) = (e.token(&a).await, e.token(&b).await);
+    for _ in 0..3 {
+        assert_eq!(e.get_actions(&a, &ta).await.status(), StatusCode::OK);
+    }
+    let res = e.get_actions(&a, &ta).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "resource_exhausted");
+    assert!(message(&body).contains(&a), "{body}");
+    assert_eq!(e.get_actions(&b, &tb).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn inventory_reports_update_the_vehicle() {
+    let e = env_with(ota_tests::db::postgres().await, roomy()).await;
+    let v = vin(2);
+    let token = e.token(&v).await;
+    let put = |body: String| {
+        e.http
+            .put(e.url(&format!("/v1/vehicles/{v}/inventory")))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let res = put(
+        json!({"ecus": {"BMS": {"hw": "H2", "sw": "2.3.1"}, "TCU": {"sw": "7.0"}},
+               "attributes": {"odometer_km": "12000"}})
+        .to_string(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let b: Value = res.json().await.unwrap();
+    assert_eq!(b["ecus"]["BMS"]["sw"], "2.3.1", "{b}");
+    let stored = e.p.vehicles.get(&v).await.unwrap();
+    assert_eq!(stored.ecus["BMS"].sw, "2.3.1");
+    assert_eq!(stored.ecus["TCU"].sw, "7.0");
+    assert_eq!(stored.attributes["odometer_km"], "12000");
+    assert_eq!(stored.provenance["ecus.BMS.sw"], "vehicle");
+
+    let res = put(json!({"ecu": {}}).to_string()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let b: Value = res.json().await.unwrap();
+    assert!(message(&b).contains("ecu"), "{b}");
+}

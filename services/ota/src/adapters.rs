@@ -1,0 +1,146 @@
+//! The vehicle-facing side of `ota serve`: the HTTP vehicle API, hawkBit
+//! DDI and hosted artifacts (the `http-adapter` role), and MQTT with the
+//! embedded broker or an external one (the `mqtt-adapter` role).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use ota_auth::vehicles::VehicleCredentials;
+use ota_bus::SharedBus;
+use ota_common::peer::{self, Peer};
+use ota_db::Db;
+use ota_proto::v1 as pb;
+use pb::campaign_manager_client::CampaignManagerClient;
+use pb::staging_client::StagingClient;
+use pb::vehicle_store_client::VehicleStoreClient;
+use tokio::sync::watch;
+
+use crate::config::{Config, Service};
+
+pub struct Inputs<'a> {
+    pub cfg: &'a Config,
+    pub services: &'a BTreeSet<Service>,
+    pub db: Option<&'a Db>,
+    /// Staging in this process, for the no-protobuf lookup.
+    pub staging: Option<ota_staging::StagingService>,
+    pub campaign_peer: Option<Peer>,
+    pub vehicle_peer: Option<Peer>,
+    pub bus: SharedBus,
+}
+
+pub struct Adapters {
+    pub router: Router,
+    pub mqtt: Option<ota_mqtt_adapter::MqttAdapterHandle>,
+}
+
+pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
+    let http = i.services.contains(&Service::HttpAdapter);
+    let mqtt = i.services.contains(&Service::MqttAdapter);
+    let mut out = Adapters {
+        router: Router::new(),
+        mqtt: None,
+    };
+    if !http && !mqtt {
+        return Ok(out);
+    }
+    let db = i.db.context("the vehicle adapters need the database")?;
+    let credentials = VehicleCredentials::new(db.clone());
+    let campaigns = i.campaign_peer.clone().context("built for the adapters")?;
+    let vehicles = i.vehicle_peer.clone().context("built for the adapters")?;
+    let remote_staging = || -> anyhow::Result<StagingClient<Peer>> {
+        Ok(StagingClient::new(
+            peer::remote(&i.cfg.peer_url(Service::Staging)?).map_err(anyhow::Error::msg)?,
+        )
+        .max_decoding_message_size(16 * 1024 * 1024))
+    };
+    let public_url = i.cfg.public_url();
+
+    if http {
+        let lookup = match &i.staging {
+            Some(s) => ota_http_adapter::StagingLookup::in_process(s.clone()),
+            None => ota_http_adapter::StagingLookup::Remote(remote_staging()?),
+        };
+        let superuser = match (&i.cfg.mqtt_username, &i.cfg.mqtt_password) {
+            (Some(u), Some(p)) => Some(ota_http_adapter::MqttSuperuser {
+                username: u.clone(),
+                password: p.clone(),
+            }),
+            _ => None,
+        };
+        let config = ota_http_adapter::AdapterConfig {
+            rate_limit: ota_http_adapter::RateLimit {
+                per_second: i.cfg.adapters.vehicle_rate_per_s,
+                burst: i.cfg.adapters.vehicle_burst,
+            },
+            mqtt_superuser: superuser,
+            ..Default::default()
+        };
+        let state = ota_http_adapter::AdapterState::new(
+            credentials.clone(),
+            lookup,
+            campaigns.clone(),
+            vehicles.clone(),
+            config,
+        );
+        let ddi_staging = match &i.staging {
+            Some(s) => ota_ddi::Staging::InProcess(s.clone()),
+            None => ota_ddi::Staging::Remote(remote_staging()?),
+        };
+        let store: Arc<dyn ota_artifacts::ArtifactStore> =
+            Arc::new(ota_artifacts::DiskStore::new(&i.cfg.data_dir));
+        let ddi = ota_ddi::DdiState::new(
+            credentials.clone(),
+            ddi_staging,
+            CampaignManagerClient::new(campaigns.clone()),
+            VehicleStoreClient::new(vehicles.clone()),
+            store.clone(),
+            i.cfg.adapters.ddi_gateway_token.clone(),
+            public_url.clone(),
+        );
+        out.router = out
+            .router
+            .merge(ota_http_adapter::router(state))
+            .merge(ota_ddi::router(ddi))
+            .merge(crate::artifacts::router(
+                store,
+                credentials.clone(),
+                ota_auth::TokenStore::new(db.clone()),
+                public_url.clone(),
+            ));
+    }
+
+    if mqtt {
+        let documents = match &i.staging {
+            Some(s) => ota_mqtt_adapter::Documents::Local(s.clone()),
+            None => ota_mqtt_adapter::Documents::Remote(remote_staging()?),
+        };
+        let listen = i.cfg.mqtt_listen.parse().expect("validated");
+        let config = ota_mqtt_adapter::MqttAdapterConfig {
+            listen,
+            external_url: i.cfg.mqtt_url.clone(),
+            username: i.cfg.mqtt_username.clone(),
+            password: i.cfg.mqtt_password.clone(),
+            ..Default::default()
+        };
+        let backends = ota_mqtt_adapter::Backends {
+            campaigns: CampaignManagerClient::new(campaigns),
+            vehicles: VehicleStoreClient::new(vehicles),
+            documents,
+            credentials: Some(credentials),
+        };
+        // Stopped explicitly (and bounded in time) after the servers drained,
+        // not by the shutdown signal.
+        let (keep, never) = watch::channel(false);
+        std::mem::forget(keep);
+        let handle = ota_mqtt_adapter::start(config, backends, i.bus.clone(), never)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(addr) = handle.listen {
+            tracing::info!(%addr, "embedded MQTT broker listening");
+        }
+        out.mqtt = Some(handle);
+    }
+    Ok(out)
+}

@@ -1,0 +1,373 @@
+//! One simulated vehicle: the protocol loop that finds its actions, and the
+//! install it carries out for each, whichever protocol reports it.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{Fleet, Protocol};
+
+pub async fn run(fleet: Arc<Fleet>, vin: String, token: String, protocol: Protocol) {
+    let result = match protocol {
+        Protocol::Http | Protocol::Mixed => http(&fleet, &vin, &token).await,
+        Protocol::Ddi => ddi(&fleet, &vin, &token).await,
+        Protocol::Mqtt => mqtt(&fleet, &vin, &token).await,
+    };
+    if let Err(e) = result {
+        fleet.counters.errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(%vin, error = %format!("{e:#}"), "simulated vehicle stopped");
+    }
+}
+
+/// How a vehicle tells the platform about one action.
+enum Reporter<'a> {
+    Http { vin: &'a str, token: &'a str, action_id: String },
+    Ddi { feedback: String, token: &'a str, action_id: String },
+    Mqtt { client: &'a rumqttc::AsyncClient, vin: &'a str, action_id: String },
+}
+
+impl Reporter<'_> {
+    async fn report(&self, f: &Fleet, state: &str, progress: u32, message: &str) -> anyhow::Result<()> {
+        // Microseconds since the fleet started: increasing for every report
+        // of a vehicle, whatever the protocol.
+        let seq = f.started.elapsed().as_micros() as u64;
+        match self {
+            Reporter::Http { vin, token, action_id } => {
+                let r = f
+                    .http
+                    .post(format!("{}/v1/vehicles/{vin}/actions/{action_id}/status", f.base))
+                    .bearer_auth(token)
+                    .json(&json!({"state": state, "progress": progress, "message": message, "seq": seq}))
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("status {state} for action {action_id}: {} {}", r.status(), r.text().await.unwrap_or_default());
+                }
+            }
+            Reporter::Ddi { feedback, token, action_id } => {
+                let (execution, finished) = match state {
+                    "accepted" => ("proceeding", "none"),
+                    "downloading" => ("download", "none"),
+                    "installing" => ("proceeding", "none"),
+                    "succeeded" => ("closed", "success"),
+                    "failed" => ("closed", "failure"),
+                    "rejected" => ("rejected", "none"),
+                    other => bail!("no DDI feedback for state {other}"),
+                };
+                let r = f
+                    .http
+                    .post(feedback)
+                    .header("authorization", format!("TargetToken {token}"))
+                    .json(&json!({"id": action_id, "status": {"execution": execution,
+                        "result": {"finished": finished, "progress": {"cnt": progress, "of": 100}},
+                        "details": [message]}}))
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("DDI feedback {execution} for action {action_id}: {}", r.status());
+                }
+            }
+            Reporter::Mqtt { client, vin, action_id } => {
+                client
+                    .publish(
+                        format!("ota/v1/vehicles/{vin}/status"),
+                        rumqttc::QoS::AtLeastOnce,
+                        false,
+                        json!({"action_id": action_id, "state": state, "progress": progress, "message": message, "seq": seq})
+                            .to_string(),
+                    )
+                    .await?;
+            }
+        }
+        f.counters.reports.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Downloads an artifact and checks its size and SHA-256.
+async fn download(f: &Fleet, url: &str, auth: (&str, &str), sha256: &str, size: u64) -> anyhow::Result<()> {
+    let r = f
+        .http
+        .get(url)
+        .header("authorization", format!("{} {}", auth.0, auth.1))
+        .send()
+        .await
+        .with_context(|| format!("downloading {url}"))?;
+    if !r.status().is_success() {
+        bail!("downloading {url}: {}", r.status());
+    }
+    let body = r.bytes().await?;
+    let got = hex::encode(Sha256::digest(&body));
+    if !sha256.is_empty() && got != sha256.to_ascii_lowercase() {
+        bail!("{url}: sha256 {got} does not match {sha256}");
+    }
+    if size > 0 && body.len() as u64 != size {
+        bail!("{url}: {} bytes, expected {size}", body.len());
+    }
+    f.counters.downloads.fetch_add(1, Ordering::Relaxed);
+    f.counters.downloaded_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Carries out one install: accept, download and check, install, report
+/// the outcome. Returns the version now installed on success.
+async fn install(
+    f: &Fleet,
+    reporter: &Reporter<'_>,
+    artifacts: &[(String, String, u64)],
+    auth: (&str, &str),
+    first: &mut bool,
+) -> anyhow::Result<bool> {
+    f.counters.actions_seen.fetch_add(1, Ordering::Relaxed);
+    f.worked();
+    reporter.report(f, "accepted", 0, "").await?;
+    reporter.report(f, "downloading", 10, "").await?;
+    for (url, sha256, size) in artifacts {
+        if let Err(e) = download(f, url, auth, sha256, *size).await {
+            reporter.report(f, "failed", 0, &format!("download failed: {e:#}")).await?;
+            f.counters.failed.fetch_add(1, Ordering::Relaxed);
+            return Ok(false);
+        }
+    }
+    reporter.report(f, "installing", 50, "").await?;
+    tokio::time::sleep(f.install_time).await;
+    let ok = rand::random::<f64>() >= f.fail_rate;
+    if ok {
+        reporter.report(f, "succeeded", 100, "").await?;
+        f.counters.succeeded.fetch_add(1, Ordering::Relaxed);
+    } else {
+        reporter.report(f, "failed", 60, "simulated install failure").await?;
+        f.counters.failed.fetch_add(1, Ordering::Relaxed);
+    }
+    if *first {
+        *first = false;
+        f.counters.vehicles_done.fetch_add(1, Ordering::Relaxed);
+    }
+    f.worked();
+    Ok(ok)
+}
+
+fn artifacts_of(package: &Value) -> Vec<(String, String, u64)> {
+    package["artifacts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["url"].as_str().unwrap_or_default().to_string(),
+                a["sha256"].as_str().unwrap_or_default().to_string(),
+                a["size"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+fn inventory(ecu: &str, version: &str) -> Value {
+    json!({"ecus": {ecu: {"hw": "H2", "sw": version}}})
+}
+
+async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
+    let mut etag: Option<String> = None;
+    let mut done: HashSet<String> = HashSet::new();
+    let mut first = true;
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let mut req = f.http.get(format!("{}/v1/vehicles/{vin}/actions", f.base)).bearer_auth(token);
+        if let Some(e) = &etag {
+            req = req.header("if-none-match", e);
+        }
+        let r = req.send().await?;
+        f.counters.polls.fetch_add(1, Ordering::Relaxed);
+        match r.status().as_u16() {
+            304 => {
+                f.counters.not_modified.fetch_add(1, Ordering::Relaxed);
+            }
+            200 => {
+                etag = r.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let doc: Value = r.json().await?;
+                wait = Duration::from_secs(doc["poll_after_s"].as_u64().unwrap_or(1));
+                for a in doc["actions"].as_array().into_iter().flatten() {
+                    let id = a["action_id"].as_str().unwrap_or_default().to_string();
+                    if !done.insert(id.clone()) {
+                        continue;
+                    }
+                    let reporter = Reporter::Http { vin, token, action_id: id };
+                    let ecu = a["ecu"].as_str().unwrap_or_default();
+                    let version = a["package"]["version"].as_str().unwrap_or_default();
+                    if install(f, &reporter, &artifacts_of(&a["package"]), ("Bearer", token), &mut first).await? {
+                        f.http
+                            .put(format!("{}/v1/vehicles/{vin}/inventory", f.base))
+                            .bearer_auth(token)
+                            .json(&inventory(ecu, version))
+                            .send()
+                            .await?
+                            .error_for_status()?;
+                    }
+                    // The document changes after a report: fetch it again.
+                    etag = None;
+                }
+            }
+            429 | 503 => {}
+            s => bail!("GET actions of {vin}: {s}"),
+        }
+        tokio::time::sleep(f.poll_every.unwrap_or(wait)).await;
+    }
+}
+
+/// `HH:MM:SS` from a DDI poll answer.
+fn ddi_sleep(v: &Value) -> Option<Duration> {
+    let s = v["config"]["polling"]["sleep"].as_str()?;
+    let parts: Vec<u64> = s.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    match parts[..] {
+        [h, m, s] => Some(Duration::from_secs(h * 3600 + m * 60 + s)),
+        _ => None,
+    }
+}
+
+async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
+    let auth = format!("TargetToken {token}");
+    let mut done: HashSet<String> = HashSet::new();
+    let mut first = true;
+    loop {
+        let r = f
+            .http
+            .get(format!("{}/default/controller/v1/{vin}", f.base))
+            .header("authorization", &auth)
+            .send()
+            .await?;
+        f.counters.polls.fetch_add(1, Ordering::Relaxed);
+        if !r.status().is_success() {
+            bail!("DDI poll of {vin}: {}", r.status());
+        }
+        let poll: Value = r.json().await?;
+        let wait = ddi_sleep(&poll).unwrap_or(Duration::from_secs(1));
+        if let Some(href) = poll["_links"]["deploymentBase"]["href"].as_str() {
+            let d: Value = f
+                .http
+                .get(href)
+                .header("authorization", &auth)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let id = d["id"].as_str().map(str::to_owned).unwrap_or_else(|| d["id"].to_string());
+            if done.insert(id.clone()) {
+                let mut artifacts = Vec::new();
+                let mut installed = Vec::new();
+                for chunk in d["deployment"]["chunks"].as_array().into_iter().flatten() {
+                    installed.push((
+                        chunk["part"].as_str().unwrap_or_default().to_string(),
+                        chunk["version"].as_str().unwrap_or_default().to_string(),
+                    ));
+                    for a in chunk["artifacts"].as_array().into_iter().flatten() {
+                        let link = a["_links"]["download-http"]["href"]
+                            .as_str()
+                            .or(a["_links"]["download"]["href"].as_str())
+                            .unwrap_or_default();
+                        artifacts.push((
+                            link.to_string(),
+                            a["hashes"]["sha256"].as_str().unwrap_or_default().to_string(),
+                            a["size"].as_u64().unwrap_or(0),
+                        ));
+                    }
+                }
+                let base = href.split('?').next().unwrap_or(href);
+                let reporter = Reporter::Ddi { feedback: format!("{base}/feedback"), token, action_id: id };
+                if install(f, &reporter, &artifacts, ("TargetToken", token), &mut first).await? {
+                    for (ecu, version) in installed {
+                        f.http
+                            .put(format!("{}/v1/vehicles/{vin}/inventory", f.base))
+                            .bearer_auth(token)
+                            .json(&inventory(&ecu, &version))
+                            .send()
+                            .await?;
+                    }
+                }
+                continue;
+            }
+        }
+        tokio::time::sleep(f.poll_every.unwrap_or(wait)).await;
+    }
+}
+
+async fn mqtt(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
+    let (host, port) = broker_address(&f.mqtt_url)?;
+    let mut opts = rumqttc::MqttOptions::new(vin, host, port);
+    opts.set_credentials(vin, token);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 64);
+    client
+        .subscribe(format!("ota/v1/vehicles/{vin}/actions"), rumqttc::QoS::AtLeastOnce)
+        .await?;
+    // The event loop must keep running while an install takes its time: the
+    // documents go to a worker through a channel.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(8);
+    let pump = async {
+        loop {
+            match events.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    f.counters.polls.fetch_add(1, Ordering::Relaxed);
+                    if let Ok(doc) = serde_json::from_slice::<Value>(&p.payload) {
+                        let _ = tx.send(doc).await;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => return Err::<(), anyhow::Error>(anyhow::anyhow!("mqtt connection of {vin}: {e}")),
+            }
+        }
+    };
+    let work = async {
+        let mut done: HashSet<String> = HashSet::new();
+        let mut first = true;
+        while let Some(doc) = rx.recv().await {
+            for a in doc["actions"].as_array().into_iter().flatten() {
+                let id = a["action_id"].as_str().unwrap_or_default().to_string();
+                if !done.insert(id.clone()) {
+                    continue;
+                }
+                let reporter = Reporter::Mqtt { client: &client, vin, action_id: id };
+                let ecu = a["ecu"].as_str().unwrap_or_default();
+                let version = a["package"]["version"].as_str().unwrap_or_default();
+                if install(f, &reporter, &artifacts_of(&a["package"]), ("Bearer", token), &mut first).await? {
+                    client
+                        .publish(
+                            format!("ota/v1/vehicles/{vin}/inventory"),
+                            rumqttc::QoS::AtLeastOnce,
+                            false,
+                            inventory(ecu, version).to_string(),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    };
+    tokio::select! {
+        r = pump => r,
+        r = work => r,
+    }
+}
+
+/// Host and port of `mqtt://host:port` (or `tcp://`).
+fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
+    let rest = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .with_context(|| format!("mqtt url {url:?} must start with mqtt:// or tcp://"))?;
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((host, port)) => Ok((
+            host.to_string(),
+            port.parse()
+                .with_context(|| format!("mqtt url {url:?}: bad port {port:?}"))?,
+        )),
+        None => Ok((rest.to_string(), 1883)),
+    }
+}
