@@ -1,0 +1,260 @@
+//! Vehicle reports: the adapter's MQTT client consumes status, inventory and
+//! presence through shared subscriptions, hands each to the platform, and
+//! acknowledges it only once the platform recorded it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ota_common::Vin;
+use ota_proto::v1 as pb;
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::topics::{Kind, Topics};
+use crate::{stopping, Backends, Stopped};
+
+pub(crate) struct Ingest {
+    pub client: AsyncClient,
+    pub topics: Topics,
+    pub share_group: String,
+    pub max_payload: usize,
+    pub backends: Backends,
+    /// VINs that came online: their document is published if needed.
+    pub ensure: mpsc::Sender<String>,
+}
+
+#[derive(Deserialize)]
+struct StatusReport {
+    action_id: String,
+    state: String,
+    #[serde(default)]
+    progress: u32,
+    #[serde(default)]
+    message: String,
+    seq: u64,
+}
+
+#[derive(Deserialize)]
+struct InventoryReport {
+    #[serde(default)]
+    ecus: HashMap<String, EcuReport>,
+    #[serde(default)]
+    attributes: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct EcuReport {
+    #[serde(default)]
+    hw: String,
+    #[serde(default)]
+    sw: String,
+}
+
+/// Why a report was dropped (acknowledged without being recorded): the
+/// `reason` label of `ota_mqtt_rejected_total`.
+#[derive(Debug)]
+struct Rejected(&'static str, String);
+
+impl Ingest {
+    pub async fn run(self, mut eventloop: EventLoop, mut stopped: Stopped) {
+        let this = Arc::new(self);
+        // Bumped on every (re)connect: a packet id is only meaningful on the
+        // connection it arrived on, so a report finished after a reconnect is
+        // not acknowledged (the broker redelivers it; reports are idempotent).
+        let connection = Arc::new(AtomicU64::new(0));
+        let mut workers = JoinSet::new();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let event = tokio::select! {
+                _ = stopping(&mut stopped) => break,
+                Some(_) = workers.join_next(), if !workers.is_empty() => continue,
+                e = eventloop.poll() => e,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    connection.fetch_add(1, Ordering::SeqCst);
+                    backoff = Duration::from_millis(100);
+                    tracing::info!(session_present = ack.session_present, "MQTT adapter connected");
+                    // Subscribing again is harmless when the session kept the
+                    // subscriptions, and needed when the broker lost them.
+                    let filters = [Kind::Status, Kind::Inventory, Kind::Presence].map(|k| {
+                        SubscribeFilter::new(
+                            format!("$share/{}/{}", this.share_group, this.topics.filter(k)),
+                            QoS::AtLeastOnce,
+                        )
+                    });
+                    if let Err(e) = this.client.try_subscribe_many(filters) {
+                        tracing::error!(error = %e, "MQTT adapter could not subscribe");
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    use rumqttc::SubscribeReasonCode as C;
+                    if ack.return_codes.iter().any(|c| matches!(c, C::Failure)) {
+                        tracing::error!(?ack, "MQTT broker refused the adapter's subscriptions");
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let this = this.clone();
+                    let connection = connection.clone();
+                    let on = connection.load(Ordering::SeqCst);
+                    workers.spawn(async move {
+                        this.handle(&p).await;
+                        if connection.load(Ordering::SeqCst) == on {
+                            if let Err(e) = this.client.ack(&p).await {
+                                tracing::debug!(error = %e, "acknowledging an MQTT report");
+                            }
+                        }
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "MQTT adapter connection lost");
+                    tokio::select! {
+                        _ = stopping(&mut stopped) => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        // Reports still being recorded stay unacknowledged: redelivered.
+        workers.abort_all();
+        while workers.join_next().await.is_some() {}
+    }
+
+    async fn handle(&self, p: &Publish) {
+        let kind = self.topics.parse(&p.topic).map(|(_, k)| k);
+        match self.process(p).await {
+            Ok(()) => {
+                metrics::counter!("ota_mqtt_reports_total", "kind" => kind.map_or("other", |k| k.as_str()))
+                    .increment(1);
+            }
+            Err(Rejected(reason, detail)) => {
+                metrics::counter!("ota_mqtt_rejected_total", "reason" => reason).increment(1);
+                tracing::warn!(topic = %p.topic, reason, detail, "MQTT report rejected");
+            }
+        }
+    }
+
+    async fn process(&self, p: &Publish) -> Result<(), Rejected> {
+        let (vin, kind) = self
+            .topics
+            .parse(&p.topic)
+            .ok_or_else(|| Rejected("topic", p.topic.clone()))?;
+        if p.payload.len() > self.max_payload {
+            return Err(Rejected(
+                "too_large",
+                format!("{} bytes from {vin}", p.payload.len()),
+            ));
+        }
+        let vin = Vin::parse(vin)
+            .map_err(|e| Rejected("vin", e.to_string()))?
+            .to_string();
+        match kind {
+            Kind::Status => {
+                let r: StatusReport = serde_json::from_slice(&p.payload)
+                    .map_err(|e| Rejected("payload", format!("status of {vin}: {e}")))?;
+                let req = pb::ReportStatusRequest {
+                    vin,
+                    action_id: r.action_id,
+                    state: r.state,
+                    progress: r.progress,
+                    message: r.message,
+                    seq: r.seq,
+                    protocol: "mqtt".into(),
+                };
+                self.retry(|| {
+                    let mut c = self.backends.campaigns.clone();
+                    let req = req.clone();
+                    async move { c.report_status(req).await.map(|_| ()) }
+                })
+                .await
+            }
+            Kind::Inventory => {
+                let r: InventoryReport = serde_json::from_slice(&p.payload)
+                    .map_err(|e| Rejected("payload", format!("inventory of {vin}: {e}")))?;
+                let req = pb::ReportInventoryRequest {
+                    vin,
+                    ecus: r
+                        .ecus
+                        .into_iter()
+                        .map(|(k, e)| (k, pb::Ecu { hw: e.hw, sw: e.sw }))
+                        .collect(),
+                    attributes: r.attributes,
+                };
+                self.report_inventory(req).await
+            }
+            Kind::Presence => {
+                let online = match &p.payload[..] {
+                    b"online" => true,
+                    b"offline" => false,
+                    _ => return Err(Rejected("payload", format!("presence of {vin}"))),
+                };
+                // A retained presence is replayed on every (re)subscribe; it
+                // says nothing about when the vehicle was last seen.
+                if p.retain {
+                    return Ok(());
+                }
+                if online {
+                    let _ = self.ensure.try_send(vin.clone());
+                }
+                // An inventory report with no changes moves last_seen.
+                self.report_inventory(pb::ReportInventoryRequest {
+                    vin,
+                    ..Default::default()
+                })
+                .await
+            }
+            Kind::Actions => Err(Rejected("topic", p.topic.clone())),
+        }
+    }
+
+    async fn report_inventory(&self, req: pb::ReportInventoryRequest) -> Result<(), Rejected> {
+        self.retry(|| {
+            let mut c = self.backends.vehicles.clone();
+            let req = req.clone();
+            async move { c.report_inventory(req).await.map(|_| ()) }
+        })
+        .await
+    }
+
+    /// Calls until the platform answers: a transient failure is retried
+    /// (the report stays unacknowledged meanwhile), a refusal is final.
+    async fn retry<F, Fut>(&self, call: F) -> Result<(), Rejected>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+    {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match call().await {
+                Ok(()) => return Ok(()),
+                Err(s) if transient(s.code()) => {
+                    tracing::warn!(code = ?s.code(), message = s.message(), "recording an MQTT report failed, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+                Err(s) => {
+                    let reason = match s.code() {
+                        tonic::Code::NotFound => "not_found",
+                        tonic::Code::InvalidArgument => "invalid",
+                        _ => "refused",
+                    };
+                    return Err(Rejected(reason, s.message().to_owned()));
+                }
+            }
+        }
+    }
+}
+
+fn transient(code: tonic::Code) -> bool {
+    use tonic::Code::*;
+    matches!(
+        code,
+        Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Cancelled | Unknown
+    )
+}

@@ -1,0 +1,331 @@
+//! The real platform in-process (vehicle store, rule engine, campaign
+//! manager and staging over a fresh PostgreSQL database, an in-memory bus)
+//! and helpers to drive the adapter with real MQTT clients.
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ota_auth::vehicles::VehicleCredentials;
+use ota_bus::{topics, MemoryBus, SharedBus, StagedEvent};
+use ota_campaign_manager::model::{ActionState, Transition};
+use ota_campaign_manager::store::Store;
+use ota_campaign_manager::{Actor, CampaignManager, CampaignManagerService, Config};
+use ota_common::peer::{self, Peer};
+use ota_common::vehicle::VehiclePatch;
+use ota_mqtt_adapter::{Backends, Documents, MqttAdapterConfig, MqttAdapterHandle};
+use ota_proto::v1 as pb;
+use ota_rule_engine::{RuleEngineService, StoreVehicles};
+use ota_staging::{campaign_manager_source, MemoryStore, Stager, StagingService};
+use ota_tests::db::TestDb;
+use ota_vehicle_store::grpc::VehicleStoreService;
+use ota_vehicle_store::{Precedence, VehicleStore};
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
+use tokio::sync::watch;
+
+pub const MOSQUITTO: &str = "127.0.0.1:1883";
+
+pub struct Platform {
+    pub manager: CampaignManager,
+    pub vehicles: VehicleStore,
+    pub credentials: VehicleCredentials,
+    pub staging: StagingService,
+    pub campaign_peer: Peer,
+    pub vehicle_peer: Peer,
+    pub bus: SharedBus,
+    pub db: TestDb,
+    /// VINs unique to this test, so tests sharing Mosquitto never collide.
+    pub vin_base: u32,
+}
+
+impl Platform {
+    pub async fn new() -> Self {
+        let db = ota_tests::db::postgres().await;
+        let vehicles = VehicleStore::new(db.db(), Precedence::default());
+        let vehicle_peer =
+            peer::in_process(VehicleStoreService::new(vehicles.clone()).into_server());
+        let rule_peer = peer::in_process(
+            RuleEngineService::new(StoreVehicles::new(vehicle_peer.clone())).into_server(),
+        );
+        let bus: SharedBus = Arc::new(MemoryBus::new());
+        let relay = ota_bus::outbox::Relay::new(db.db().clone(), bus.clone());
+        let store = Store::new(db.db().clone(), relay.waker());
+        let manager = CampaignManager::new(
+            store,
+            rule_peer,
+            Arc::new(StoreVehicles::new(vehicle_peer.clone())),
+            Config::default(),
+        );
+        let campaign_peer =
+            peer::in_process(CampaignManagerService::new(manager.clone()).into_server());
+        let stager = Stager::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(campaign_manager_source(campaign_peer.clone())),
+            300,
+        );
+        stager.full_rebuild().await.unwrap();
+        let staging = StagingService::new(stager, bus.clone());
+        Self {
+            manager,
+            vehicles,
+            credentials: VehicleCredentials::new(db.db().clone()),
+            staging,
+            campaign_peer,
+            vehicle_peer,
+            bus,
+            db,
+            vin_base: rand::random::<u32>() % 900_000,
+        }
+    }
+
+    pub fn vin(&self, i: u32) -> String {
+        format!("WVWZZZE1ZMP{:06}", self.vin_base + i)
+    }
+
+    pub fn backends(&self) -> Backends {
+        Backends {
+            campaigns: pb::campaign_manager_client::CampaignManagerClient::new(
+                self.campaign_peer.clone(),
+            ),
+            vehicles: pb::vehicle_store_client::VehicleStoreClient::new(self.vehicle_peer.clone()),
+            documents: Documents::Local(self.staging.clone()),
+            credentials: Some(self.credentials.clone()),
+        }
+    }
+
+    /// Vehicles 0..n with BMS 2.2.0, a package and a running campaign that
+    /// gives each of them one action; returns the campaign id.
+    pub async fn campaign(&self, n: u32) -> String {
+        for i in 0..n {
+            let patch: VehiclePatch = serde_json::from_value(serde_json::json!({
+                "vin": self.vin(i), "model": "ID.4", "platform": "MEB", "region": "EU", "gateway": "hcp1",
+                "ecus": {"BMS": {"hw": "H2", "sw": "2.2.0"}}
+            }))
+            .unwrap();
+            self.vehicles.upsert("manufacturing", patch).await.unwrap();
+        }
+        self.manager
+            .create_package(
+                pb::Package {
+                    name: "bms-fw".into(),
+                    version: "2.3.1".into(),
+                    ecu: "BMS".into(),
+                    artifacts: vec![pb::Artifact {
+                        url: "https://cdn.example/bms-2.3.1.bin".into(),
+                        sha256: "a".repeat(64),
+                        size: 1024,
+                    }],
+                    ..Default::default()
+                },
+                "erin",
+            )
+            .await
+            .unwrap();
+        // A fresh database per test: every vehicle in it is one of ours.
+        let spec = "name: mqtt-test\ntarget: 'vehicle.region == \"EU\" && version_cmp(vehicle.ecus.BMS.sw, \"2.3.1\") < 0'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\nrollout:\n  waves: [100]\n  wave_soak: 0s\n  max_per_minute: 600000\n";
+        let c = self
+            .manager
+            .create_campaign(spec, "erin")
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("campaign rejected: {e:?}"));
+        let approver = Actor {
+            name: "alex".into(),
+            role: "approver".into(),
+        };
+        let engineer = Actor {
+            name: "erin".into(),
+            role: "engineer".into(),
+        };
+        self.manager
+            .transition(&c.id, Transition::Approve, &approver, "ok")
+            .await
+            .unwrap();
+        self.manager
+            .transition(&c.id, Transition::Launch, &engineer, "go")
+            .await
+            .unwrap();
+        self.manager.target_campaign(&c.id).await.unwrap();
+        // The rollout opens the first (only) wave: the actions become staged.
+        self.manager.tick().await.unwrap();
+        assert_eq!(
+            self.count(&c.id, ActionState::Staged).await,
+            u64::from(n),
+            "every vehicle has an open action: {:?}",
+            self.manager.store().state_counts(&c.id).await.unwrap()
+        );
+        let all: Vec<String> = (0..n).map(|i| self.vin(i)).collect();
+        self.staging.stager().stage_vins(&all).await.unwrap();
+        c.id
+    }
+
+    /// Tells the adapter these vehicles' documents changed, as staging does.
+    pub async fn staged(&self, vins: &[String]) {
+        let ev = StagedEvent::Changed {
+            vins: vins.to_vec(),
+            at_ms: 0,
+        };
+        self.bus
+            .publish(topics::STAGED, &[serde_json::to_string(&ev).unwrap()])
+            .await
+            .unwrap();
+    }
+
+    /// The vehicle's open action id in the campaign.
+    pub async fn action_of(&self, campaign: &str, vin: &str) -> String {
+        let rows = self
+            .manager
+            .store()
+            .campaign_rows(campaign, "", 100_000)
+            .await
+            .unwrap();
+        rows.into_iter()
+            .find(|r| r.vin == vin)
+            .unwrap_or_else(|| panic!("{vin} has no action in {campaign}"))
+            .id
+    }
+
+    pub async fn count(&self, campaign: &str, s: ActionState) -> u64 {
+        let counts = self.manager.store().state_counts(campaign).await.unwrap();
+        counts.get(&s).copied().unwrap_or(0)
+    }
+
+    pub async fn start(&self, config: MqttAdapterConfig) -> (MqttAdapterHandle, watch::Sender<bool>) {
+        let (tx, rx) = watch::channel(false);
+        let h = ota_mqtt_adapter::start(config, self.backends(), self.bus.clone(), rx)
+            .await
+            .expect("adapter starts");
+        (h, tx)
+    }
+}
+
+/// A port nothing listens on right now.
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Fails the test loudly when Mosquitto is not running.
+pub fn require_mosquitto() {
+    if let Err(e) = std::net::TcpStream::connect_timeout(
+        &MOSQUITTO.parse().unwrap(),
+        Duration::from_secs(2),
+    ) {
+        panic!("Mosquitto is required at {MOSQUITTO} but is not reachable: {e} (run scripts/test.sh, which starts it)");
+    }
+}
+
+/// A vehicle-side MQTT client, polled in the background; what it receives
+/// arrives on the returned channel.
+pub struct Vehicle {
+    pub client: AsyncClient,
+    pub events: tokio::sync::mpsc::UnboundedReceiver<Result<Packet, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Vehicle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn options(addr: SocketAddr, client_id: &str, user: &str, password: &str) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    o.set_credentials(user, password)
+        .set_keep_alive(Duration::from_secs(5))
+        .set_max_packet_size(1024 * 1024, 1024 * 1024);
+    o
+}
+
+pub fn connect(o: MqttOptions) -> Vehicle {
+    let (client, eventloop) = AsyncClient::new(o, 100);
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(pump(eventloop, tx));
+    Vehicle {
+        client,
+        events,
+        task,
+    }
+}
+
+async fn pump(mut el: EventLoop, tx: tokio::sync::mpsc::UnboundedSender<Result<Packet, String>>) {
+    loop {
+        match el.poll().await {
+            Ok(Event::Incoming(p)) => {
+                if tx.send(Ok(p)).is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                if tx.send(Err(e.to_string())).is_err() {
+                    return;
+                }
+                // Do not hammer the broker with reconnects.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+impl Vehicle {
+    /// The next event that `pick` selects, within `wait`.
+    pub async fn expect<T>(
+        &mut self,
+        wait: Duration,
+        mut pick: impl FnMut(&Result<Packet, String>) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(ev)) => {
+                    if let Some(t) = pick(&ev) {
+                        return Some(t);
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    pub async fn connack(&mut self) -> Result<(), String> {
+        self.expect(Duration::from_secs(10), |ev| match ev {
+            Ok(Packet::ConnAck(_)) => Some(Ok(())),
+            Err(e) => Some(Err(e.clone())),
+            _ => None,
+        })
+        .await
+        .unwrap_or_else(|| Err("no CONNACK".into()))
+    }
+
+    pub async fn publish_json(&self, topic: &str, v: serde_json::Value) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, false, v.to_string())
+            .await
+            .unwrap();
+    }
+}
+
+/// Polls `check` until it holds, at most `wait`.
+pub async fn eventually<F, Fut>(wait: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
