@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use ota_common::{ErrorCode, Vin};
 use ota_proto::v1 as pb;
@@ -24,6 +25,9 @@ use crate::StagingError;
 
 /// VINs per campaign-manager call and per store write.
 pub const CHUNK: usize = 1000;
+
+/// Chunks [`Stager::stage_vins`] works on at once.
+const CHUNKS_IN_FLIGHT: usize = 2;
 
 /// The reconcile lock's lease; renewed after every batch, so it only runs
 /// out when the holder died.
@@ -140,9 +144,11 @@ impl Stager {
         let poll = self.inner.poll_after_s;
         match document::build(vin, &actions, poll)? {
             Some(doc) => {
+                // For the store's count (a rare path: one more read is cheap).
+                let existed = self.inner.store.stamps(&vins).await?[0].is_some();
                 self.inner
                     .store
-                    .put_many(&[(vin.to_owned(), doc.clone())])
+                    .put_many(&[(vin.to_owned(), doc.clone())], &[existed])
                     .await?;
                 Ok(doc)
             }
@@ -168,9 +174,24 @@ impl Stager {
                 valid.push(vin.clone());
             }
         }
+        // Two chunks in flight: one chunk's source call and document
+        // building overlap the other's store round trips (a remote store's
+        // CPU and this process's then work at once). The chunks hold
+        // different vehicles, so their order does not matter.
         let mut outcome = StageOutcome::default();
-        for chunk in valid.chunks(CHUNK) {
-            outcome += self.stage_chunk(chunk).await?;
+        let mut chunks = valid.chunks(CHUNK);
+        let mut in_flight = FuturesUnordered::new();
+        loop {
+            while in_flight.len() < CHUNKS_IN_FLIGHT {
+                match chunks.next() {
+                    Some(chunk) => in_flight.push(self.stage_chunk(chunk)),
+                    None => break,
+                }
+            }
+            match in_flight.next().await {
+                Some(done) => outcome += done?,
+                None => break,
+            }
         }
         metrics::counter!("ota_staging_documents_total", "outcome" => "recomputed")
             .increment(outcome.recomputed);
@@ -200,18 +221,22 @@ impl Stager {
         let (mut docs, failed) = self.build_all(open);
         let stamps = self.inner.store.stamps(vins).await?;
         let mut puts = Vec::new();
+        let mut replaces = Vec::new();
         let mut deletes = Vec::new();
         for (vin, stamp) in vins.iter().zip(stamps) {
             match docs.remove(vin.as_str()) {
                 Some(doc) if stamp.as_ref().is_some_and(|s| s.matches(&doc)) => {}
-                Some(doc) => puts.push((vin.clone(), doc)),
+                Some(doc) => {
+                    puts.push((vin.clone(), doc));
+                    replaces.push(stamp.is_some());
+                }
                 // Keep what is stored: a newer build of this vehicle failed.
                 None if failed.contains(vin.as_str()) => {}
                 None if stamp.is_some() => deletes.push(vin.clone()),
                 None => {}
             }
         }
-        self.inner.store.put_many(&puts).await?;
+        self.inner.store.put_many(&puts, &replaces).await?;
         self.inner.store.delete_many(&deletes).await?;
         Ok(StageOutcome {
             recomputed: vins.len() as u64,
@@ -247,7 +272,8 @@ impl Stager {
 
     /// Writes the document of every vehicle with open actions without
     /// comparing (the store is empty), then marks staging ready. Returns
-    /// how many documents it wrote.
+    /// how many documents it wrote. On a shared store, which need not be
+    /// empty, it reads the stamps first, only to keep the store's count.
     pub async fn full_rebuild(&self) -> Result<u64, StagingError> {
         let started = std::time::Instant::now();
         let mut batches = self.inner.source.scan_all(CHUNK as u32).await?;
@@ -259,7 +285,14 @@ impl Stager {
                 .into_iter()
                 .map(|(vin, doc)| (vin.to_owned(), doc))
                 .collect();
-            self.inner.store.put_many(&docs).await?;
+            let existed = if self.inner.store.needs_rebuild() {
+                vec![false; docs.len()]
+            } else {
+                let vins: Vec<String> = docs.iter().map(|(vin, _)| vin.clone()).collect();
+                let stamps = self.inner.store.stamps(&vins).await?;
+                stamps.iter().map(Option::is_some).collect()
+            };
+            self.inner.store.put_many(&docs, &existed).await?;
             written += docs.len() as u64;
         }
         self.inner.ready.store(true, Ordering::Release);

@@ -38,11 +38,16 @@ pub struct WorkerConfig {
     /// takes longer than the bus's claim timeout (which would hand it to a
     /// second worker while the first still works on it).
     pub fan_out_above: usize,
+    /// Publish [`topics::STAGED`] after writing documents, for the MQTT
+    /// adapter. Off when nothing consumes it: the bus keeps what no group
+    /// has read.
+    pub announce_staged: bool,
 }
 
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
+            announce_staged: false,
             topic: topics::STAGING.to_owned(),
             group: GROUP.to_owned(),
             consumer: format!("staging-{}", uuid::Uuid::new_v4().simple()),
@@ -184,6 +189,23 @@ impl Worker {
         if !fan_out.is_empty() {
             tracing::debug!(events = fan_out.len(), "fanning a large campaign out");
             self.bus.publish(&self.config.topic, &fan_out).await?;
+        }
+        // Tells the MQTT adapter which documents to republish. Every staged
+        // vehicle is named (the adapter skips etags it already published),
+        // and before the ack, so a crash repeats rather than loses it.
+        if self.config.announce_staged && outcome.changed > 0 {
+            let at_ms = chrono::Utc::now().timestamp_millis();
+            let staged: Vec<String> = vins
+                .chunks(CHUNK)
+                .map(|c| {
+                    serde_json::to_string(&ota_bus::StagedEvent::Changed {
+                        vins: c.to_vec(),
+                        at_ms,
+                    })
+                    .expect("events serialize")
+                })
+                .collect();
+            self.bus.publish(topics::STAGED, &staged).await?;
         }
         let ids: Vec<String> = msgs.iter().map(|m| m.id.clone()).collect();
         sub.ack(&ids).await?;

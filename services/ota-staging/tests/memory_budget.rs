@@ -56,7 +56,8 @@ fn overhead(n: u32) -> f64 {
                 (v, d)
             })
             .collect();
-        futures::executor::block_on(store.put_many(&docs)).unwrap();
+        let new = vec![false; docs.len()];
+        futures::executor::block_on(store.put_many(&docs, &new)).unwrap();
     }
     for i in 0..n {
         assert!(store.get_now(&vin(i)).is_some());

@@ -115,7 +115,10 @@ async fn a_corrupt_redis_document_is_restaged_and_served() {
     source.set(&vin(1), actions.clone());
     let svc = service(store.clone(), source);
     let expected = build(&vin(1), &actions, 300).unwrap().unwrap();
-    store.put_many(&[(vin(1), expected.clone())]).await.unwrap();
+    store
+        .put_many(&[(vin(1), expected.clone())], &[false])
+        .await
+        .unwrap();
     // Damaged behind an intact stamp: same etag line, same length.
     let mut raw = [expected.etag.as_bytes(), b"\n", &expected.json].concat();
     let last = raw.len() - 1;
@@ -133,6 +136,11 @@ async fn a_corrupt_redis_document_is_restaged_and_served() {
         store.get(&vin(1)).await.unwrap(),
         Some(expected),
         "repaired in place"
+    );
+    assert_eq!(
+        store.len().await.unwrap(),
+        1,
+        "a repair is not a new vehicle"
     );
     common::cleanup(&ns, None).await;
 }

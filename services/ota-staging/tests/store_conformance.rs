@@ -31,7 +31,10 @@ async fn get_of_unknown_vin_is_none(store: SharedStore) {
 
 async fn put_then_get_returns_the_same_document(store: SharedStore) {
     let (v, d) = doc(1, "2.3.1");
-    store.put_many(&[(v.clone(), d.clone())]).await.unwrap();
+    store
+        .put_many(&[(v.clone(), d.clone())], &[false])
+        .await
+        .unwrap();
     assert_eq!(store.get(&v).await.unwrap(), Some(d));
     assert_eq!(store.len().await.unwrap(), 1);
 }
@@ -39,8 +42,12 @@ async fn put_then_get_returns_the_same_document(store: SharedStore) {
 async fn put_replaces_and_counts_a_vehicle_once(store: SharedStore) {
     let (v, old) = doc(1, "2.3.1");
     let (_, new) = doc(1, "2.4.0");
-    store.put_many(&[(v.clone(), old)]).await.unwrap();
-    store.put_many(&[(v.clone(), new.clone())]).await.unwrap();
+    store.put_many(&[(v.clone(), old)], &[false]).await.unwrap();
+    // The writer's stamps read found the old document.
+    store
+        .put_many(&[(v.clone(), new.clone())], &[true])
+        .await
+        .unwrap();
     assert_eq!(store.get(&v).await.unwrap(), Some(new));
     assert_eq!(store.len().await.unwrap(), 1);
 }
@@ -49,7 +56,10 @@ async fn stamps_report_etag_and_length_in_order(store: SharedStore) {
     let (v1, d1) = doc(1, "2.3.1");
     let (v3, d3) = doc(3, "2.3.1");
     store
-        .put_many(&[(v1.clone(), d1.clone()), (v3.clone(), d3.clone())])
+        .put_many(
+            &[(v1.clone(), d1.clone()), (v3.clone(), d3.clone())],
+            &[false, false],
+        )
         .await
         .unwrap();
     let stamps = store.stamps(&[v1, vin(2), v3]).await.unwrap();
@@ -63,7 +73,7 @@ async fn stamps_report_etag_and_length_in_order(store: SharedStore) {
 
 async fn delete_many_removes_and_reports_what_existed(store: SharedStore) {
     let docs: Vec<_> = (1..=3).map(|n| doc(n, "2.3.1")).collect();
-    store.put_many(&docs).await.unwrap();
+    store.put_many(&docs, &[false; 3]).await.unwrap();
     let existed = store.delete_many(&[vin(1), vin(2), vin(9)]).await.unwrap();
     assert_eq!(existed, 2);
     assert_eq!(store.get(&vin(1)).await.unwrap(), None);
@@ -73,7 +83,7 @@ async fn delete_many_removes_and_reports_what_existed(store: SharedStore) {
 
 async fn large_batches_span_several_chunks(store: SharedStore) {
     let docs: Vec<_> = (0..2500).map(|n| doc(n, "2.3.1")).collect();
-    store.put_many(&docs).await.unwrap();
+    store.put_many(&docs, &[false; 2500]).await.unwrap();
     assert_eq!(store.len().await.unwrap(), 2500);
     let vins: Vec<String> = docs.iter().map(|(v, _)| v.clone()).collect();
     let stamps = store.stamps(&vins).await.unwrap();
@@ -87,7 +97,7 @@ async fn large_batches_span_several_chunks(store: SharedStore) {
 
 async fn scan_walks_every_stored_vin(store: SharedStore) {
     let docs: Vec<_> = (0..1500).map(|n| doc(n, "2.3.1")).collect();
-    store.put_many(&docs).await.unwrap();
+    store.put_many(&docs, &[false; 1500]).await.unwrap();
     let mut seen = BTreeSet::new();
     let mut cursor = 0;
     loop {
@@ -185,7 +195,10 @@ async fn redis_value_is_the_etag_line_then_the_json() {
     let ns = common::unique("test-staging");
     let store = common::redis_store(&ns).await;
     let (v, d) = doc(1, "2.3.1");
-    store.put_many(&[(v.clone(), d.clone())]).await.unwrap();
+    store
+        .put_many(&[(v.clone(), d.clone())], &[false])
+        .await
+        .unwrap();
     let raw: Vec<u8> = ::redis::cmd("GET")
         .arg(format!("{ns}:staged:{v}"))
         .query_async(&mut common::raw_redis().await)
@@ -257,7 +270,10 @@ async fn redis_down_fails_fast_with_unavailable() {
         assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
         assert_eq!(err.to_status().code(), tonic::Code::Unavailable);
     }
-    let err = store.put_many(&[doc(1, "2.3.1")]).await.unwrap_err();
+    let err = store
+        .put_many(&[doc(1, "2.3.1")], &[false])
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
     let err = store.len().await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
@@ -270,7 +286,10 @@ async fn redis_lookups_fail_fast_during_an_outage_and_recover_after() {
     let proxy = ota_tests::proxy::Proxy::start(common::redis_addr(&url)).await;
     let store = common::redis_store_at(&format!("redis://{}", proxy.addr), &ns).await;
     let (v, d) = doc(1, "2.3.1");
-    store.put_many(&[(v.clone(), d.clone())]).await.unwrap();
+    store
+        .put_many(&[(v.clone(), d.clone())], &[false])
+        .await
+        .unwrap();
     assert_eq!(store.get(&v).await.unwrap(), Some(d.clone()));
 
     proxy.cut();
@@ -308,7 +327,7 @@ async fn redis_count_is_corrected_after_edits_by_hand() {
     let ns = common::unique("test-staging");
     let store = common::redis_store(&ns).await;
     let docs: Vec<_> = (0..5).map(|n| doc(n, "2.3.1")).collect();
-    store.put_many(&docs).await.unwrap();
+    store.put_many(&docs, &[false; 5]).await.unwrap();
     let _: i64 = ::redis::cmd("DEL")
         .arg(store.key(&vin(0)))
         .query_async(&mut common::raw_redis().await)
@@ -323,6 +342,61 @@ async fn redis_count_is_corrected_after_edits_by_hand() {
     assert!(!store.correct_count(4, 4).await.unwrap());
     assert!(store.correct_count(5, 4).await.unwrap());
     assert_eq!(store.len().await.unwrap(), 4);
+    common::cleanup(&ns, None).await;
+}
+
+/// The Redis count follows what writers knew from their stamps, not what
+/// Redis held: writers of one new vehicle that both read it as absent count
+/// it twice (the documented race), and reconcile's walk sets it right.
+#[tokio::test]
+async fn redis_count_follows_the_writers_stamps_until_reconcile_corrects_it() {
+    let ns = common::unique("test-staging");
+    let store = common::redis_store(&ns).await;
+    let (v, old) = doc(1, "2.3.1");
+    let (_, new) = doc(1, "2.4.0");
+    // Two writers read the stamps before either wrote.
+    let stamps = store.stamps(std::slice::from_ref(&v)).await.unwrap();
+    assert_eq!(stamps, vec![None]);
+    store.put_many(&[(v.clone(), old)], &[false]).await.unwrap();
+    store
+        .put_many(&[(v.clone(), new.clone())], &[false])
+        .await
+        .unwrap();
+    assert_eq!(store.get(&v).await.unwrap(), Some(new));
+    assert_eq!(store.len().await.unwrap(), 2, "counted by both writers");
+    // A third writer that read it as present adds nothing.
+    let (_, newer) = doc(1, "2.5.0");
+    store
+        .put_many(&[(v.clone(), newer)], &[true])
+        .await
+        .unwrap();
+    assert_eq!(store.len().await.unwrap(), 2);
+    // Deletes count what Redis removed, so a second delete changes nothing.
+    assert_eq!(
+        store.delete_many(std::slice::from_ref(&v)).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.delete_many(std::slice::from_ref(&v)).await.unwrap(),
+        0
+    );
+    assert_eq!(store.len().await.unwrap(), 1, "still one too many");
+    // Reconcile's walk found no document, and nobody wrote meanwhile.
+    assert!(store.correct_count(1, 0).await.unwrap());
+    assert_eq!(store.len().await.unwrap(), 0);
+    common::cleanup(&ns, None).await;
+}
+
+#[tokio::test]
+async fn redis_put_many_wants_one_flag_per_document() {
+    let ns = common::unique("test-staging");
+    let store = common::redis_store(&ns).await;
+    let err = store
+        .put_many(&[doc(1, "2.3.1"), doc(2, "2.3.1")], &[false])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument, "{err}");
+    assert_eq!(store.get(&vin(1)).await.unwrap(), None, "nothing written");
     common::cleanup(&ns, None).await;
 }
 

@@ -350,6 +350,49 @@ async fn a_large_campaign_is_fanned_out_to_the_group(kind: Kind) {
     env.cleanup().await;
 }
 
+/// More vehicles than one chunk: the stager works on two chunks at once,
+/// and the store's count (a counter in Redis, fed by the stamps) follows
+/// every creation and deletion exactly when nobody else writes.
+async fn staging_several_chunks_writes_and_counts_every_vehicle(kind: Kind) {
+    let env = Env::new(kind, Duration::from_secs(30)).await;
+    let source = Arc::new(FixtureSource::default());
+    let vins: Vec<String> = (0..2500).map(vin).collect();
+    let actions = |n: u32, version: &str| vec![action(&format!("a{n}"), "c1", 1, version)];
+    for n in (0..2500).step_by(2) {
+        source.set(&vin(n), actions(n, "2.3.1"));
+    }
+    let stager = env.stager(source.clone());
+    let outcome = stager.stage_vins(&vins).await.unwrap();
+    assert_eq!((outcome.recomputed, outcome.changed), (2500, 1250));
+    let store = env.store.clone();
+    assert_eq!(store.len().await.unwrap(), 1250);
+
+    // A quarter loses its actions, another quarter gets a new version.
+    for n in (0..2500).step_by(4) {
+        source.clear(&vin(n));
+        source.set(&vin(n + 2), actions(n + 2, "2.4.0"));
+    }
+    let outcome = stager.stage_vins(&vins).await.unwrap();
+    assert_eq!((outcome.recomputed, outcome.changed), (2500, 1250));
+    assert_eq!(store.len().await.unwrap(), 625);
+    for n in [0, 1, 2, 1248, 2498, 2499] {
+        let want = (n % 4 == 2).then(|| actions(n, "2.4.0"));
+        assert_eq!(
+            store.get(&vin(n)).await.unwrap(),
+            want.and_then(|a| expected(&vin(n), &a)),
+            "{}",
+            vin(n)
+        );
+    }
+    let outcome = stager.stage_vins(&vins).await.unwrap();
+    assert_eq!(outcome.changed, 0, "nothing left to change");
+
+    source.set_failing(true);
+    assert!(stager.stage_vins(&vins).await.is_err());
+    assert_eq!(store.len().await.unwrap(), 625);
+    env.cleanup().await;
+}
+
 async fn reconcile_repairs_what_differs_and_reports_the_count(kind: Kind) {
     let env = Env::new(kind, Duration::from_secs(30)).await;
     let source = Arc::new(FixtureSource::default());
@@ -366,11 +409,14 @@ async fn reconcile_repairs_what_differs_and_reports_the_count(kind: Kind) {
     let outdated = build(&vin(1), &[action("a1", "c1", 1, "2.3.1")], 300)
         .unwrap()
         .unwrap();
-    store.put_many(&[(vin(1), outdated)]).await.unwrap();
+    store
+        .put_many(&[(vin(1), outdated)], &[true])
+        .await
+        .unwrap();
     let extra = build(&vin(9), &[action("a9", "c1", 1, "2.3.1")], 300)
         .unwrap()
         .unwrap();
-    store.put_many(&[(vin(9), extra)]).await.unwrap();
+    store.put_many(&[(vin(9), extra)], &[false]).await.unwrap();
     let mut damaged = 3;
     if let (Kind::Redis, Some(ns)) = (kind, &env.namespace) {
         // By hand, past the store: a deleted key and a damaged value.
@@ -453,5 +499,6 @@ both!(
     a_batch_left_unacknowledged_is_finished_by_another_worker,
     a_campaign_that_is_gone_does_not_block_the_queue,
     a_large_campaign_is_fanned_out_to_the_group,
+    staging_several_chunks_writes_and_counts_every_vehicle,
     reconcile_repairs_what_differs_and_reports_the_count,
 );

@@ -75,7 +75,11 @@ async fn upload(
     body: Body,
 ) -> Response {
     let Some(token) = secret(&headers) else {
-        return error(StatusCode::UNAUTHORIZED, "unauthenticated", "missing bearer token");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "missing bearer token",
+        );
     };
     match s.tokens.authenticate(token).await {
         Ok(info) if info.role >= Role::Engineer => {}
@@ -83,13 +87,26 @@ async fn upload(
             return error(
                 StatusCode::FORBIDDEN,
                 "permission_denied",
-                format!("uploading artifacts needs the engineer role; token {:?} has {}", info.name, info.role),
+                format!(
+                    "uploading artifacts needs the engineer role; token {:?} has {}",
+                    info.name, info.role
+                ),
             )
         }
-        Err(_) => return error(StatusCode::UNAUTHORIZED, "unauthenticated", "invalid or revoked token"),
+        Err(_) => {
+            return error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "invalid or revoked token",
+            )
+        }
     }
     let name = q.filename.unwrap_or_else(|| "artifact.bin".into());
-    if name.is_empty() || name.len() > 255 || name.contains('/') || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
         return error(
             StatusCode::BAD_REQUEST,
             "invalid_argument",
@@ -110,11 +127,7 @@ async fn upload(
             .into_response(),
         Err(e) => {
             let code = ota_common::CodedError::code(&e);
-            error(
-                code.http_status(),
-                code.as_str(),
-                e.to_string(),
-            )
+            error(code.http_status(), code.as_str(), e.to_string())
         }
     }
 }
@@ -144,7 +157,11 @@ async fn serve(s: ArtifactsState, sha256: String, headers: HeaderMap) -> Respons
     let allowed = s.credentials.authenticate(token).await.is_ok()
         || s.tokens.authenticate(token).await.is_ok();
     if !allowed {
-        return error(StatusCode::UNAUTHORIZED, "unauthenticated", "invalid or revoked token");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "invalid or revoked token",
+        );
     }
     ota_artifacts::serve(s.store.as_ref(), &sha256, &headers).await
 }

@@ -2,10 +2,10 @@
 //! the services; every other subcommand is the command-line client of a
 //! running server's management API.
 
-mod cli;
-mod client;
 mod adapters;
 mod artifacts;
+mod cli;
+mod client;
 mod config;
 mod events;
 mod serve;

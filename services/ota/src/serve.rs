@@ -180,7 +180,13 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
             events.bus.clone(),
             ota_staging::RunConfig {
                 reconcile_every: Duration::from_secs(cfg.staging.reconcile_interval_s.max(1)),
-                ..Default::default()
+                worker: ota_staging::WorkerConfig {
+                    // The MQTT adapter listens: here, or anywhere Redis
+                    // carries events.
+                    announce_staged: services.contains(&Service::MqttAdapter)
+                        || cfg.redis_url.is_some(),
+                    ..Default::default()
+                },
             },
         );
         let ready = stager.clone();
@@ -338,12 +344,18 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     // Each part gets a bounded time to stop: a stuck one must not keep the
     // process from exiting.
     if let Some(mqtt) = adapters.mqtt {
-        if tokio::time::timeout(Duration::from_secs(3), mqtt.stop()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(3), mqtt.stop())
+            .await
+            .is_err()
+        {
             tracing::warn!("the MQTT adapter did not stop within 3 s");
         }
     }
     if let Some(tasks) = staging_tasks {
-        if tokio::time::timeout(Duration::from_secs(3), tasks.shutdown()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(3), tasks.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("staging did not stop within 3 s");
         }
     }
@@ -372,7 +384,9 @@ fn campaign_peer_for_adapters(
     }
     Ok(Some(match local {
         Some(s) => peer::in_process(s.clone()),
-        None => peer::remote(&cfg.peer_url(Service::CampaignManager)?).map_err(anyhow::Error::msg)?,
+        None => {
+            peer::remote(&cfg.peer_url(Service::CampaignManager)?).map_err(anyhow::Error::msg)?
+        }
     }))
 }
 

@@ -69,13 +69,27 @@ pub trait StagedStore: Send + Sync + 'static {
     /// The stamp of every VIN's stored value, in order (`None` when absent).
     async fn stamps(&self, vins: &[String]) -> Result<Vec<Option<Stamp>>, StagingError>;
 
-    /// Writes documents (insert or replace).
-    async fn put_many(&self, docs: &[(String, StoredDoc)]) -> Result<(), StagingError>;
+    /// Writes documents (insert or replace). `existed[i]` says whether
+    /// `docs[i]` replaces a stored value, as the writer's
+    /// [`stamps`](Self::stamps) read found (one entry per document). A store
+    /// that keeps a separate count (Redis) adds the new ones to it in the
+    /// same round trip instead of testing every key; a stale answer (another
+    /// writer created or deleted the key since) skews only that count, until
+    /// reconcile corrects it. The in-process store counts exactly and
+    /// ignores it.
+    async fn put_many(
+        &self,
+        docs: &[(String, StoredDoc)],
+        existed: &[bool],
+    ) -> Result<(), StagingError>;
 
-    /// Deletes documents; returns how many existed.
+    /// Deletes documents; returns how many existed (exactly: each key's
+    /// removal is reported by the store itself).
     async fn delete_many(&self, vins: &[String]) -> Result<u64, StagingError>;
 
-    /// How many vehicles have a stored document.
+    /// How many vehicles have a stored document: exact for the in-process
+    /// store, a maintained counter for Redis (see
+    /// [`put_many`](Self::put_many) and [`correct_count`](Self::correct_count)).
     async fn len(&self) -> Result<u64, StagingError>;
 
     async fn is_empty(&self) -> Result<bool, StagingError> {
@@ -104,9 +118,10 @@ pub trait StagedStore: Send + Sync + 'static {
     async fn last_reconcile(&self) -> Result<Option<ReconcileRecord>, StagingError>;
 
     /// After a full walk of [`scan_vins`](Self::scan_vins) found `walked`
-    /// documents: a store that keeps a separate count, which edits by hand
-    /// can skew, sets it to `walked` when it still reads `expected` (nobody
-    /// wrote during the walk, so the walk is exact). True when corrected.
+    /// documents: a store that keeps a separate count, which concurrent
+    /// writers of one vehicle and edits by hand can skew, sets it to
+    /// `walked` when it still reads `expected` (nobody wrote during the
+    /// walk, so the walk is exact). True when corrected.
     async fn correct_count(&self, _expected: u64, _walked: u64) -> Result<bool, StagingError> {
         Ok(false)
     }

@@ -5,16 +5,26 @@
 //! without parsing JSON (a writer compares stamps with `GETRANGE` and
 //! `STRLEN` without transferring documents).
 //!
-//! The number of staged vehicles is an exact counter, `{ns}:staged_count`.
-//! The writes go through Lua scripts that test whether each key existed and
-//! adjust the counter in the same atomic step, so concurrent writers cannot
-//! skew it. The alternatives fall short. `DBSIZE` counts every key of the
-//! database (the bus streams too). A set of VINs would cost as much memory
-//! as the documents. A `SCAN` walk is O(fleet) for a stats call. Edits made
-//! by hand outside these scripts can still skew the counter, so reconcile
-//! corrects it after its full walk ([`StagedStore::correct_count`]). Several
-//! keys in one script ties the store to a single (replicated) Redis, not a
-//! cluster.
+//! Writes are plain pipelines (no `MULTI`, no scripts) of up to
+//! [`RedisStoreConfig::chunk`] `SET`s or `DEL`s: Redis spends its time on
+//! the writes themselves, not on a script testing every key.
+//!
+//! The number of staged vehicles is a counter, `{ns}:staged_count`, kept
+//! without testing keys. A writer already knows from its
+//! [`stamps`](StagedStore::stamps) read which vehicles had a document, so
+//! `put_many` ends its pipeline with `INCRBY` by the number of documents it
+//! creates. `delete_many` decrements by the number of keys its `DEL`s
+//! report removed (exact), in a second round trip. The counter can drift:
+//! two writers that both read a vehicle as absent and both create it count
+//! it twice, a writer that read it as present while another deleted it
+//! counts it zero times, a pipeline cut off midway (timeout, lost
+//! connection) may apply its writes but not the count, and edits by hand
+//! bypass it. Reconcile resets it after its full walk
+//! ([`StagedStore::correct_count`]). The alternatives cost more. `DBSIZE`
+//! counts every key of the database (the bus streams too). A set of VINs
+//! would cost as much memory as the documents. A `SCAN` walk is O(fleet)
+//! for a stats call. A Lua script testing each key (the earlier design)
+//! was exact, but bulk staging ran about 30% slower with it.
 
 use std::future::Future;
 use std::time::Duration;
@@ -22,7 +32,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::{Cmd, RedisWrite, Script, ToRedisArgs, ToSingleRedisArg};
 
 use super::{ReconcileRecord, StagedStore, Stamp};
 use crate::document::{head_prefix, is_etag, StoredDoc, ETAG_LEN};
@@ -37,7 +47,7 @@ pub struct RedisStoreConfig {
     pub lookup_timeout: Duration,
     /// Bound on a bulk write or read of one chunk.
     pub bulk_timeout: Duration,
-    /// Documents per script call or pipeline.
+    /// Commands per pipeline.
     pub chunk: usize,
 }
 
@@ -63,21 +73,6 @@ pub struct RedisStore {
     reconcile_key: String,
     lock_prefix: String,
 }
-
-const PUT: &str = r"
-local added = 0
-for i = 2, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 0 then added = added + 1 end
-  redis.call('SET', KEYS[i], ARGV[i - 1])
-end
-if added > 0 then redis.call('INCRBY', KEYS[1], added) end
-return added";
-
-const DELETE: &str = r"
-local n = 0
-for i = 2, #KEYS do n = n + redis.call('DEL', KEYS[i]) end
-if n > 0 then redis.call('DECRBY', KEYS[1], n) end
-return n";
 
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -199,6 +194,47 @@ fn parse_value(vin: &str, raw: Vec<u8>) -> Result<StoredDoc, StagingError> {
     Ok(StoredDoc { etag, json })
 }
 
+/// A document's key, `{prefix}{vin}`, written as one argument without an
+/// intermediate `String`.
+struct DocKey<'a>(&'a str, &'a str);
+
+impl DocKey<'_> {
+    fn len(&self) -> usize {
+        self.0.len() + self.1.len()
+    }
+}
+
+impl ToRedisArgs for DocKey<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        let mut w = out.writer_for_next_arg();
+        // Writes into a Vec: they cannot fail.
+        let _ = w.write_all(self.0.as_bytes());
+        let _ = w.write_all(self.1.as_bytes());
+    }
+}
+
+impl ToSingleRedisArg for DocKey<'_> {}
+
+/// A stored value, `"{etag}\n{json}"`, written as one argument.
+struct DocValue<'a>(&'a StoredDoc);
+
+fn value_len(doc: &StoredDoc) -> usize {
+    doc.etag.len() + 1 + doc.json.len()
+}
+
+impl ToRedisArgs for DocValue<'_> {
+    fn write_redis_args<W: ?Sized + RedisWrite>(&self, out: &mut W) {
+        use std::io::Write;
+        let mut w = out.writer_for_next_arg();
+        let _ = w.write_all(self.0.etag.as_bytes());
+        let _ = w.write_all(b"\n");
+        let _ = w.write_all(&self.0.json);
+    }
+}
+
+impl ToSingleRedisArg for DocValue<'_> {}
+
 fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -264,40 +300,70 @@ impl StagedStore for RedisStore {
         Ok(out)
     }
 
-    async fn put_many(&self, docs: &[(String, StoredDoc)]) -> Result<(), StagingError> {
-        let script = Script::new(PUT);
-        for chunk in docs.chunks(self.config.chunk) {
-            let mut inv = script.prepare_invoke();
-            inv.key(&self.count_key);
-            for (vin, doc) in chunk {
-                inv.key(self.key(vin));
-                let mut value = Vec::with_capacity(ETAG_LEN + 1 + doc.json.len());
-                value.extend_from_slice(doc.etag.as_bytes());
-                value.push(b'\n');
-                value.extend_from_slice(&doc.json);
-                inv.arg(value);
+    async fn put_many(
+        &self,
+        docs: &[(String, StoredDoc)],
+        existed: &[bool],
+    ) -> Result<(), StagingError> {
+        if existed.len() != docs.len() {
+            return Err(StagingError::Invalid(format!(
+                "put_many: {} documents but {} existence flags",
+                docs.len(),
+                existed.len()
+            )));
+        }
+        let chunk = self.config.chunk.max(1);
+        for (docs, existed) in docs.chunks(chunk).zip(existed.chunks(chunk)) {
+            let mut pipe = redis::pipe();
+            for (vin, doc) in docs {
+                let key = DocKey(&self.doc_prefix, vin);
+                // Sized up front: the value is written straight into the
+                // command, without an intermediate buffer.
+                let mut set = Cmd::with_capacity(3, 3 + key.len() + value_len(doc));
+                set.arg("SET").arg(key).arg(DocValue(doc));
+                pipe.add_command(set).ignore();
+            }
+            let created = existed.iter().filter(|e| !**e).count();
+            if created > 0 {
+                pipe.cmd("INCRBY")
+                    .arg(&self.count_key)
+                    .arg(created)
+                    .ignore();
             }
             let mut con = self.bulk.clone();
-            self.bulk(async move { inv.invoke_async::<i64>(&mut con).await })
+            self.bulk(async move { pipe.exec_async(&mut con).await })
                 .await?;
         }
         Ok(())
     }
 
     async fn delete_many(&self, vins: &[String]) -> Result<u64, StagingError> {
-        let script = Script::new(DELETE);
         let mut existed = 0;
-        for chunk in vins.chunks(self.config.chunk) {
-            let mut inv = script.prepare_invoke();
-            inv.key(&self.count_key);
+        for chunk in vins.chunks(self.config.chunk.max(1)) {
+            let mut pipe = redis::pipe();
             for vin in chunk {
-                inv.key(self.key(vin));
+                pipe.cmd("DEL").arg(DocKey(&self.doc_prefix, vin));
             }
             let mut con = self.bulk.clone();
-            let n: i64 = self
-                .bulk(async move { inv.invoke_async(&mut con).await })
+            let removed: Vec<i64> = self
+                .bulk(async move { pipe.query_async(&mut con).await })
                 .await?;
-            existed += n.max(0) as u64;
+            let n = removed.iter().filter(|r| **r > 0).count() as u64;
+            if n > 0 {
+                // Only what this call removed: two deleters of one vehicle
+                // cannot both count it.
+                let mut con = self.bulk.clone();
+                let key = self.count_key.clone();
+                self.bulk(async move {
+                    redis::cmd("DECRBY")
+                        .arg(&key)
+                        .arg(n)
+                        .query_async::<i64>(&mut con)
+                        .await
+                })
+                .await?;
+            }
+            existed += n;
         }
         Ok(existed)
     }
@@ -466,6 +532,23 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn writes_key_and_value_as_single_arguments() {
+        let doc = crate::document::empty(VIN, 300);
+        let mut direct = Cmd::with_capacity(3, 0);
+        direct
+            .arg("SET")
+            .arg(DocKey("ota:staged:", VIN))
+            .arg(DocValue(&doc));
+        let expected = redis::cmd("SET")
+            .arg(format!("ota:staged:{VIN}"))
+            .arg(value(&doc))
+            .get_packed_command();
+        assert_eq!(direct.get_packed_command(), expected);
+        assert_eq!(DocValue(&doc).to_redis_args(), vec![value(&doc)]);
+        assert_eq!(value_len(&doc), value(&doc).len());
     }
 
     #[test]

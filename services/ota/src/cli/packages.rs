@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
-use futures::StreamExt;
 use anyhow::{bail, Context};
 use comfy_table::Table;
+use futures::StreamExt;
 use ota_rest::model::{Artifact, NewPackage, Package};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};

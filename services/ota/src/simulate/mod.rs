@@ -269,7 +269,10 @@ pub async fn run(args: SimulateArgs, conn: &Connection) -> anyhow::Result<i32> {
                 ("succeeded", s.succeeded.to_string()),
                 ("failed", s.failed.to_string()),
                 ("status reports", s.status_reports.to_string()),
-                ("downloads", format!("{} ({} bytes)", s.downloads, s.downloaded_bytes)),
+                (
+                    "downloads",
+                    format!("{} ({} bytes)", s.downloads, s.downloaded_bytes),
+                ),
                 ("errors", s.errors.to_string()),
             ] {
                 t.add_row([k.to_string(), v]);

@@ -26,18 +26,40 @@ pub async fn run(fleet: Arc<Fleet>, vin: String, token: String, protocol: Protoc
 
 /// How a vehicle tells the platform about one action.
 enum Reporter<'a> {
-    Http { vin: &'a str, token: &'a str, action_id: String },
-    Ddi { feedback: String, token: &'a str, action_id: String },
-    Mqtt { client: &'a rumqttc::AsyncClient, vin: &'a str, action_id: String },
+    Http {
+        vin: &'a str,
+        token: &'a str,
+        action_id: String,
+    },
+    Ddi {
+        feedback: String,
+        token: &'a str,
+        action_id: String,
+    },
+    Mqtt {
+        client: &'a rumqttc::AsyncClient,
+        vin: &'a str,
+        action_id: String,
+    },
 }
 
 impl Reporter<'_> {
-    async fn report(&self, f: &Fleet, state: &str, progress: u32, message: &str) -> anyhow::Result<()> {
+    async fn report(
+        &self,
+        f: &Fleet,
+        state: &str,
+        progress: u32,
+        message: &str,
+    ) -> anyhow::Result<()> {
         // Microseconds since the fleet started: increasing for every report
         // of a vehicle, whatever the protocol.
         let seq = f.started.elapsed().as_micros() as u64;
         match self {
-            Reporter::Http { vin, token, action_id } => {
+            Reporter::Http {
+                vin,
+                token,
+                action_id,
+            } => {
                 let r = f
                     .http
                     .post(format!("{}/v1/vehicles/{vin}/actions/{action_id}/status", f.base))
@@ -46,10 +68,18 @@ impl Reporter<'_> {
                     .send()
                     .await?;
                 if !r.status().is_success() {
-                    bail!("status {state} for action {action_id}: {} {}", r.status(), r.text().await.unwrap_or_default());
+                    bail!(
+                        "status {state} for action {action_id}: {} {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
                 }
             }
-            Reporter::Ddi { feedback, token, action_id } => {
+            Reporter::Ddi {
+                feedback,
+                token,
+                action_id,
+            } => {
                 let (execution, finished) = match state {
                     "accepted" => ("proceeding", "none"),
                     "downloading" => ("download", "none"),
@@ -69,10 +99,17 @@ impl Reporter<'_> {
                     .send()
                     .await?;
                 if !r.status().is_success() {
-                    bail!("DDI feedback {execution} for action {action_id}: {}", r.status());
+                    bail!(
+                        "DDI feedback {execution} for action {action_id}: {}",
+                        r.status()
+                    );
                 }
             }
-            Reporter::Mqtt { client, vin, action_id } => {
+            Reporter::Mqtt {
+                client,
+                vin,
+                action_id,
+            } => {
                 client
                     .publish(
                         format!("ota/v1/vehicles/{vin}/status"),
@@ -90,7 +127,13 @@ impl Reporter<'_> {
 }
 
 /// Downloads an artifact and checks its size and SHA-256.
-async fn download(f: &Fleet, url: &str, auth: (&str, &str), sha256: &str, size: u64) -> anyhow::Result<()> {
+async fn download(
+    f: &Fleet,
+    url: &str,
+    auth: (&str, &str),
+    sha256: &str,
+    size: u64,
+) -> anyhow::Result<()> {
     let r = f
         .http
         .get(url)
@@ -110,7 +153,9 @@ async fn download(f: &Fleet, url: &str, auth: (&str, &str), sha256: &str, size: 
         bail!("{url}: {} bytes, expected {size}", body.len());
     }
     f.counters.downloads.fetch_add(1, Ordering::Relaxed);
-    f.counters.downloaded_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+    f.counters
+        .downloaded_bytes
+        .fetch_add(body.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
@@ -129,7 +174,9 @@ async fn install(
     reporter.report(f, "downloading", 10, "").await?;
     for (url, sha256, size) in artifacts {
         if let Err(e) = download(f, url, auth, sha256, *size).await {
-            reporter.report(f, "failed", 0, &format!("download failed: {e:#}")).await?;
+            reporter
+                .report(f, "failed", 0, &format!("download failed: {e:#}"))
+                .await?;
             f.counters.failed.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
@@ -141,7 +188,9 @@ async fn install(
         reporter.report(f, "succeeded", 100, "").await?;
         f.counters.succeeded.fetch_add(1, Ordering::Relaxed);
     } else {
-        reporter.report(f, "failed", 60, "simulated install failure").await?;
+        reporter
+            .report(f, "failed", 60, "simulated install failure")
+            .await?;
         f.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
     if *first {
@@ -177,7 +226,10 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
     let mut first = true;
     let mut wait = Duration::from_secs(1);
     loop {
-        let mut req = f.http.get(format!("{}/v1/vehicles/{vin}/actions", f.base)).bearer_auth(token);
+        let mut req = f
+            .http
+            .get(format!("{}/v1/vehicles/{vin}/actions", f.base))
+            .bearer_auth(token);
         if let Some(e) = &etag {
             req = req.header("if-none-match", e);
         }
@@ -188,7 +240,11 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                 f.counters.not_modified.fetch_add(1, Ordering::Relaxed);
             }
             200 => {
-                etag = r.headers().get("etag").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                etag = r
+                    .headers()
+                    .get("etag")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
                 let doc: Value = r.json().await?;
                 wait = Duration::from_secs(doc["poll_after_s"].as_u64().unwrap_or(1));
                 for a in doc["actions"].as_array().into_iter().flatten() {
@@ -196,10 +252,22 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                     if !done.insert(id.clone()) {
                         continue;
                     }
-                    let reporter = Reporter::Http { vin, token, action_id: id };
+                    let reporter = Reporter::Http {
+                        vin,
+                        token,
+                        action_id: id,
+                    };
                     let ecu = a["ecu"].as_str().unwrap_or_default();
                     let version = a["package"]["version"].as_str().unwrap_or_default();
-                    if install(f, &reporter, &artifacts_of(&a["package"]), ("Bearer", token), &mut first).await? {
+                    if install(
+                        f,
+                        &reporter,
+                        &artifacts_of(&a["package"]),
+                        ("Bearer", token),
+                        &mut first,
+                    )
+                    .await?
+                    {
                         f.http
                             .put(format!("{}/v1/vehicles/{vin}/inventory", f.base))
                             .bearer_auth(token)
@@ -222,7 +290,10 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
 /// `HH:MM:SS` from a DDI poll answer.
 fn ddi_sleep(v: &Value) -> Option<Duration> {
     let s = v["config"]["polling"]["sleep"].as_str()?;
-    let parts: Vec<u64> = s.split(':').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let parts: Vec<u64> = s
+        .split(':')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
     match parts[..] {
         [h, m, s] => Some(Duration::from_secs(h * 3600 + m * 60 + s)),
         _ => None,
@@ -256,7 +327,10 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                 .error_for_status()?
                 .json()
                 .await?;
-            let id = d["id"].as_str().map(str::to_owned).unwrap_or_else(|| d["id"].to_string());
+            let id = d["id"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| d["id"].to_string());
             if done.insert(id.clone()) {
                 let mut artifacts = Vec::new();
                 let mut installed = Vec::new();
@@ -272,13 +346,20 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                             .unwrap_or_default();
                         artifacts.push((
                             link.to_string(),
-                            a["hashes"]["sha256"].as_str().unwrap_or_default().to_string(),
+                            a["hashes"]["sha256"]
+                                .as_str()
+                                .unwrap_or_default()
+                                .to_string(),
                             a["size"].as_u64().unwrap_or(0),
                         ));
                     }
                 }
                 let base = href.split('?').next().unwrap_or(href);
-                let reporter = Reporter::Ddi { feedback: format!("{base}/feedback"), token, action_id: id };
+                let reporter = Reporter::Ddi {
+                    feedback: format!("{base}/feedback"),
+                    token,
+                    action_id: id,
+                };
                 if install(f, &reporter, &artifacts, ("TargetToken", token), &mut first).await? {
                     for (ecu, version) in installed {
                         f.http
@@ -304,7 +385,10 @@ async fn mqtt(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = rumqttc::AsyncClient::new(opts, 64);
     client
-        .subscribe(format!("ota/v1/vehicles/{vin}/actions"), rumqttc::QoS::AtLeastOnce)
+        .subscribe(
+            format!("ota/v1/vehicles/{vin}/actions"),
+            rumqttc::QoS::AtLeastOnce,
+        )
         .await?;
     // The event loop must keep running while an install takes its time: the
     // documents go to a worker through a channel.
@@ -319,7 +403,11 @@ async fn mqtt(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                     }
                 }
                 Ok(_) => {}
-                Err(e) => return Err::<(), anyhow::Error>(anyhow::anyhow!("mqtt connection of {vin}: {e}")),
+                Err(e) => {
+                    return Err::<(), anyhow::Error>(anyhow::anyhow!(
+                        "mqtt connection of {vin}: {e}"
+                    ))
+                }
             }
         }
     };
@@ -332,10 +420,22 @@ async fn mqtt(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                 if !done.insert(id.clone()) {
                     continue;
                 }
-                let reporter = Reporter::Mqtt { client: &client, vin, action_id: id };
+                let reporter = Reporter::Mqtt {
+                    client: &client,
+                    vin,
+                    action_id: id,
+                };
                 let ecu = a["ecu"].as_str().unwrap_or_default();
                 let version = a["package"]["version"].as_str().unwrap_or_default();
-                if install(f, &reporter, &artifacts_of(&a["package"]), ("Bearer", token), &mut first).await? {
+                if install(
+                    f,
+                    &reporter,
+                    &artifacts_of(&a["package"]),
+                    ("Bearer", token),
+                    &mut first,
+                )
+                .await?
+                {
                     client
                         .publish(
                             format!("ota/v1/vehicles/{vin}/inventory"),
