@@ -322,6 +322,29 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     tracing::info!(%http_addr, %grpc_addr, elapsed_ms = started.elapsed().as_millis() as u64, "ota is serving");
 
     let pool_gauge = db.clone().map(|db| tokio::spawn(report_pool(db)));
+    // The MQTT adapter and staging stop while the servers drain, each within
+    // a bounded time: a stuck one must not keep the process from exiting.
+    let mqtt = adapters.mqtt;
+    let mut stop_rx = shutdown_rx.clone();
+    let side_stop = tokio::spawn(async move {
+        let _ = stop_rx.wait_for(|v| *v).await;
+        if let Some(mqtt) = mqtt {
+            if tokio::time::timeout(Duration::from_secs(3), mqtt.stop())
+                .await
+                .is_err()
+            {
+                tracing::warn!("the MQTT adapter did not stop within 3 s");
+            }
+        }
+        if let Some(tasks) = staging_tasks {
+            if tokio::time::timeout(Duration::from_secs(3), tasks.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("staging did not stop within 3 s");
+            }
+        }
+    });
     let servers = async { tokio::join!(grpc, http) };
     // Draining waits for open connections; a client that never hangs up (a
     // peer's idle channel) must not keep the process alive past the grace.
@@ -341,24 +364,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     if let Some(g) = pool_gauge {
         g.abort();
     }
-    // Each part gets a bounded time to stop: a stuck one must not keep the
-    // process from exiting.
-    if let Some(mqtt) = adapters.mqtt {
-        if tokio::time::timeout(Duration::from_secs(3), mqtt.stop())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the MQTT adapter did not stop within 3 s");
-        }
-    }
-    if let Some(tasks) = staging_tasks {
-        if tokio::time::timeout(Duration::from_secs(3), tasks.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!("staging did not stop within 3 s");
-        }
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(3), side_stop).await;
     // Background loops saw the shutdown signal; give them a moment to end
     // their current step (a status batch, a relay pass).
     for task in background {

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::{print_json, Connection, Output};
 
+// One value per command line, parsed once: the size of the largest
+// variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug)]
 pub enum PackagesCmd {
     /// Register a package: from flags, from a definition (-d, JSON or YAML
