@@ -376,3 +376,129 @@ async fn staging_in_its_own_process_follows_a_campaign_through_redis() {
     })
     .await;
 }
+
+/// The demo as a test: a mixed fleet of HTTP, MQTT and DDI vehicles, run by
+/// `ota simulate`, takes a campaign with a hosted artifact to completion
+/// against `ota serve` on embedded defaults.
+#[tokio::test]
+async fn a_simulated_mixed_fleet_completes_a_campaign() {
+    let s = Server::start(&[("OTA_CAMPAIGNS__TICK_MS", "200")], &[]);
+    let admin = s.admin_token();
+    let dir = tempfile::tempdir().unwrap();
+    let firmware = dir.path().join("bms-2.3.1.bin");
+    std::fs::write(&firmware, vec![7u8; 50_000]).unwrap();
+    let out = s.cli(
+        &admin,
+        &[
+            "packages",
+            "add",
+            "--name",
+            "bms-fw",
+            "--version",
+            "2.3.1",
+            "--ecu",
+            "BMS",
+            "--file",
+            firmware.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sim = |extra: &[&str]| {
+        let mut args = vec![
+            "simulate",
+            "--vehicles",
+            "9",
+            "--protocol",
+            "mixed",
+            "--mqtt-url",
+            &s.mqtt,
+            "--output",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        let out = s.cli(&admin, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    sim(&["--duration", "1s"]);
+    let spec = "name: sim\ntarget: '\"simulated\" in vehicle.tags && version_cmp(vehicle.ecus.BMS.sw, \"2.3.1\") < 0'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\nrollout:\n  max_per_minute: 60000\n";
+    let api = |p: &str| format!("{}/api/v1{p}", s.http);
+    let r = reqwest::Client::new()
+        .post(api("/campaigns"))
+        .bearer_auth(&admin)
+        .body(spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let approver = post(
+        api("/tokens"),
+        &admin,
+        json!({"name": "ann", "role": "approver"}),
+    )
+    .await;
+    post(
+        api(&format!("/campaigns/{id}:approve")),
+        approver["token"].as_str().unwrap(),
+        json!({}),
+    )
+    .await;
+    post(api(&format!("/campaigns/{id}:launch")), &admin, json!({})).await;
+
+    let summary = sim(&[
+        "--install-time",
+        "200ms",
+        "--poll-every",
+        "300ms",
+        "--until-idle",
+        "4s",
+        "--duration",
+        "60s",
+    ]);
+    assert_eq!(summary["succeeded"], 9, "{summary}");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    assert_eq!(
+        summary["downloads"], 9,
+        "every vehicle downloaded and checked the artifact"
+    );
+    eventually("the campaign completing", || {
+        let url = api(&format!("/campaigns/{id}"));
+        let admin = admin.clone();
+        async move {
+            let c: Value = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            c["state"] == "completed"
+        }
+    })
+    .await;
+    // The vehicles reported their new software: the inventory says so.
+    let v: Value = reqwest::Client::new()
+        .get(api("/vehicles/WVWSMLTR000000001"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["ecus"]["BMS"]["sw"], "2.3.1", "{v}");
+}

@@ -125,7 +125,15 @@ pub fn vin(n: u32) -> String {
     format!("WVWSMLTR{n:09}")
 }
 
+/// Durations as in campaign files ("90s", "1h30m"), plus milliseconds
+/// ("200ms") for fast demos and tests.
 fn duration(flag: &str, v: &str) -> anyhow::Result<Duration> {
+    if let Some(ms) = v.strip_suffix("ms") {
+        return ms
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| anyhow::anyhow!("--{flag} {v:?}: not a number of milliseconds"));
+    }
     ota_campaign_manager::spec::parse_duration(v)
         .map_err(|e| anyhow::anyhow!("--{flag} {v:?}: {e}"))
 }
