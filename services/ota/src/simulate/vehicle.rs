@@ -20,7 +20,7 @@ pub async fn run(fleet: Arc<Fleet>, vin: String, token: String, protocol: Protoc
     };
     if let Err(e) = result {
         fleet.counters.errors.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(%vin, error = %format!("{e:#}"), "simulated vehicle stopped");
+        eprintln!("simulated vehicle {vin} stopped: {e:#}");
     }
 }
 
