@@ -26,6 +26,38 @@ async fn post(url: String, token: &str, body: Value) -> Value {
     v
 }
 
+/// Creates a campaign from its file, has a second person approve it, and
+/// launches it; returns its id.
+async fn create_approve_launch(http: &str, admin: &str, spec: &str) -> String {
+    let api = |p: &str| format!("{http}/api/v1{p}");
+    let r = reqwest::Client::new()
+        .post(api("/campaigns"))
+        .bearer_auth(admin)
+        .body(spec.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let approver = post(
+        api("/tokens"),
+        admin,
+        json!({"name": "ann", "role": "approver"}),
+    )
+    .await;
+    post(
+        api(&format!("/campaigns/{id}:approve")),
+        approver["token"].as_str().unwrap(),
+        json!({}),
+    )
+    .await;
+    post(api(&format!("/campaigns/{id}:launch")), admin, json!({})).await;
+    id
+}
+
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -312,31 +344,12 @@ async fn staging_in_its_own_process_follows_a_campaign_through_redis() {
                "artifacts": [{"url": "https://cdn.example/bms.bin", "sha256": "c".repeat(64), "size": 9}]}),
     )
     .await;
-    let r = reqwest::Client::new()
-        .post(api("/campaigns"))
-        .bearer_auth(&admin)
-        .body("name: split\ntarget: 'vehicle.region == \"EU\"'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\n")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let approver = post(
-        api("/tokens"),
+    let id = create_approve_launch(
+        &core.http,
         &admin,
-        json!({"name": "ann", "role": "approver"}),
+        "name: split\ntarget: 'vehicle.region == \"EU\"'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\n",
     )
     .await;
-    post(
-        api(&format!("/campaigns/{id}:approve")),
-        approver["token"].as_str().unwrap(),
-        json!({}),
-    )
-    .await;
-    post(api(&format!("/campaigns/{id}:launch")), &admin, json!({})).await;
 
     let staging_client = StagingClient::connect(staging.grpc.clone()).await.unwrap();
     let get = || {
@@ -473,31 +486,7 @@ async fn simulated_fleet_completes_a_campaign(s: &Server, first: u32, mqtt: &str
     sim(&["--duration", "1s"]);
     let spec = "name: sim\ntarget: '\"simulated\" in vehicle.tags && version_cmp(vehicle.ecus.BMS.sw, \"2.3.1\") < 0'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\nrollout:\n  max_per_minute: 60000\n";
     let api = |p: &str| format!("{}/api/v1{p}", s.http);
-    let r = reqwest::Client::new()
-        .post(api("/campaigns"))
-        .bearer_auth(&admin)
-        .body(spec)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let approver = post(
-        api("/tokens"),
-        &admin,
-        json!({"name": "ann", "role": "approver"}),
-    )
-    .await;
-    post(
-        api(&format!("/campaigns/{id}:approve")),
-        approver["token"].as_str().unwrap(),
-        json!({}),
-    )
-    .await;
-    post(api(&format!("/campaigns/{id}:launch")), &admin, json!({})).await;
+    let id = create_approve_launch(&s.http, &admin, spec).await;
 
     let summary = sim(&[
         "--install-time",
