@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ota_auth::vehicles::VehicleCredentials;
-use rmqtt::context::ServerContext;
 use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
@@ -121,8 +121,14 @@ impl Broker {
         run.abort();
         let _ = run.await;
         let kick = async {
-            let shared = self.scx.extends.shared().await;
-            for mut entry in shared.iter() {
+            // Ids first: kicking while iterating would lock the session map
+            // the iterator holds.
+            let ids: Vec<_> = {
+                let shared = self.scx.extends.shared().await;
+                shared.iter().map(|e| e.id()).collect()
+            };
+            for id in ids {
+                let mut entry = self.scx.extends.shared().await.entry(id);
                 if let Err(e) = entry.kick(true, true, true).await {
                     tracing::debug!(error = %e, "kicking an MQTT session");
                 }

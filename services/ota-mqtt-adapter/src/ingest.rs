@@ -78,7 +78,10 @@ impl Ingest {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     connection.fetch_add(1, Ordering::SeqCst);
                     backoff = Duration::from_millis(100);
-                    tracing::info!(session_present = ack.session_present, "MQTT adapter connected");
+                    tracing::info!(
+                        session_present = ack.session_present,
+                        "MQTT adapter connected"
+                    );
                     // Subscribing again is harmless when the session kept the
                     // subscriptions, and needed when the broker lost them.
                     let filters = [Kind::Status, Kind::Inventory, Kind::Presence].map(|k| {

@@ -202,8 +202,7 @@ pub async fn start(
             } else {
                 b.addr
             };
-            let mut o =
-                MqttOptions::new(&config.client_id, target.ip().to_string(), target.port());
+            let mut o = MqttOptions::new(&config.client_id, target.ip().to_string(), target.port());
             o.set_credentials(superuser.username, superuser.password);
             (o, Some(b))
         }
@@ -250,13 +249,15 @@ fn merge_stop(
 ) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(*outer.borrow() || *own.borrow());
     tokio::spawn(async move {
+        // A dropped outer sender means no shutdown will come from there.
+        let mut outer_open = true;
         loop {
             if *outer.borrow_and_update() || *own.borrow_and_update() {
                 let _ = tx.send(true);
                 return;
             }
             tokio::select! {
-                r = outer.changed() => if r.is_err() { std::future::pending::<()>().await },
+                r = outer.changed(), if outer_open => outer_open = r.is_ok(),
                 r = own.changed() => if r.is_err() { return },
                 _ = tx.closed() => return,
             }

@@ -119,7 +119,9 @@ impl Publisher {
             Documents::Remote(c) => {
                 let d = c
                     .clone()
-                    .get_actions(pb::GetActionsRequest { vin: vin.to_owned() })
+                    .get_actions(pb::GetActionsRequest {
+                        vin: vin.to_owned(),
+                    })
                     .await
                     .map_err(|e| e.message().to_owned())?
                     .into_inner();
@@ -177,9 +179,10 @@ fn from_proto(d: pb::StagedDocument) -> Result<StoredDoc, String> {
                             })
                             .collect(),
                     },
-                    deadline: a.deadline.as_ref().map(|t| {
-                        from_timestamp(t).to_rfc3339_opts(SecondsFormat::AutoSi, true)
-                    }),
+                    deadline: a
+                        .deadline
+                        .as_ref()
+                        .map(|t| from_timestamp(t).to_rfc3339_opts(SecondsFormat::AutoSi, true)),
                 }
             })
             .collect(),

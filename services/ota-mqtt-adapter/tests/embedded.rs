@@ -118,7 +118,10 @@ async fn wrong_or_foreign_credentials_are_refused() {
         ("wrong token", options(addr, &a, &a, "otav_wrongwrongwrong")),
         ("no password", options(addr, &a, &a, "")),
         ("another vehicle's token", options(addr, &b, &b, &token_a)),
-        ("client id is not the VIN", options(addr, "someone", &a, &token_a)),
+        (
+            "client id is not the VIN",
+            options(addr, "someone", &a, &token_a),
+        ),
     ];
     for (what, o) in cases {
         let mut v = connect(o);
@@ -205,7 +208,11 @@ async fn a_vehicle_is_confined_to_its_own_topics() {
         .await
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(p.count(&campaign, ActionState::Failed).await, 0, "spoof dropped");
+    assert_eq!(
+        p.count(&campaign, ActionState::Failed).await,
+        0,
+        "spoof dropped"
+    );
 
     // A will on another vehicle's topic is refused at connect.
     let token_a = p.credentials.issue(&a, false).await.unwrap().token;
@@ -278,8 +285,7 @@ async fn a_taken_port_is_a_clear_start_up_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let (_tx, rx) = tokio::sync::watch::channel(false);
-    let err = match ota_mqtt_adapter::start(embedded(addr), p.backends(), p.bus.clone(), rx).await
-    {
+    let err = match ota_mqtt_adapter::start(embedded(addr), p.backends(), p.bus.clone(), rx).await {
         Ok(_) => panic!("started on a taken port"),
         Err(e) => e,
     };
@@ -330,7 +336,11 @@ async fn documents_are_republished_when_they_change_and_once_per_etag() {
         )
         .await
         .unwrap();
-    p.staging.stager().stage_vins(&[vin.clone()]).await.unwrap();
+    p.staging
+        .stager()
+        .stage_vins(std::slice::from_ref(&vin))
+        .await
+        .unwrap();
     p.staged(std::slice::from_ref(&vin)).await;
     let second = document(&mut v, &vin, Duration::from_secs(10))
         .await

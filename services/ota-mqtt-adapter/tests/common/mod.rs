@@ -192,7 +192,10 @@ impl Platform {
         counts.get(&s).copied().unwrap_or(0)
     }
 
-    pub async fn start(&self, config: MqttAdapterConfig) -> (MqttAdapterHandle, watch::Sender<bool>) {
+    pub async fn start(
+        &self,
+        config: MqttAdapterConfig,
+    ) -> (MqttAdapterHandle, watch::Sender<bool>) {
         let (tx, rx) = watch::channel(false);
         let h = ota_mqtt_adapter::start(config, self.backends(), self.bus.clone(), rx)
             .await
@@ -213,10 +216,9 @@ pub fn unique(prefix: &str) -> String {
 
 /// Fails the test loudly when Mosquitto is not running.
 pub fn require_mosquitto() {
-    if let Err(e) = std::net::TcpStream::connect_timeout(
-        &MOSQUITTO.parse().unwrap(),
-        Duration::from_secs(2),
-    ) {
+    if let Err(e) =
+        std::net::TcpStream::connect_timeout(&MOSQUITTO.parse().unwrap(), Duration::from_secs(2))
+    {
         panic!("Mosquitto is required at {MOSQUITTO} but is not reachable: {e} (run scripts/test.sh, which starts it)");
     }
 }
