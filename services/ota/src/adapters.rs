@@ -33,6 +33,8 @@ pub struct Inputs<'a> {
 pub struct Adapters {
     pub router: Router,
     pub mqtt: Option<ota_mqtt_adapter::MqttAdapterHandle>,
+    /// Held so the MQTT adapter's own stop signal never fires on its own.
+    _mqtt_signal: Option<watch::Sender<bool>>,
 }
 
 pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
@@ -41,6 +43,7 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
     let mut out = Adapters {
         router: Router::new(),
         mqtt: None,
+        _mqtt_signal: None,
     };
     if !http && !mqtt {
         return Ok(out);
@@ -132,8 +135,8 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
         };
         // Stopped explicitly (and bounded in time) after the servers drained,
         // not by the shutdown signal.
-        let (keep, never) = watch::channel(false);
-        std::mem::forget(keep);
+        let (signal, never) = watch::channel(false);
+        out._mqtt_signal = Some(signal);
         let handle = ota_mqtt_adapter::start(config, backends, i.bus.clone(), never)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
