@@ -16,6 +16,9 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, Service};
 
+/// Events the in-process bus keeps per topic (each names up to 1000 VINs).
+const IN_PROCESS_MAX_EVENTS: usize = 10_000;
+
 pub struct Events {
     pub bus: SharedBus,
     /// Wakes the relay after a commit that wrote events (it polls anyway).
@@ -52,7 +55,9 @@ impl Events {
                 if producers && !all {
                     tracing::warn!("vehicle-store, campaign-manager and staging do not all run in this process and redis_url (OTA_REDIS_URL) is unset: their events cannot reach the other processes, so staged documents and dynamic targeting only catch up through reconciles");
                 }
-                Arc::new(MemoryBus::new())
+                // Bounded: events no group reads (a consumer in another
+                // process) must not pile up; reconciles repair what is dropped.
+                Arc::new(MemoryBus::new().with_max_len(IN_PROCESS_MAX_EVENTS))
             }
         };
         let mut tasks = Vec::new();
