@@ -17,7 +17,7 @@ use ota_artifacts::ArtifactStore;
 use ota_auth::vehicles::VehicleCredentials;
 use ota_common::peer::Peer;
 use ota_proto::v1 as pb;
-use ota_staging::document::{Action, Artifact, Document, Package};
+use ota_staging::document::Document;
 use ota_staging::StagingService;
 use pb::campaign_manager_client::CampaignManagerClient;
 use pb::staging_client::StagingClient;
@@ -59,47 +59,9 @@ impl Staging {
                     })
                     .await?
                     .into_inner();
-                Ok(from_proto(d))
+                Ok(Document::from_proto(d))
             }
         }
-    }
-}
-
-fn from_proto(d: pb::StagedDocument) -> Document {
-    Document {
-        vin: d.vin,
-        etag: d.etag,
-        poll_after_s: d.poll_after_s,
-        actions: d
-            .actions
-            .into_iter()
-            .map(|a| {
-                let p = a.package.unwrap_or_default();
-                Action {
-                    action_id: a.action_id,
-                    campaign_id: a.campaign_id,
-                    kind: a.r#type,
-                    ecu: a.ecu,
-                    package: Package {
-                        name: p.name,
-                        version: p.version,
-                        artifacts: p
-                            .artifacts
-                            .into_iter()
-                            .map(|x| Artifact {
-                                url: x.url,
-                                sha256: x.sha256,
-                                size: x.size,
-                            })
-                            .collect(),
-                    },
-                    deadline: a.deadline.map(|t| {
-                        ota_common::vehicle::from_timestamp(&t)
-                            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-                    }),
-                }
-            })
-            .collect(),
     }
 }
 

@@ -3,11 +3,11 @@
 //! elsewhere (GetActions, turned back into the same JSON).
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
+
 use ota_common::peer::Peer;
-use ota_common::vehicle::from_timestamp;
+
 use ota_proto::v1 as pb;
-use ota_staging::document::{Action, Artifact, Document, Package, EMPTY_ETAG};
+use ota_staging::document::{Document, EMPTY_ETAG};
 use ota_staging::{StagingService, StoredDoc};
 use pb::staging_client::StagingClient;
 use serde::Deserialize;
@@ -127,10 +127,8 @@ fn serve_proto(vin: &str, doc: pb::StagedDocument, spread: f64) -> Result<Served
     let poll_after_s = jittered(doc.poll_after_s, vin, &doc.etag, spread);
     let action_ids = doc.actions.iter().map(|a| a.action_id.clone()).collect();
     let doc = Document {
-        vin: doc.vin,
-        etag: doc.etag,
         poll_after_s,
-        actions: doc.actions.into_iter().map(action).collect(),
+        ..Document::from_proto(doc)
     };
     let body = serde_json::to_vec(&doc).map_err(|e| {
         AdapterError::Staging(ota_staging::StagingError::Build {
@@ -142,35 +140,6 @@ fn serve_proto(vin: &str, doc: pb::StagedDocument, spread: f64) -> Result<Served
         body: Bytes::from(body),
         action_ids,
     })
-}
-
-fn action(a: pb::StagedAction) -> Action {
-    let package = a.package.unwrap_or_default();
-    Action {
-        action_id: a.action_id,
-        campaign_id: a.campaign_id,
-        kind: a.r#type,
-        ecu: a.ecu,
-        package: Package {
-            name: package.name,
-            version: package.version,
-            artifacts: package
-                .artifacts
-                .into_iter()
-                .map(|x| Artifact {
-                    url: x.url,
-                    sha256: x.sha256,
-                    size: x.size,
-                })
-                .collect(),
-        },
-        // The same text staging writes, so both paths serve equal bytes.
-        deadline: a.deadline.as_ref().map(|t| rfc3339(from_timestamp(t))),
-    }
-}
-
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 /// This vehicle's poll interval: `base` scaled into [1 - spread, 1 + spread]
@@ -259,7 +228,7 @@ mod tests {
                 }],
             }),
             deadline: Some(ota_common::vehicle::to_timestamp(
-                DateTime::from_timestamp(1_796_083_200, 0).unwrap(),
+                chrono::DateTime::from_timestamp(1_796_083_200, 0).unwrap(),
             )),
             state: "staged".into(),
         };

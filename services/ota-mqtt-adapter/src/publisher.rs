@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chrono::SecondsFormat;
+
 use ota_bus::{topics, SharedBus, StagedEvent, Subscription};
-use ota_common::vehicle::from_timestamp;
+
 use ota_proto::v1 as pb;
-use ota_staging::document::{Action, Artifact, Document, Package};
+use ota_staging::document::Document;
 use ota_staging::StoredDoc;
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
@@ -152,41 +152,7 @@ impl Publisher {
 /// A remote GetActions answer back in the stored JSON shape (the same field
 /// order and deadline format as staging writes).
 fn from_proto(d: pb::StagedDocument) -> Result<StoredDoc, String> {
-    let doc = Document {
-        vin: d.vin,
-        etag: d.etag,
-        poll_after_s: d.poll_after_s,
-        actions: d
-            .actions
-            .into_iter()
-            .map(|a| {
-                let p = a.package.unwrap_or_default();
-                Action {
-                    action_id: a.action_id,
-                    campaign_id: a.campaign_id,
-                    kind: a.r#type,
-                    ecu: a.ecu,
-                    package: Package {
-                        name: p.name,
-                        version: p.version,
-                        artifacts: p
-                            .artifacts
-                            .into_iter()
-                            .map(|x| Artifact {
-                                url: x.url,
-                                sha256: x.sha256,
-                                size: x.size,
-                            })
-                            .collect(),
-                    },
-                    deadline: a
-                        .deadline
-                        .as_ref()
-                        .map(|t| from_timestamp(t).to_rfc3339_opts(SecondsFormat::AutoSi, true)),
-                }
-            })
-            .collect(),
-    };
+    let doc = Document::from_proto(d);
     let json = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
     Ok(StoredDoc {
         etag: doc.etag,

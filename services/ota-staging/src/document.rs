@@ -241,6 +241,44 @@ impl StoredDoc {
 }
 
 impl Document {
+    /// A GetActions answer back in the stored shape: the adapters that reach
+    /// staging over gRPC serve the same JSON as those that read the store
+    /// (same field order, same deadline text).
+    pub fn from_proto(d: pb::StagedDocument) -> Self {
+        Document {
+            vin: d.vin,
+            etag: d.etag,
+            poll_after_s: d.poll_after_s,
+            actions: d
+                .actions
+                .into_iter()
+                .map(|a| {
+                    let p = a.package.unwrap_or_default();
+                    Action {
+                        action_id: a.action_id,
+                        campaign_id: a.campaign_id,
+                        kind: a.r#type,
+                        ecu: a.ecu,
+                        package: Package {
+                            name: p.name,
+                            version: p.version,
+                            artifacts: p
+                                .artifacts
+                                .into_iter()
+                                .map(|x| Artifact {
+                                    url: x.url,
+                                    sha256: x.sha256,
+                                    size: x.size,
+                                })
+                                .collect(),
+                        },
+                        deadline: a.deadline.as_ref().map(|t| rfc3339(from_timestamp(t))),
+                    }
+                })
+                .collect(),
+        }
+    }
+
     pub fn to_proto(self) -> Result<pb::StagedDocument, StagingError> {
         let vin = self.vin;
         let actions = self
