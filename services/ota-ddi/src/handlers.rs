@@ -128,6 +128,13 @@ pub(crate) async fn poll(
     let c = authorize(s, &tenant, &controller, &headers).await?;
     let doc = s.staging.document(&c.vin).await?;
     let mut links = Map::new();
+    // Until staging has caught up with the device's final report, the
+    // document still holds the action it has just finished.
+    let just_finished = s
+        .memory
+        .get(&c.vin)
+        .filter(|seen| seen.finished.is_some())
+        .map(|seen| seen.action_id);
     let withdrawn = s
         .memory
         .get(&c.vin)
@@ -140,7 +147,11 @@ pub(crate) async fn poll(
             "cancelAction".into(),
             json!({"href": format!("{}/cancelAction/{}", c.url, seen.action_id)}),
         );
-    } else if let Some(a) = doc.actions.first() {
+    } else if let Some(a) = doc
+        .actions
+        .iter()
+        .find(|a| just_finished.as_deref() != Some(a.action_id.as_str()))
+    {
         links.insert(
             "deploymentBase".into(),
             json!({"href": format!("{}/deploymentBase/{}?c={}", c.url, a.action_id, change_hash(&doc.etag, &a.action_id))}),
@@ -335,6 +346,9 @@ pub(crate) async fn deployment_feedback(
         .into_inner();
     if is_final(&res.state) {
         s.memory.finish(&c.vin, &action_id, &res.state);
+    }
+    if ota_staging::FINISHING_STATES.contains(&state) {
+        s.staging.restage_after_finish(&c.vin).await;
     }
     Ok(StatusCode::OK)
 }

@@ -17,10 +17,8 @@ use ota_artifacts::ArtifactStore;
 use ota_auth::vehicles::VehicleCredentials;
 use ota_common::peer::Peer;
 use ota_proto::v1 as pb;
-use ota_staging::document::Document;
-use ota_staging::StagingService;
+use ota_staging::StagingPeer;
 use pb::campaign_manager_client::CampaignManagerClient;
-use pb::staging_client::StagingClient;
 use pb::vehicle_store_client::VehicleStoreClient;
 
 pub use error::DdiError;
@@ -31,40 +29,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The only tenant; DDI clients often spell it `DEFAULT`.
 pub const TENANT: &str = "default";
 
-/// Where staged documents come from.
-#[derive(Clone)]
-pub enum Staging {
-    /// Staging runs in this process: read the stored JSON directly.
-    InProcess(StagingService),
-    Remote(StagingClient<Peer>),
-}
-
-impl Staging {
-    pub(crate) async fn document(&self, vin: &str) -> Result<Document, DdiError> {
-        match self {
-            Self::InProcess(s) => {
-                let doc = s.lookup(vin).await?;
-                doc.document().map_err(|e| {
-                    DdiError::Staging(ota_staging::StagingError::Corrupt {
-                        vin: vin.to_owned(),
-                        reason: e.to_string(),
-                    })
-                })
-            }
-            Self::Remote(c) => {
-                let d = c
-                    .clone()
-                    .get_actions(pb::GetActionsRequest {
-                        vin: vin.to_owned(),
-                    })
-                    .await?
-                    .into_inner();
-                Ok(Document::from_proto(d))
-            }
-        }
-    }
-}
-
 /// Everything the DDI handlers need. Cheap to clone.
 #[derive(Clone)]
 pub struct DdiState {
@@ -73,7 +37,7 @@ pub struct DdiState {
 
 pub(crate) struct Inner {
     pub credentials: VehicleCredentials,
-    pub staging: Staging,
+    pub staging: StagingPeer,
     pub campaigns: CampaignManagerClient<Peer>,
     pub vehicles: VehicleStoreClient<Peer>,
     pub artifacts: Arc<dyn ArtifactStore>,
@@ -92,7 +56,7 @@ impl DdiState {
     /// `https://ota.example.com` (the same base hosted artifact URLs use).
     pub fn new(
         credentials: VehicleCredentials,
-        staging: Staging,
+        staging: StagingPeer,
         campaigns: CampaignManagerClient<Peer>,
         vehicles: VehicleStoreClient<Peer>,
         artifacts: Arc<dyn ArtifactStore>,

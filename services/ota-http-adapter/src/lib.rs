@@ -24,11 +24,11 @@ use ota_auth::vehicles::VehicleCredentials;
 use ota_common::peer::Peer;
 use ota_proto::v1::campaign_manager_client::CampaignManagerClient;
 use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
+use ota_staging::StagingPeer;
 
 pub use error::AdapterError;
 pub use limit::RateLimit;
 pub use mqtt::MqttSuperuser;
-pub use staging::StagingLookup;
 
 #[derive(Debug, Clone)]
 pub struct AdapterConfig {
@@ -63,7 +63,7 @@ pub struct AdapterState {
 
 struct Inner {
     credentials: VehicleCredentials,
-    staging: StagingLookup,
+    staging: StagingPeer,
     campaigns: CampaignManagerClient<Peer>,
     vehicles: VehicleStoreClient<Peer>,
     config: AdapterConfig,
@@ -74,7 +74,7 @@ struct Inner {
 impl AdapterState {
     pub fn new(
         credentials: VehicleCredentials,
-        staging: StagingLookup,
+        staging: StagingPeer,
         campaign_manager: Peer,
         vehicle_store: Peer,
         config: AdapterConfig,

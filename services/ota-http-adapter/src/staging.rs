@@ -1,51 +1,14 @@
-//! Where a vehicle's document comes from: staging in this process (the
-//! stored JSON bytes, no protobuf in between) or a staging service
-//! elsewhere (GetActions, turned back into the same JSON).
+//! A staged document made ready for one vehicle: the stored JSON served
+//! as is (a remote GetActions answer turned back into the same JSON), with
+//! this vehicle's jittered poll interval spliced in.
 
 use bytes::Bytes;
-
-use ota_common::peer::Peer;
-
 use ota_proto::v1 as pb;
 use ota_staging::document::{Document, EMPTY_ETAG};
-use ota_staging::{StagingService, StoredDoc};
-use pb::staging_client::StagingClient;
+use ota_staging::{Found, StoredDoc};
 use serde::Deserialize;
 
 use crate::AdapterError;
-
-#[derive(Clone)]
-pub enum StagingLookup {
-    InProcess(StagingService),
-    Remote(StagingClient<Peer>),
-}
-
-impl StagingLookup {
-    pub fn in_process(service: StagingService) -> Self {
-        Self::InProcess(service)
-    }
-
-    pub fn remote(staging: Peer) -> Self {
-        Self::Remote(StagingClient::new(staging).max_decoding_message_size(16 * 1024 * 1024))
-    }
-
-    pub(crate) async fn fetch(&self, vin: &str) -> Result<Fetched, AdapterError> {
-        match self {
-            Self::InProcess(s) => Ok(Fetched::Stored(s.lookup(vin).await?)),
-            Self::Remote(c) => {
-                let mut c = c.clone();
-                let doc = crate::bounded(c.get_actions(pb::GetActionsRequest { vin: vin.into() }))
-                    .await?;
-                Ok(Fetched::Proto(doc))
-            }
-        }
-    }
-}
-
-pub(crate) enum Fetched {
-    Stored(StoredDoc),
-    Proto(pb::StagedDocument),
-}
 
 /// A document ready to send: the body with this vehicle's poll interval,
 /// and the actions it hands over.
@@ -54,19 +17,10 @@ pub(crate) struct Served {
     pub action_ids: Vec<String>,
 }
 
-impl Fetched {
-    pub fn etag(&self) -> &str {
-        match self {
-            Self::Stored(d) => &d.etag,
-            Self::Proto(d) => &d.etag,
-        }
-    }
-
-    pub fn serve(self, vin: &str, spread: f64) -> Result<Served, AdapterError> {
-        match self {
-            Self::Stored(doc) => serve_stored(vin, doc, spread),
-            Self::Proto(doc) => serve_proto(vin, doc, spread),
-        }
+pub(crate) fn serve(found: Found, vin: &str, spread: f64) -> Result<Served, AdapterError> {
+    match found {
+        Found::Stored(doc) => serve_stored(vin, doc, spread),
+        Found::Proto(doc) => serve_proto(vin, doc, spread),
     }
 }
 
@@ -236,8 +190,8 @@ mod tests {
             .unwrap()
             .unwrap();
         let proto = stored.to_proto(VIN).unwrap();
-        let a = Fetched::Stored(stored).serve(VIN, 0.2).unwrap();
-        let b = Fetched::Proto(proto).serve(VIN, 0.2).unwrap();
+        let a = serve(Found::Stored(stored), VIN, 0.2).unwrap();
+        let b = serve(Found::Proto(proto), VIN, 0.2).unwrap();
         assert_eq!(a.body, b.body);
         assert_eq!(a.action_ids, ["a1"]);
         assert_eq!(b.action_ids, ["a1"]);

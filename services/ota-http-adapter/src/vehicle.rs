@@ -97,12 +97,12 @@ pub async fn actions(
     State(s): State<AdapterState>,
     headers: HeaderMap,
 ) -> Result<Response, AdapterError> {
-    let fetched = s.inner.staging.fetch(&vehicle.vin).await?;
-    let etag = etag_header(fetched.etag());
-    if not_modified(&headers, fetched.etag()) {
+    let found = s.inner.staging.find(&vehicle.vin).await?;
+    let etag = etag_header(found.etag());
+    if not_modified(&headers, found.etag()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
     }
-    let served = fetched.serve(&vehicle.vin, s.inner.config.poll_jitter)?;
+    let served = crate::staging::serve(found, &vehicle.vin, s.inner.config.poll_jitter)?;
     s.inner.delivered.send(&vehicle.vin, served.action_ids);
     Ok((
         StatusCode::OK,
@@ -169,8 +169,9 @@ pub async fn status(
         )));
     }
     let mut campaigns = s.inner.campaigns.clone();
+    let finished = ota_staging::FINISHING_STATES.contains(&body.state.as_str());
     let r = crate::bounded(campaigns.report_status(pb::ReportStatusRequest {
-        vin: vehicle.vin,
+        vin: vehicle.vin.clone(),
         action_id,
         state: body.state,
         progress: body.progress,
@@ -179,6 +180,9 @@ pub async fn status(
         protocol: "http".into(),
     }))
     .await?;
+    if finished {
+        s.inner.staging.restage_after_finish(&vehicle.vin).await;
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(StatusAnswer {

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::{serve, vin, Platform};
 use ota_common::peer;
-use ota_http_adapter::{AdapterConfig, AdapterState, RateLimit, StagingLookup};
+use ota_http_adapter::{AdapterConfig, AdapterState, RateLimit};
+use ota_staging::StagingPeer;
 use ota_staging::{campaign_manager_source, MemoryStore, Stager, StagingService};
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
@@ -162,6 +163,36 @@ async fn poll_gets_the_document_with_its_etag_then_304_and_marks_delivered() {
     assert_eq!(others, ["staged", "staged"], "only the poller's action");
 }
 
+/// Staging follows a final report through the bus, which takes a moment; a
+/// vehicle polling straight after its report must not get the action back.
+/// No staging worker runs here, so only the adapter's restage can pass this.
+#[tokio::test]
+async fn a_finished_action_is_gone_from_the_very_next_poll() {
+    let e = env().await;
+    let v = vin(0);
+    let token = e.token(&v).await;
+    let action = e.action_of(&v).await;
+    let res = e.get_actions(&v, &token).await;
+    let before = res.headers()["etag"].clone();
+    let doc: Value = res.json().await.unwrap();
+    assert_eq!(doc["actions"][0]["action_id"], action, "{doc}");
+
+    let (s, b) = e
+        .status(
+            &v,
+            &action,
+            &token,
+            json!({"state": "succeeded", "progress": 100, "seq": 1}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let res = e.get_actions(&v, &token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_ne!(res.headers()["etag"], before, "a new etag");
+    let doc: Value = res.json().await.unwrap();
+    assert_eq!(doc["actions"], json!([]), "{doc}");
+}
+
 #[tokio::test]
 async fn a_vehicle_without_actions_gets_the_empty_document() {
     let e = env().await;
@@ -184,7 +215,7 @@ async fn remote_staging_serves_the_same_bytes_as_in_process() {
     let local = local.bytes().await.unwrap();
     let remote = AdapterState::new(
         e.p.credentials.clone(),
-        StagingLookup::remote(peer::in_process(e.p.staging.clone().into_server())),
+        StagingPeer::remote(peer::in_process(e.p.staging.clone().into_server())),
         e.p.campaign_peer.clone(),
         e.p.vehicle_peer.clone(),
         AdapterConfig::default(),
@@ -213,7 +244,7 @@ async fn staging_not_ready_is_503_with_retry_after() {
     let bus: ota_bus::SharedBus = Arc::new(ota_bus::memory::MemoryBus::new());
     let state = AdapterState::new(
         e.p.credentials.clone(),
-        StagingLookup::in_process(StagingService::new(not_rebuilt, bus)),
+        StagingPeer::local(StagingService::new(not_rebuilt, bus)),
         e.p.campaign_peer.clone(),
         e.p.vehicle_peer.clone(),
         AdapterConfig::default(),

@@ -15,7 +15,6 @@ use ota_auth::vehicles::VehicleCredentials;
 use ota_common::peer::Peer;
 use ota_common::{CodedError, ErrorCode};
 use ota_proto::v1::campaign_manager_client::CampaignManagerClient;
-use ota_proto::v1::staging_client::StagingClient;
 use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
 use rumqttc::{AsyncClient, MqttOptions};
 use tokio::sync::{mpsc, watch};
@@ -67,21 +66,13 @@ impl Default for MqttAdapterConfig {
     }
 }
 
-/// Where the adapter reads staged documents.
-#[derive(Clone)]
-pub enum Documents {
-    /// In-process: the exact stored bytes, no protobuf in between.
-    Local(ota_staging::StagingService),
-    /// Another process: GetActions, re-serialized to the same JSON shape.
-    Remote(StagingClient<Peer>),
-}
-
 /// The services the adapter talks to.
 #[derive(Clone)]
 pub struct Backends {
     pub campaigns: CampaignManagerClient<Peer>,
     pub vehicles: VehicleStoreClient<Peer>,
-    pub documents: Documents,
+    /// Where the adapter reads staged documents.
+    pub documents: ota_staging::StagingPeer,
     /// Checks vehicle tokens; needed by the embedded broker only (an
     /// external broker does its own authentication).
     pub credentials: Option<VehicleCredentials>,

@@ -5,18 +5,13 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use ota_bus::{topics, SharedBus, StagedEvent, Subscription};
 
-use ota_proto::v1 as pb;
-use ota_staging::document::Document;
-use ota_staging::StoredDoc;
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::mpsc;
 
 use crate::topics::{Kind, Topics};
-use crate::{stopping, Documents, Stopped, GROUP};
+use crate::{stopping, Stopped, GROUP};
 
 /// Most VINs whose etag is remembered before the memory is dropped whole
 /// (each is republished once more at worst).
@@ -25,13 +20,13 @@ const REMEMBER_MAX: usize = 5_000_000;
 pub(crate) struct Publisher {
     client: AsyncClient,
     topics: Topics,
-    documents: Documents,
+    documents: ota_staging::StagingPeer,
     /// The etag last published per VIN.
     published: HashMap<String, String>,
 }
 
 impl Publisher {
-    pub fn new(client: AsyncClient, topics: Topics, documents: Documents) -> Self {
+    pub fn new(client: AsyncClient, topics: Topics, documents: ota_staging::StagingPeer) -> Self {
         Self {
             client,
             topics,
@@ -114,20 +109,12 @@ impl Publisher {
     /// Publishes the vehicle's current document unless this etag was
     /// already published.
     async fn publish(&mut self, vin: &str) -> Result<(), String> {
-        let doc = match &self.documents {
-            Documents::Local(s) => s.lookup(vin).await.map_err(|e| e.to_string())?,
-            Documents::Remote(c) => {
-                let d = c
-                    .clone()
-                    .get_actions(pb::GetActionsRequest {
-                        vin: vin.to_owned(),
-                    })
-                    .await
-                    .map_err(|e| e.message().to_owned())?
-                    .into_inner();
-                from_proto(d)?
-            }
-        };
+        let doc = self
+            .documents
+            .find(vin)
+            .await
+            .and_then(|found| found.into_stored(vin))
+            .map_err(|e| e.to_string())?;
         if self.published.get(vin) == Some(&doc.etag) {
             return Ok(());
         }
@@ -146,53 +133,5 @@ impl Publisher {
         }
         self.published.insert(vin.to_owned(), doc.etag);
         Ok(())
-    }
-}
-
-/// A remote GetActions answer back in the stored JSON shape (the same field
-/// order and deadline format as staging writes).
-fn from_proto(d: pb::StagedDocument) -> Result<StoredDoc, String> {
-    let doc = Document::from_proto(d);
-    let json = serde_json::to_vec(&doc).map_err(|e| e.to_string())?;
-    Ok(StoredDoc {
-        etag: doc.etag,
-        json: Bytes::from(json),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn remote_documents_keep_the_stored_bytes() {
-        let action = pb::OpenAction {
-            action_id: "a1".into(),
-            campaign_id: "c1".into(),
-            ecu: "BMS".into(),
-            priority: 1,
-            package: Some(pb::StagedPackage {
-                name: "bms-fw".into(),
-                version: "2.3.1".into(),
-                artifacts: vec![pb::Artifact {
-                    url: "https://cdn.example/x.bin".into(),
-                    sha256: "ab".repeat(32),
-                    size: 7,
-                }],
-            }),
-            deadline: Some(prost_types::Timestamp {
-                seconds: 1_796_083_200,
-                nanos: 0,
-            }),
-            state: "pending".into(),
-        };
-        let vin = "WVWZZZE1ZMP000001";
-        let stored = ota_staging::document::build(vin, &[action], 300)
-            .unwrap()
-            .unwrap();
-        let back = from_proto(stored.to_proto(vin).unwrap()).unwrap();
-        assert_eq!(back, stored);
-        let empty = ota_staging::document::empty(vin, 300);
-        assert_eq!(from_proto(empty.to_proto(vin).unwrap()).unwrap(), empty);
     }
 }

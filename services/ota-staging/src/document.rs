@@ -238,6 +238,17 @@ impl StoredDoc {
         })?;
         doc.to_proto()
     }
+
+    /// A GetActions answer in the stored form, the same bytes a local
+    /// lookup would give.
+    pub fn from_proto(d: pb::StagedDocument) -> Result<Self, serde_json::Error> {
+        let doc = Document::from_proto(d);
+        let json = serde_json::to_vec(&doc)?;
+        Ok(StoredDoc {
+            etag: doc.etag,
+            json: Bytes::from(json),
+        })
+    }
 }
 
 impl Document {
@@ -479,6 +490,39 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!("building the staged document of vehicle {VIN}: action a1 has no package")
+        );
+    }
+
+    #[test]
+    fn remote_documents_keep_the_stored_bytes() {
+        let action = pb::OpenAction {
+            action_id: "a1".into(),
+            campaign_id: "c1".into(),
+            ecu: "BMS".into(),
+            priority: 1,
+            package: Some(pb::StagedPackage {
+                name: "bms-fw".into(),
+                version: "2.3.1".into(),
+                artifacts: vec![pb::Artifact {
+                    url: "https://cdn.example/x.bin".into(),
+                    sha256: "ab".repeat(32),
+                    size: 7,
+                }],
+            }),
+            deadline: Some(prost_types::Timestamp {
+                seconds: 1_796_083_200,
+                nanos: 0,
+            }),
+            state: "pending".into(),
+        };
+        let vin = "WVWZZZE1ZMP000001";
+        let stored = build(vin, &[action], 300).unwrap().unwrap();
+        let back = StoredDoc::from_proto(stored.to_proto(vin).unwrap()).unwrap();
+        assert_eq!(back, stored);
+        let none = empty(vin, 300);
+        assert_eq!(
+            StoredDoc::from_proto(none.to_proto(vin).unwrap()).unwrap(),
+            none
         );
     }
 }

@@ -21,6 +21,9 @@ pub enum StagingError {
     /// NOT_FOUND campaign stays NOT_FOUND for our caller.
     #[error("campaign manager: {message}")]
     Source { code: ErrorCode, message: String },
+    /// A staging service in another process answered with an error.
+    #[error("staging service: {message}")]
+    Peer { code: ErrorCode, message: String },
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error("building the staged document of vehicle {vin}: {reason}")]
@@ -67,7 +70,7 @@ impl CodedError for StagingError {
             Self::InvalidVin(_) | Self::Invalid(_) => ErrorCode::InvalidArgument,
             Self::Unavailable(_) | Self::NotReady(_) => ErrorCode::Unavailable,
             Self::Corrupt { .. } | Self::Store(_) | Self::Build { .. } => ErrorCode::Internal,
-            Self::Source { code, .. } => *code,
+            Self::Source { code, .. } | Self::Peer { code, .. } => *code,
             Self::Bus(e) => e.code(),
         }
     }

@@ -12,8 +12,8 @@ use ota_bus::SharedBus;
 use ota_common::peer::{self, Peer};
 use ota_db::Db;
 use ota_proto::v1 as pb;
+use ota_staging::StagingPeer;
 use pb::campaign_manager_client::CampaignManagerClient;
-use pb::staging_client::StagingClient;
 use pb::vehicle_store_client::VehicleStoreClient;
 use tokio::sync::watch;
 
@@ -52,19 +52,17 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
     let credentials = VehicleCredentials::new(db.clone());
     let campaigns = i.campaign_peer.clone().context("built for the adapters")?;
     let vehicles = i.vehicle_peer.clone().context("built for the adapters")?;
-    let remote_staging = || -> anyhow::Result<StagingClient<Peer>> {
-        Ok(StagingClient::new(
+    // One peer for the three adapters: staging in this process, or the
+    // staging service named in the config.
+    let staging = match &i.staging {
+        Some(s) => StagingPeer::local(s.clone()),
+        None => StagingPeer::remote(
             peer::remote(&i.cfg.peer_url(Service::Staging)?).map_err(anyhow::Error::msg)?,
-        )
-        .max_decoding_message_size(16 * 1024 * 1024))
+        ),
     };
     let public_url = i.cfg.public_url();
 
     if http {
-        let lookup = match &i.staging {
-            Some(s) => ota_http_adapter::StagingLookup::in_process(s.clone()),
-            None => ota_http_adapter::StagingLookup::Remote(remote_staging()?),
-        };
         let superuser = match (&i.cfg.mqtt_username, &i.cfg.mqtt_password) {
             (Some(u), Some(p)) => Some(ota_http_adapter::MqttSuperuser {
                 username: u.clone(),
@@ -82,20 +80,16 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
         };
         let state = ota_http_adapter::AdapterState::new(
             credentials.clone(),
-            lookup,
+            staging.clone(),
             campaigns.clone(),
             vehicles.clone(),
             config,
         );
-        let ddi_staging = match &i.staging {
-            Some(s) => ota_ddi::Staging::InProcess(s.clone()),
-            None => ota_ddi::Staging::Remote(remote_staging()?),
-        };
         let store: Arc<dyn ota_artifacts::ArtifactStore> =
             Arc::new(ota_artifacts::DiskStore::new(&i.cfg.data_dir));
         let ddi = ota_ddi::DdiState::new(
             credentials.clone(),
-            ddi_staging,
+            staging.clone(),
             CampaignManagerClient::new(campaigns.clone()),
             VehicleStoreClient::new(vehicles.clone()),
             store.clone(),
@@ -115,10 +109,6 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
     }
 
     if mqtt {
-        let documents = match &i.staging {
-            Some(s) => ota_mqtt_adapter::Documents::Local(s.clone()),
-            None => ota_mqtt_adapter::Documents::Remote(remote_staging()?),
-        };
         let listen = i.cfg.mqtt_listen.parse().expect("validated");
         let config = ota_mqtt_adapter::MqttAdapterConfig {
             listen,
@@ -130,7 +120,7 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
         let backends = ota_mqtt_adapter::Backends {
             campaigns: CampaignManagerClient::new(campaigns),
             vehicles: VehicleStoreClient::new(vehicles),
-            documents,
+            documents: staging,
             credentials: Some(credentials),
         };
         // Stopped explicitly (and bounded in time) after the servers drained,

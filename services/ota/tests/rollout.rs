@@ -400,9 +400,9 @@ async fn a_simulated_mixed_fleet_completes_a_campaign() {
 }
 
 /// The production shape: PostgreSQL, Redis and the real Mosquitto as the
-/// vehicles' broker (the adapter joins through a shared subscription).
+/// MQTT vehicles' broker (the adapter joins through a shared subscription).
 #[tokio::test]
-async fn a_simulated_mqtt_fleet_completes_a_campaign_on_postgres_redis_and_mosquitto() {
+async fn a_simulated_mixed_fleet_completes_a_campaign_on_postgres_redis_and_mosquitto() {
     let pg = ota_tests::db::postgres().await;
     let redis_url =
         std::env::var("OTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
@@ -428,10 +428,7 @@ async fn a_simulated_mqtt_fleet_completes_a_campaign_on_postgres_redis_and_mosqu
     );
     // VINs of their own on the shared broker.
     let first = 100_000 + (std::process::id() % 800) * 1000;
-    // MQTT through the external broker. (A mixed fleet here has seen a DDI
-    // vehicle's deploymentBase answer 404 right after the poll that linked
-    // it; under investigation.)
-    simulated_fleet_completes_a_campaign(&s, first, &mqtt, "mqtt").await;
+    simulated_fleet_completes_a_campaign(&s, first, &mqtt, "mixed").await;
 }
 
 async fn simulated_fleet_completes_a_campaign(s: &Server, first: u32, mqtt: &str, protocol: &str) {

@@ -19,9 +19,10 @@ use ota_campaign_manager::store::Store;
 use ota_campaign_manager::{Actor, CampaignManager, Config};
 use ota_common::peer;
 use ota_common::vehicle::VehiclePatch;
-use ota_ddi::{router, DdiState, Staging};
+use ota_ddi::{router, DdiState};
 use ota_proto::v1 as pb;
 use ota_rule_engine::{RuleEngineService, StoreVehicles};
+use ota_staging::StagingPeer;
 use ota_staging::{campaign_manager_source, MemoryStore, Stager, StagingService};
 use ota_tests::db::TestDb;
 use ota_vehicle_store::grpc::VehicleStoreService;
@@ -83,11 +84,9 @@ impl Platform {
         stager.full_rebuild().await.unwrap();
         let service = StagingService::new(stager.clone(), bus);
         let staging = if remote_staging {
-            Staging::Remote(pb::staging_client::StagingClient::new(peer::in_process(
-                service.into_server(),
-            )))
+            StagingPeer::remote(peer::in_process(service.into_server()))
         } else {
-            Staging::InProcess(service)
+            StagingPeer::local(service)
         };
 
         let dir = tempfile::tempdir().unwrap();

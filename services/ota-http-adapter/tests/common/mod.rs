@@ -14,9 +14,10 @@ use ota_campaign_manager::store::Store;
 use ota_campaign_manager::{Actor, CampaignManager, CampaignManagerService, Config};
 use ota_common::peer::{self, Peer};
 use ota_common::vehicle::VehiclePatch;
-use ota_http_adapter::{AdapterConfig, AdapterState, StagingLookup};
+use ota_http_adapter::{AdapterConfig, AdapterState};
 use ota_proto::v1 as pb;
 use ota_rule_engine::{RuleEngineService, StoreVehicles};
+use ota_staging::StagingPeer;
 use ota_staging::{campaign_manager_source, MemoryStore, Stager, StagingService};
 use ota_tests::db::TestDb;
 use ota_vehicle_store::grpc::VehicleStoreService;
@@ -151,7 +152,7 @@ rollout: {max_per_minute: 600000}
     pub fn state(&self, config: AdapterConfig) -> AdapterState {
         AdapterState::new(
             self.credentials.clone(),
-            StagingLookup::in_process(self.staging.clone()),
+            StagingPeer::local(self.staging.clone()),
             self.campaign_peer.clone(),
             self.vehicle_peer.clone(),
             config,

@@ -15,7 +15,7 @@ use ota_campaign_manager::store::Store;
 use ota_campaign_manager::{Actor, CampaignManager, CampaignManagerService, Config};
 use ota_common::peer::{self, Peer};
 use ota_common::vehicle::VehiclePatch;
-use ota_mqtt_adapter::{Backends, Documents, MqttAdapterConfig, MqttAdapterHandle};
+use ota_mqtt_adapter::{Backends, MqttAdapterConfig, MqttAdapterHandle};
 use ota_proto::v1 as pb;
 use ota_rule_engine::{RuleEngineService, StoreVehicles};
 use ota_staging::{campaign_manager_source, MemoryStore, Stager, StagingService};
@@ -90,7 +90,7 @@ impl Platform {
                 self.campaign_peer.clone(),
             ),
             vehicles: pb::vehicle_store_client::VehicleStoreClient::new(self.vehicle_peer.clone()),
-            documents: Documents::Local(self.staging.clone()),
+            documents: ota_staging::StagingPeer::local(self.staging.clone()),
             credentials: Some(self.credentials.clone()),
         }
     }
