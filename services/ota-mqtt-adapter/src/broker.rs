@@ -14,11 +14,15 @@ use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use rmqtt::types::{AuthResult, ConnectInfo, PublishAclResult, SubscribeAclResult};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::ingest::{Outcome, Recorder};
 use crate::topics::{Kind, Topics};
 use crate::MqttError;
+
+/// How long a vehicle's report waits for the platform before the vehicle is
+/// disconnected (and sends it again after reconnecting).
+const RECORD_PATIENCE: Duration = Duration::from_secs(20);
 
 /// The adapter's own account: the only one allowed everywhere.
 #[derive(Clone)]
@@ -39,10 +43,9 @@ impl Broker {
         addr: SocketAddr,
         superuser: Superuser,
         credentials: VehicleCredentials,
-        topics: Topics,
-        connected: mpsc::Sender<String>,
-        max_payload: usize,
+        recorder: Arc<Recorder>,
     ) -> Result<Self, MqttError> {
+        let max_payload = recorder.max_payload;
         let scx = ServerContext::new()
             // Busy checking refuses connections while the process is loaded
             // (a burst of reconnecting vehicles is exactly when it must not).
@@ -60,8 +63,8 @@ impl Broker {
         let acl = Arc::new(Acl {
             superuser,
             credentials,
-            topics,
-            connected,
+            topics: recorder.topics.clone(),
+            recorder,
         });
         for typ in [
             Type::ClientAuthenticate,
@@ -148,9 +151,12 @@ struct Acl {
     superuser: Superuser,
     credentials: VehicleCredentials,
     topics: Topics,
-    /// Vehicles that just connected: their document is published if it was
-    /// not yet (the embedded broker starts without retained messages).
-    connected: mpsc::Sender<String>,
+    /// Records status and inventory before the broker acknowledges them, so
+    /// a crash of this process cannot lose an acknowledged report. Its
+    /// `ensure` channel also takes vehicles that just connected: their
+    /// document is published if it was not yet (the embedded broker starts
+    /// without retained messages).
+    recorder: Arc<Recorder>,
 }
 
 struct AclHandler(Arc<Acl>);
@@ -204,6 +210,33 @@ impl Acl {
         )
     }
 
+    /// Status and inventory are recorded here, and the broker sends PUBACK
+    /// only after this returns. A platform that stays unavailable gets the
+    /// vehicle disconnected without an ack, so it sends the report again.
+    async fn record(&self, p: &rmqtt::types::Publish) -> PublishAclResult {
+        if !matches!(
+            self.topics.parse(p.topic.as_ref()),
+            Some((_, Kind::Status | Kind::Inventory))
+        ) {
+            return PublishAclResult::allow();
+        }
+        let outcome = self
+            .recorder
+            .record(
+                p.topic.as_ref(),
+                &p.payload,
+                p.retain,
+                Some(RECORD_PATIENCE),
+            )
+            .await;
+        match outcome {
+            // Recorded reports go nowhere else: nobody subscribes to them.
+            Outcome::Recorded => PublishAclResult::allow(),
+            Outcome::Rejected => PublishAclResult::rejected(false, None),
+            Outcome::Unavailable => PublishAclResult::rejected(true, None),
+        }
+    }
+
     /// A vehicle may subscribe only to its own actions, unshared.
     fn may_subscribe(&self, client_id: &str, s: &rmqtt::types::Subscribe) -> bool {
         !s.opts.has_shared_group()
@@ -235,8 +268,9 @@ impl Handler for AclHandler {
                 (false, Some(HookResult::SubscribeAclResult(r)))
             }
             Parameter::MessagePublishCheckAcl(s, p) => {
-                let r = if acl.may_publish(s.id.client_id.as_ref(), p.topic.as_ref()) {
-                    PublishAclResult::allow()
+                let client_id: &str = s.id.client_id.as_ref();
+                let r = if acl.may_publish(client_id, p.topic.as_ref()) {
+                    acl.record(p).await
                 } else {
                     metrics::counter!("ota_mqtt_rejected_total", "reason" => "acl").increment(1);
                     tracing::info!(client_id = %s.id.client_id, topic = %p.topic, "MQTT publish denied");
@@ -247,7 +281,7 @@ impl Handler for AclHandler {
             Parameter::ClientConnected(s) => {
                 metrics::gauge!("ota_mqtt_connections").increment(1.0);
                 if !s.superuser().await.unwrap_or_default() {
-                    let _ = acl.connected.try_send(s.id.client_id.to_string());
+                    let _ = acl.recorder.ensure.try_send(s.id.client_id.to_string());
                 }
                 (true, acc)
             }

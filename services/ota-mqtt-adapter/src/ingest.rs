@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ota_common::Vin;
 use ota_proto::v1 as pb;
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeFilter};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -21,10 +21,33 @@ pub(crate) struct Ingest {
     pub client: AsyncClient,
     pub topics: Topics,
     pub share_group: String,
+    /// The topics this client consumes. With the embedded broker, status
+    /// and inventory are recorded inside the broker before it acknowledges
+    /// them ([`Recorder`]), so only presence (whose Last Will the broker
+    /// publishes itself) comes through here.
+    pub kinds: Vec<Kind>,
+    pub recorder: Arc<Recorder>,
+}
+
+/// Turns vehicle reports into calls to the platform.
+pub(crate) struct Recorder {
+    pub topics: Topics,
     pub max_payload: usize,
     pub backends: Backends,
     /// VINs that came online: their document is published if needed.
     pub ensure: mpsc::Sender<String>,
+}
+
+/// What became of one report.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Recorded,
+    /// Refused for good (garbage, unknown action, ...): counted, logged and
+    /// acknowledged, since sending it again cannot help.
+    Rejected,
+    /// The platform stayed unavailable past the caller's patience: the
+    /// report must not be acknowledged.
+    Unavailable,
 }
 
 #[derive(Deserialize)]
@@ -55,9 +78,13 @@ struct EcuReport {
 }
 
 /// Why a report was dropped (acknowledged without being recorded): the
-/// `reason` label of `ota_mqtt_rejected_total`.
+/// `reason` label of `ota_mqtt_rejected_total`. `Unavailable` is the
+/// exception: the platform did not answer in time, nothing is acknowledged.
 #[derive(Debug)]
-struct Rejected(&'static str, String);
+enum Rejected {
+    Refused(&'static str, String),
+    Unavailable,
+}
 
 impl Ingest {
     pub async fn run(self, mut eventloop: EventLoop, mut stopped: Stopped) {
@@ -84,9 +111,9 @@ impl Ingest {
                     );
                     // Subscribing again is harmless when the session kept the
                     // subscriptions, and needed when the broker lost them.
-                    let filters = [Kind::Status, Kind::Inventory, Kind::Presence].map(|k| {
+                    let filters = this.kinds.iter().map(|k| {
                         SubscribeFilter::new(
-                            format!("$share/{}/{}", this.share_group, this.topics.filter(k)),
+                            format!("$share/{}/{}", this.share_group, this.topics.filter(*k)),
                             QoS::AtLeastOnce,
                         )
                     });
@@ -105,7 +132,9 @@ impl Ingest {
                     let connection = connection.clone();
                     let on = connection.load(Ordering::SeqCst);
                     workers.spawn(async move {
-                        this.handle(&p).await;
+                        this.recorder
+                            .record(&p.topic, &p.payload, p.retain, None)
+                            .await;
                         if connection.load(Ordering::SeqCst) == on {
                             if let Err(e) = this.client.ack(&p).await {
                                 tracing::debug!(error = %e, "acknowledging an MQTT report");
@@ -128,39 +157,65 @@ impl Ingest {
         workers.abort_all();
         while workers.join_next().await.is_some() {}
     }
+}
 
-    async fn handle(&self, p: &Publish) {
-        let kind = self.topics.parse(&p.topic).map(|(_, k)| k);
-        match self.process(p).await {
+impl Recorder {
+    /// Records one report. A transient failure is retried for `patience`
+    /// (`None`: until it works), the report unacknowledged meanwhile.
+    pub async fn record(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+        patience: Option<Duration>,
+    ) -> Outcome {
+        let kind = self.topics.parse(topic).map(|(_, k)| k);
+        let give_up = patience.map(|p| tokio::time::Instant::now() + p);
+        match self.process(topic, payload, retain, give_up).await {
             Ok(()) => {
                 metrics::counter!("ota_mqtt_reports_total", "kind" => kind.map_or("other", |k| k.as_str()))
                     .increment(1);
+                Outcome::Recorded
             }
-            Err(Rejected(reason, detail)) => {
+            Err(Rejected::Refused(reason, detail)) => {
                 metrics::counter!("ota_mqtt_rejected_total", "reason" => reason).increment(1);
-                tracing::warn!(topic = %p.topic, reason, detail, "MQTT report rejected");
+                tracing::warn!(topic, reason, detail, "MQTT report rejected");
+                Outcome::Rejected
+            }
+            Err(Rejected::Unavailable) => {
+                tracing::warn!(
+                    topic,
+                    "MQTT report not recorded in time; left unacknowledged"
+                );
+                Outcome::Unavailable
             }
         }
     }
 
-    async fn process(&self, p: &Publish) -> Result<(), Rejected> {
+    async fn process(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        retain: bool,
+        give_up: Option<tokio::time::Instant>,
+    ) -> Result<(), Rejected> {
         let (vin, kind) = self
             .topics
-            .parse(&p.topic)
-            .ok_or_else(|| Rejected("topic", p.topic.clone()))?;
-        if p.payload.len() > self.max_payload {
-            return Err(Rejected(
+            .parse(topic)
+            .ok_or_else(|| Rejected::Refused("topic", topic.to_owned()))?;
+        if payload.len() > self.max_payload {
+            return Err(Rejected::Refused(
                 "too_large",
-                format!("{} bytes from {vin}", p.payload.len()),
+                format!("{} bytes from {vin}", payload.len()),
             ));
         }
         let vin = Vin::parse(vin)
-            .map_err(|e| Rejected("vin", e.to_string()))?
+            .map_err(|e| Rejected::Refused("vin", e.to_string()))?
             .to_string();
         match kind {
             Kind::Status => {
-                let r: StatusReport = serde_json::from_slice(&p.payload)
-                    .map_err(|e| Rejected("payload", format!("status of {vin}: {e}")))?;
+                let r: StatusReport = serde_json::from_slice(payload)
+                    .map_err(|e| Rejected::Refused("payload", format!("status of {vin}: {e}")))?;
                 let req = pb::ReportStatusRequest {
                     vin,
                     action_id: r.action_id,
@@ -170,7 +225,7 @@ impl Ingest {
                     seq: r.seq,
                     protocol: "mqtt".into(),
                 };
-                self.retry(|| {
+                self.retry(give_up, || {
                     let mut c = self.backends.campaigns.clone();
                     let req = req.clone();
                     async move { c.report_status(req).await.map(|_| ()) }
@@ -178,8 +233,9 @@ impl Ingest {
                 .await
             }
             Kind::Inventory => {
-                let r: InventoryReport = serde_json::from_slice(&p.payload)
-                    .map_err(|e| Rejected("payload", format!("inventory of {vin}: {e}")))?;
+                let r: InventoryReport = serde_json::from_slice(payload).map_err(|e| {
+                    Rejected::Refused("payload", format!("inventory of {vin}: {e}"))
+                })?;
                 let req = pb::ReportInventoryRequest {
                     vin,
                     ecus: r
@@ -189,35 +245,42 @@ impl Ingest {
                         .collect(),
                     attributes: r.attributes,
                 };
-                self.report_inventory(req).await
+                self.report_inventory(req, give_up).await
             }
             Kind::Presence => {
-                let online = match &p.payload[..] {
+                let online = match payload {
                     b"online" => true,
                     b"offline" => false,
-                    _ => return Err(Rejected("payload", format!("presence of {vin}"))),
+                    _ => return Err(Rejected::Refused("payload", format!("presence of {vin}"))),
                 };
                 // A retained presence is replayed on every (re)subscribe; it
                 // says nothing about when the vehicle was last seen.
-                if p.retain {
+                if retain {
                     return Ok(());
                 }
                 if online {
                     let _ = self.ensure.try_send(vin.clone());
                 }
                 // An inventory report with no changes moves last_seen.
-                self.report_inventory(pb::ReportInventoryRequest {
-                    vin,
-                    ..Default::default()
-                })
+                self.report_inventory(
+                    pb::ReportInventoryRequest {
+                        vin,
+                        ..Default::default()
+                    },
+                    give_up,
+                )
                 .await
             }
-            Kind::Actions => Err(Rejected("topic", p.topic.clone())),
+            Kind::Actions => Err(Rejected::Refused("topic", topic.to_owned())),
         }
     }
 
-    async fn report_inventory(&self, req: pb::ReportInventoryRequest) -> Result<(), Rejected> {
-        self.retry(|| {
+    async fn report_inventory(
+        &self,
+        req: pb::ReportInventoryRequest,
+        give_up: Option<tokio::time::Instant>,
+    ) -> Result<(), Rejected> {
+        self.retry(give_up, || {
             let mut c = self.backends.vehicles.clone();
             let req = req.clone();
             async move { c.report_inventory(req).await.map(|_| ()) }
@@ -225,9 +288,14 @@ impl Ingest {
         .await
     }
 
-    /// Calls until the platform answers: a transient failure is retried
-    /// (the report stays unacknowledged meanwhile), a refusal is final.
-    async fn retry<F, Fut>(&self, call: F) -> Result<(), Rejected>
+    /// Calls until the platform answers or `give_up` passes: a transient
+    /// failure is retried (the report stays unacknowledged meanwhile), a
+    /// refusal is final.
+    async fn retry<F, Fut>(
+        &self,
+        give_up: Option<tokio::time::Instant>,
+        call: F,
+    ) -> Result<(), Rejected>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<(), tonic::Status>>,
@@ -237,6 +305,9 @@ impl Ingest {
             match call().await {
                 Ok(()) => return Ok(()),
                 Err(s) if transient(s.code()) => {
+                    if give_up.is_some_and(|t| tokio::time::Instant::now() + backoff > t) {
+                        return Err(Rejected::Unavailable);
+                    }
                     tracing::warn!(code = ?s.code(), message = s.message(), "recording an MQTT report failed, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
@@ -247,7 +318,7 @@ impl Ingest {
                         tonic::Code::InvalidArgument => "invalid",
                         _ => "refused",
                     };
-                    return Err(Rejected(reason, s.message().to_owned()));
+                    return Err(Rejected::Refused(reason, s.message().to_owned()));
                 }
             }
         }

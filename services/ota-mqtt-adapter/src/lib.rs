@@ -1,7 +1,9 @@
 //! The MQTT adapter: vehicles receive their staged document on a retained
 //! topic and report status, inventory and presence back. It runs an embedded
-//! broker ([`rmqtt`]) unless an external broker URL is configured; either way
-//! the adapter itself is one MQTT client of that broker.
+//! broker ([`rmqtt`]) unless an external broker URL is configured. With an
+//! external broker the adapter is one MQTT client of it, acknowledging
+//! reports once recorded; the embedded broker records status and inventory
+//! before it acknowledges them to the vehicle.
 
 mod broker;
 mod ingest;
@@ -9,6 +11,7 @@ mod publisher;
 pub mod topics;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ota_auth::vehicles::VehicleCredentials;
@@ -19,6 +22,7 @@ use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
 use rumqttc::{AsyncClient, MqttOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
+use topics::Kind;
 
 pub use topics::Topics;
 
@@ -156,6 +160,12 @@ pub async fn start(
     }
     let topics = Topics::new(&config.topic_prefix)?;
     let (ensure_tx, ensure_rx) = mpsc::channel::<String>(10_000);
+    let recorder = Arc::new(ingest::Recorder {
+        topics: topics.clone(),
+        max_payload: config.max_payload_bytes,
+        backends: backends.clone(),
+        ensure: ensure_tx,
+    });
 
     let (options, broker) = match &config.external_url {
         Some(url) => {
@@ -183,9 +193,7 @@ pub async fn start(
                 config.listen,
                 superuser.clone(),
                 credentials,
-                topics.clone(),
-                ensure_tx.clone(),
-                config.max_payload_bytes,
+                recorder.clone(),
             )
             .await?;
             let target = if b.addr.ip().is_unspecified() {
@@ -203,13 +211,20 @@ pub async fn start(
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = merge_stop(shutdown, stop_rx);
+    // The embedded broker records status and inventory itself, before it
+    // acknowledges them; an external broker's are consumed here, and
+    // acknowledged after recording.
+    let kinds = if broker.is_some() {
+        vec![Kind::Presence]
+    } else {
+        vec![Kind::Status, Kind::Inventory, Kind::Presence]
+    };
     let ingest = ingest::Ingest {
         client: client.clone(),
         topics: topics.clone(),
         share_group: config.share_group.clone(),
-        max_payload: config.max_payload_bytes,
-        backends: backends.clone(),
-        ensure: ensure_tx,
+        kinds,
+        recorder,
     };
     let publisher = publisher::Publisher::new(client.clone(), topics, backends.documents.clone());
     let mut tasks = vec![
