@@ -27,6 +27,9 @@ pub(crate) struct Ingest {
     /// publishes itself) comes through here.
     pub kinds: Vec<Kind>,
     pub recorder: Arc<Recorder>,
+    /// Bumped on every connection without a session present (see the
+    /// publisher, which then republishes the documents).
+    pub fresh_sessions: Arc<AtomicU64>,
 }
 
 /// Turns vehicle reports into calls to the platform.
@@ -104,6 +107,9 @@ impl Ingest {
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     connection.fetch_add(1, Ordering::SeqCst);
+                    if !ack.session_present {
+                        this.fresh_sessions.fetch_add(1, Ordering::SeqCst);
+                    }
                     backoff = Duration::from_millis(100);
                     tracing::info!(
                         session_present = ack.session_present,

@@ -219,14 +219,21 @@ pub async fn start(
     } else {
         vec![Kind::Status, Kind::Inventory, Kind::Presence]
     };
+    let fresh_sessions = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let ingest = ingest::Ingest {
         client: client.clone(),
         topics: topics.clone(),
         share_group: config.share_group.clone(),
         kinds,
         recorder,
+        fresh_sessions: fresh_sessions.clone(),
     };
-    let publisher = publisher::Publisher::new(client.clone(), topics, backends.documents.clone());
+    let publisher = publisher::Publisher::new(
+        client.clone(),
+        topics,
+        backends.documents.clone(),
+        fresh_sessions,
+    );
     let mut tasks = vec![
         tokio::spawn(ingest.run(eventloop, stopped.clone())),
         tokio::spawn(publisher.run(bus, config.client_id.clone(), ensure_rx, stopped.clone())),

@@ -3,6 +3,8 @@
 //! actions topic, once per etag.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ota_bus::{topics, SharedBus, StagedEvent, Subscription};
@@ -23,15 +25,27 @@ pub(crate) struct Publisher {
     documents: ota_staging::StagingPeer,
     /// The etag last published per VIN.
     published: HashMap<String, String>,
+    /// Bumped by the report consumer whenever it connects to a broker that
+    /// kept no session for it: a restarted broker may have lost the retained
+    /// documents too, so everything is published again as vehicles return.
+    fresh_sessions: Arc<AtomicU64>,
+    seen_sessions: u64,
 }
 
 impl Publisher {
-    pub fn new(client: AsyncClient, topics: Topics, documents: ota_staging::StagingPeer) -> Self {
+    pub fn new(
+        client: AsyncClient,
+        topics: Topics,
+        documents: ota_staging::StagingPeer,
+        fresh_sessions: Arc<AtomicU64>,
+    ) -> Self {
         Self {
             client,
             topics,
             documents,
             published: HashMap::new(),
+            seen_sessions: fresh_sessions.load(Ordering::SeqCst),
+            fresh_sessions,
         }
     }
 
@@ -45,6 +59,11 @@ impl Publisher {
         let mut sub: Option<Box<dyn Subscription>> = None;
         let mut backoff = Duration::from_millis(100);
         while !*stopped.borrow() {
+            let sessions = self.fresh_sessions.load(Ordering::SeqCst);
+            if sessions != self.seen_sessions {
+                self.seen_sessions = sessions;
+                self.published.clear();
+            }
             while let Ok(vin) = ensure.try_recv() {
                 if let Err(e) = self.publish(&vin).await {
                     tracing::warn!(%vin, error = %e, "publishing a staged document");

@@ -244,18 +244,73 @@ impl Drop for Mosquitto {
     }
 }
 
-/// The external broker restarts (losing every session and subscription):
-/// the adapter reconnects and subscribes again by itself, and a vehicle's
-/// reports reach the platform again.
+/// Waits on a vehicle connection for a document holding an action, while
+/// announcing the vehicle online (as the simulator and real vehicles do).
+async fn document_arrives(port: u16, vin: &str) -> Value {
+    let (client, mut events) = connect(port, vin, None);
+    client
+        .subscribe(format!("ota/v1/vehicles/{vin}/actions"), QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    client
+        .publish(
+            format!("ota/v1/vehicles/{vin}/presence"),
+            QoS::AtLeastOnce,
+            true,
+            "online",
+        )
+        .await
+        .unwrap();
+    let wait = async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let doc: Value = serde_json::from_slice(&p.payload).unwrap();
+                    if doc["actions"].as_array().is_some_and(|a| !a.is_empty()) {
+                        return doc;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    };
+    let doc = tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .unwrap_or_else(|_| panic!("no document with an action reached {vin} within 20 s"));
+    let _ = client.disconnect().await;
+    doc
+}
+
+/// The external broker restarts, losing every session, subscription and
+/// retained document: the adapter reconnects and subscribes again by
+/// itself, a vehicle's reports reach the platform again, and a vehicle
+/// coming back online gets its document again.
 #[tokio::test]
 async fn the_adapter_rejoins_a_restarted_broker() {
     let broker = Mosquitto::start(free_port());
     let url = format!("mqtt://127.0.0.1:{}", broker.port);
-    let s = Server::start(&[("OTA_MQTT_URL", &url)], &[]);
+    let s = Server::start(
+        &[("OTA_MQTT_URL", &url), ("OTA_CAMPAIGNS__TICK_MS", "200")],
+        &[],
+    );
     let admin = s.admin_token();
     import(&s, &admin, 1);
     let v = vin(0);
-
+    common::post(
+        format!("{}/api/v1/packages", s.http),
+        &admin,
+        json!({"name": "bms-fw", "version": "2.3.1", "ecu": "BMS",
+               "artifacts": [{"url": "https://cdn.example/bms.bin", "sha256": "b".repeat(64), "size": 7}]}),
+    )
+    .await;
+    common::create_approve_launch(
+        &s.http,
+        &admin,
+        "name: restart\ntarget: 'vehicle.region == \"EU\"'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\n",
+    )
+    .await;
+    let before = document_arrives(broker.port, &v).await;
     // Mosquitto here lets anyone in: authentication is the broker's job
     // with an external one (EMQX asks the HTTP adapter's hooks).
     let send_until_recorded = |n: u64, port: u16| {
@@ -294,4 +349,6 @@ async fn the_adapter_rejoins_a_restarted_broker() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let _broker = Mosquitto::start(port);
     send_until_recorded(2, port).await;
+    let after = document_arrives(port, &v).await;
+    assert_eq!(after["etag"], before["etag"], "{after}");
 }

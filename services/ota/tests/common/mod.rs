@@ -175,3 +175,49 @@ pub fn vehicle(n: u32) -> Value {
            "gateway": "hcp3", "region": if n.is_multiple_of(2) { "EU" } else { "NA" }, "country": "DE",
            "ecus": {"BMS": {"hw": "H2", "sw": "2.2.0"}, "HU": {"hw": "MIB3", "sw": "5.1.0"}}})
 }
+
+pub async fn post(url: String, token: &str, body: Value) -> Value {
+    let r = reqwest::Client::new()
+        .post(url.clone())
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "POST {url}: {status} {v}");
+    v
+}
+
+/// Creates a campaign from its file, has a second person approve it, and
+/// launches it; returns its id.
+pub async fn create_approve_launch(http: &str, admin: &str, spec: &str) -> String {
+    let api = |p: &str| format!("{http}/api/v1{p}");
+    let r = reqwest::Client::new()
+        .post(api("/campaigns"))
+        .bearer_auth(admin)
+        .body(spec.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let approver = post(
+        api("/tokens"),
+        admin,
+        json!({"name": "ann", "role": "approver"}),
+    )
+    .await;
+    post(
+        api(&format!("/campaigns/{id}:approve")),
+        approver["token"].as_str().unwrap(),
+        json!({}),
+    )
+    .await;
+    post(api(&format!("/campaigns/{id}:launch")), admin, json!({})).await;
+    id
+}
