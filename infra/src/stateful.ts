@@ -201,6 +201,10 @@ export class StatefulServices extends Construct {
         EMQX_MQTT__SESSION_EXPIRY_INTERVAL: mq.sessionExpiry,
         EMQX_MQTT__MAX_MQUEUE_LEN: String(mq.maxMqueueLen),
         EMQX_MQTT__MQUEUE_STORE_QOS0: "false",
+        // The adapter acknowledges a report only once recorded and records many at a time (the
+        // campaign manager batches them); EMQX's default window of 32 unacknowledged messages
+        // per session would cap each adapter at 32 reports in progress.
+        EMQX_MQTT__MAX_INFLIGHT: "1024",
         EMQX_MQTT__RETAIN_AVAILABLE: "true",
         // The adapters consume $share/ota/ota/v1/vehicles/+/status and .../inventory; hashing by
         // client id keeps one vehicle's reports on one adapter, in order.

@@ -176,6 +176,8 @@ describe.each(synths.map((s) => [s.region.name, s] as const))("region %s", (_nam
     });
     expect(emqx.EMQX_AUTHORIZATION__NO_MATCH).toBe("deny");
     expect(emqx.EMQX_MQTT__SHARED_SUBSCRIPTION).toBe("true");
+    // Room for the adapter's many reports in progress (EMQX's default is 32).
+    expect(Number(emqx.EMQX_MQTT__MAX_INFLIGHT)).toBeGreaterThanOrEqual(1024);
     expect(emqx.EMQX_MQTT__SESSION_EXPIRY_INTERVAL).toBe(region.emqx.sessionExpiry);
     // The chart's well-known default password is removed; the value comes from a Secret.
     expect(emqx.EMQX_DASHBOARD__DEFAULT_PASSWORD).toBeNull();

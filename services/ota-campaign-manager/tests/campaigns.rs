@@ -29,6 +29,7 @@ on_both!(
     higher_priority_campaign_takes_the_ecu,
     vehicles_join_and_leave_a_running_campaign,
     pause_and_abort_take_undelivered_actions_back,
+    a_campaign_over_thousands_of_vehicles_targets_every_one,
 );
 
 const FAST: &str = "rollout:\n  waves: [50, 100]\n  wave_soak: 0s\n  max_per_minute: 600000\n";
@@ -514,4 +515,19 @@ async fn pause_and_abort_take_undelivered_actions_back(h: Harness) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// More actions than one multi-row INSERT may carry on SQLite (32,766
+/// bound parameters): the rows are split, and none is missing.
+async fn a_campaign_over_thousands_of_vehicles_targets_every_one(h: Harness) {
+    const N: u32 = 4_500;
+    h.bulk_fleet(N).await;
+    h.package("bms-fw", "2.3.1").await;
+    let id = h
+        .launch(&format!(
+            "name: big\ntarget: 'true'\nrules:\n  - install: {{package: bms-fw, version: 2.3.1, ecu: BMS}}\n{FAST}"
+        ))
+        .await;
+    let total: u64 = h.counts(&id).await.values().sum();
+    assert_eq!(total, u64::from(N));
 }

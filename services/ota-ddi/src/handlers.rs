@@ -130,14 +130,13 @@ pub(crate) async fn poll(
     let mut links = Map::new();
     // Until staging has caught up with the device's final report, the
     // document still holds the action it has just finished.
-    let just_finished = s
-        .memory
-        .get(&c.vin)
+    let seen = s.memory.get(&c.vin);
+    let just_finished = seen
+        .as_ref()
         .filter(|seen| seen.finished.is_some())
-        .map(|seen| seen.action_id);
-    let withdrawn = s
-        .memory
-        .get(&c.vin)
+        .map(|seen| seen.action_id.as_str());
+    let withdrawn = seen
+        .as_ref()
         .filter(|seen| seen.finished.is_none())
         .filter(|seen| !doc.actions.iter().any(|a| a.action_id == seen.action_id));
     if let Some(seen) = withdrawn {
@@ -150,7 +149,7 @@ pub(crate) async fn poll(
     } else if let Some(a) = doc
         .actions
         .iter()
-        .find(|a| just_finished.as_deref() != Some(a.action_id.as_str()))
+        .find(|a| just_finished != Some(a.action_id.as_str()))
     {
         links.insert(
             "deploymentBase".into(),
@@ -211,11 +210,11 @@ async fn chunk(
     {
         let (href, sha1, md5) = match hosted {
             Some(sha) => {
-                let meta = s.artifacts.stat(sha).await?;
-                if meta.is_none() {
+                let digests = s.hosted_digests(sha).await?;
+                if digests.is_none() {
                     tracing::warn!(sha256 = sha, action = %action.action_id, "hosted artifact missing from the store");
                 }
-                let (sha1, md5) = meta.map(|m| (m.sha1, m.md5)).unwrap_or_default();
+                let (sha1, md5) = digests.unwrap_or_default();
                 let href = format!(
                     "{}/softwaremodules/{}/artifacts/{filename}",
                     c.url, action.action_id

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ota_common::Vin;
 use ota_proto::v1 as pb;
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -96,12 +96,34 @@ impl Ingest {
         // connection it arrived on, so a report finished after a reconnect is
         // not acknowledged (the broker redelivers it; reports are idempotent).
         let connection = Arc::new(AtomicU64::new(0));
+        // Reports are spread over lanes by VIN: one vehicle's reports are
+        // recorded in the order they arrived (an inventory report has no
+        // sequence number to settle a race), and the platform sees at most
+        // LANES calls at a time however much the broker hands over.
         let mut workers = JoinSet::new();
+        let lanes: Vec<mpsc::UnboundedSender<(Publish, u64)>> = (0..LANES)
+            .map(|_| {
+                let (tx, mut rx) = mpsc::unbounded_channel::<(Publish, u64)>();
+                let (this, connection) = (this.clone(), connection.clone());
+                workers.spawn(async move {
+                    while let Some((p, on)) = rx.recv().await {
+                        this.recorder
+                            .record(&p.topic, &p.payload, p.retain, None)
+                            .await;
+                        if connection.load(Ordering::SeqCst) == on {
+                            if let Err(e) = this.client.ack(&p).await {
+                                tracing::debug!(error = %e, "acknowledging an MQTT report");
+                            }
+                        }
+                    }
+                });
+                tx
+            })
+            .collect();
         let mut backoff = Duration::from_millis(100);
         loop {
             let event = tokio::select! {
                 _ = stopping(&mut stopped) => break,
-                Some(_) = workers.join_next(), if !workers.is_empty() => continue,
                 e = eventloop.poll() => e,
             };
             match event {
@@ -134,19 +156,11 @@ impl Ingest {
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    let this = this.clone();
-                    let connection = connection.clone();
+                    // The broker's in-flight window for this client bounds
+                    // what can wait in the lanes.
                     let on = connection.load(Ordering::SeqCst);
-                    workers.spawn(async move {
-                        this.recorder
-                            .record(&p.topic, &p.payload, p.retain, None)
-                            .await;
-                        if connection.load(Ordering::SeqCst) == on {
-                            if let Err(e) = this.client.ack(&p).await {
-                                tracing::debug!(error = %e, "acknowledging an MQTT report");
-                            }
-                        }
-                    });
+                    let lane = lane_of(&p.topic);
+                    let _ = lanes[lane].send((p, on));
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -331,10 +345,47 @@ impl Recorder {
     }
 }
 
+/// Concurrent report recordings per adapter. The campaign manager writes
+/// concurrent status reports in one transaction, so throughput grows with
+/// this (about 4,400 status reports/s at 64, against 18,000/s unbounded on
+/// two cores); the broker's in-flight window for the adapter caps it too.
+const LANES: usize = 1024;
+
+/// The lane of a report: by the VIN in its topic (FNV-1a of the topic up to
+/// the kind, so a vehicle's status and inventory share one lane).
+fn lane_of(topic: &str) -> usize {
+    let vehicle = topic.rsplit_once('/').map_or(topic, |(v, _)| v);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in vehicle.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (h % LANES as u64) as usize
+}
+
 fn transient(code: tonic::Code) -> bool {
     use tonic::Code::*;
     matches!(
         code,
         Unavailable | DeadlineExceeded | ResourceExhausted | Aborted | Cancelled | Unknown
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_vehicles_reports_share_a_lane_and_vehicles_spread() {
+        let t = Topics::new(crate::topics::DEFAULT_PREFIX).unwrap();
+        let vin = "WVWZZZE1ZMP000001";
+        let lane = lane_of(&t.topic(vin, Kind::Status));
+        assert_eq!(lane_of(&t.topic(vin, Kind::Inventory)), lane);
+        assert_eq!(lane_of(&t.topic(vin, Kind::Presence)), lane);
+        let used: std::collections::HashSet<usize> = (0..1000)
+            .map(|i| lane_of(&t.topic(&format!("WVWZZZE1ZMP{i:06}"), Kind::Status)))
+            .collect();
+        assert!(used.len() > LANES / 2, "only {} lanes used", used.len());
+        assert!(used.iter().all(|l| *l < LANES));
+    }
 }

@@ -143,8 +143,10 @@ pub(super) async fn open_vins(
     Ok(rows.into_iter().map(|(v,)| v).collect())
 }
 
-/// SQLite's bound-parameter limit is 32766: 13 per action row.
-const SQLITE_ROWS_PER_INSERT: usize = 2000;
+/// SQLite's bound-parameter limit is 32,766, and an action row binds 17.
+const SQLITE_MAX_PARAMS: usize = 32_766;
+const INSERTED_COLUMNS: usize = 17;
+const SQLITE_ROWS_PER_INSERT: usize = SQLITE_MAX_PARAMS / INSERTED_COLUMNS;
 
 impl Store {
     /// Creates actions, skipping vehicles the campaign already has one for.

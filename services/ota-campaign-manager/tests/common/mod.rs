@@ -85,6 +85,27 @@ impl Harness {
         }
     }
 
+    /// Like [`fleet`](Self::fleet), in one import: for fleets of thousands.
+    pub async fn bulk_fleet(&self, n: u32) {
+        let items = (0..n).map(|i| {
+            let patch: VehiclePatch = serde_json::from_value(serde_json::json!({
+                "vin": vin(i), "model": "ID.4", "platform": "MEB", "region": "EU",
+                "gateway": "hcp3", "ecus": {"BMS": {"hw": "H2", "sw": "2.2.0"}}
+            }))
+            .unwrap();
+            Ok(ota_vehicle_store::ImportItem::Record {
+                line: u64::from(i) + 1,
+                patch,
+            })
+        });
+        let summary = self
+            .vehicles
+            .import("manufacturing", true, futures::stream::iter(items))
+            .await
+            .unwrap();
+        assert_eq!(summary.imported, u64::from(n), "{summary:?}");
+    }
+
     pub async fn upsert(&self, v: serde_json::Value) {
         let patch: VehiclePatch = serde_json::from_value(v).unwrap();
         self.vehicles.upsert("manufacturing", patch).await.unwrap();
