@@ -98,18 +98,25 @@ impl AdapterState {
     }
 }
 
+/// The route templates, which are also the metrics' `route` labels.
+const ROUTES: [&str; 5] = [
+    "/v1/vehicles/{vin}/actions",
+    "/v1/vehicles/{vin}/actions/{action_id}/status",
+    "/v1/vehicles/{vin}/inventory",
+    "/v1/mqtt/auth",
+    "/v1/mqtt/acl",
+];
+
 /// Without a fallback of its own: `ota serve` merges this router with the
 /// management API's, and axum refuses to merge two fallbacks.
 pub fn router(state: AdapterState) -> Router {
+    let [actions, status, inventory, mqtt_auth, mqtt_acl] = ROUTES;
     Router::new()
-        .route("/v1/vehicles/{vin}/actions", get(vehicle::actions))
-        .route(
-            "/v1/vehicles/{vin}/actions/{action_id}/status",
-            post(vehicle::status),
-        )
-        .route("/v1/vehicles/{vin}/inventory", put(vehicle::inventory))
-        .route("/v1/mqtt/auth", post(mqtt::auth))
-        .route("/v1/mqtt/acl", post(mqtt::acl))
+        .route(actions, get(vehicle::actions))
+        .route(status, post(vehicle::status))
+        .route(inventory, put(vehicle::inventory))
+        .route(mqtt_auth, post(mqtt::auth))
+        .route(mqtt_acl, post(mqtt::acl))
         .layer(DefaultBodyLimit::max(state.inner.config.max_body_bytes))
         .layer(middleware::from_fn(count))
         .with_state(state)
@@ -132,19 +139,30 @@ pub(crate) async fn bounded<T>(
 }
 
 /// `ota_vehicle_requests_total{route,status}` by route template, so the
-/// label set stays bounded however many vehicles there are.
+/// label set stays bounded however many vehicles there are. The labels are
+/// static strings: this runs on every poll.
 async fn count(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .and_then(|p| ROUTES.into_iter().find(|r| *r == p.as_str()))
+        .unwrap_or("unmatched");
     let started = Instant::now();
     let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
-    metrics::counter!("ota_vehicle_requests_total", "route" => route.clone(), "status" => status)
+    let route = metrics::SharedString::const_str(route);
+    metrics::counter!("ota_vehicle_requests_total", "route" => route.clone(), "status" => status_label(res.status()))
         .increment(1);
     metrics::histogram!("ota_vehicle_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     res
+}
+
+/// The status as a label without formatting a string on every request.
+fn status_label(status: http::StatusCode) -> metrics::SharedString {
+    match status.as_u16() {
+        200 => metrics::SharedString::const_str("200"),
+        202 => metrics::SharedString::const_str("202"),
+        304 => metrics::SharedString::const_str("304"),
+        other => metrics::SharedString::from(other.to_string()),
+    }
 }
