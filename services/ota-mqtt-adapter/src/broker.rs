@@ -44,12 +44,20 @@ impl Broker {
         superuser: Superuser,
         credentials: VehicleCredentials,
         recorder: Arc<Recorder>,
+        max_sessions: usize,
     ) -> Result<Self, MqttError> {
         let max_payload = recorder.max_payload;
         let scx = ServerContext::new()
             // Busy checking refuses connections while the process is loaded
             // (a burst of reconnecting vehicles is exactly when it must not).
             .busy_check_enable(false)
+            // Checked before the token, so a full broker costs no database
+            // query; a vehicle whose session exists may always come back.
+            // One more for the adapter's own session.
+            .mqtt_max_sessions(match max_sessions {
+                0 => 0,
+                n => isize::try_from(n).map_or(isize::MAX, |n| n.saturating_add(1)),
+            })
             .build()
             .await;
         rmqtt_retainer::register(&scx, true, false)

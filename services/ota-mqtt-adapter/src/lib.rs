@@ -53,6 +53,12 @@ pub struct MqttAdapterConfig {
     /// The shared-subscription group adapter instances split the load in.
     pub share_group: String,
     pub max_payload_bytes: usize,
+    /// Sessions the embedded broker holds at most; past it, new vehicles are
+    /// refused (CONNACK "server unavailable") and retry later. Each
+    /// connection is an open file: a broker that takes every one the process
+    /// may open leaves none for the HTTP API, the database or its health
+    /// checks. 0: no limit.
+    pub max_sessions: usize,
 }
 
 impl Default for MqttAdapterConfig {
@@ -66,6 +72,7 @@ impl Default for MqttAdapterConfig {
             topic_prefix: topics::DEFAULT_PREFIX.to_owned(),
             share_group: "ota".to_owned(),
             max_payload_bytes: MAX_PAYLOAD_BYTES,
+            max_sessions: 0,
         }
     }
 }
@@ -194,6 +201,7 @@ pub async fn start(
                 superuser.clone(),
                 credentials,
                 recorder.clone(),
+                config.max_sessions,
             )
             .await?;
             let target = if b.addr.ip().is_unspecified() {

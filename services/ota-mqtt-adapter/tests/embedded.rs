@@ -143,6 +143,51 @@ async fn wrong_or_foreign_credentials_are_refused() {
     adapter.stop().await;
 }
 
+/// Each connection is an open file: past `max_sessions` the broker refuses
+/// new vehicles with "server unavailable" (they retry later) instead of
+/// taking descriptors the rest of the server needs.
+#[tokio::test]
+async fn a_full_broker_refuses_new_vehicles_until_one_leaves() {
+    let p = Platform::new().await;
+    p.campaign(3).await;
+    let (a, b, c) = (p.vin(0), p.vin(1), p.vin(2));
+    let (adapter, _stop) = p
+        .start(MqttAdapterConfig {
+            max_sessions: 2,
+            ..embedded(free_addr())
+        })
+        .await;
+    let addr = adapter.listen.unwrap();
+    let va = vehicle(&p, addr, &a).await;
+    let _vb = vehicle(&p, addr, &b).await;
+    let token_c = p.credentials.issue(&c, false).await.unwrap().token;
+    let refused = connect(options(addr, &c, &c, &token_c)).connack().await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.contains("ServiceUnavailable")),
+        "a third vehicle is refused as 'server unavailable': {refused:?}"
+    );
+    // A vehicle already in may always come back (its session exists).
+    let token_b2 = p.credentials.issue(&b, false).await.unwrap().token;
+    let mut vb2 = connect(options(addr, &b, &b, &token_b2));
+    assert_eq!(vb2.connack().await, Ok(()), "a reconnect is not refused");
+
+    // Gone for good: the connection closes and is not retried.
+    drop(va);
+    let admitted = eventually(Duration::from_secs(10), || {
+        let token = token_c.clone();
+        let c = c.clone();
+        async move {
+            let mut v = connect(options(addr, &c, &c, &token));
+            v.connack().await.is_ok()
+        }
+    })
+    .await;
+    assert!(admitted, "once a vehicle left, the next one gets in");
+    adapter.stop().await;
+}
+
 #[tokio::test]
 async fn a_vehicle_is_confined_to_its_own_topics() {
     let p = Platform::new().await;

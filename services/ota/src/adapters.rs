@@ -28,6 +28,8 @@ pub struct Inputs<'a> {
     pub campaign_peer: Option<Peer>,
     pub vehicle_peer: Option<Peer>,
     pub bus: SharedBus,
+    /// The process's limit on open files, which bounds the embedded broker.
+    pub open_files: Option<u64>,
 }
 
 pub struct Adapters {
@@ -115,6 +117,11 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
             external_url: i.cfg.mqtt_url.clone(),
             username: i.cfg.mqtt_username.clone(),
             password: i.cfg.mqtt_password.clone(),
+            max_sessions: i
+                .cfg
+                .adapters
+                .mqtt_max_sessions
+                .unwrap_or_else(|| crate::files::broker_sessions(i.open_files)),
             ..Default::default()
         };
         let backends = ota_mqtt_adapter::Backends {

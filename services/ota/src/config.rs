@@ -159,6 +159,10 @@ pub struct AdapterSettings {
     /// hawkBit gateway token: may act for any controller. Unset: only the
     /// vehicles' own tokens.
     pub ddi_gateway_token: Option<String>,
+    /// Vehicles the embedded MQTT broker holds at most (sessions). Unset:
+    /// as many as the process may open files, less a reserve for the rest
+    /// of the server (see `files::broker_sessions`); 0: no limit.
+    pub mqtt_max_sessions: Option<usize>,
 }
 
 impl Default for AdapterSettings {
@@ -167,6 +171,7 @@ impl Default for AdapterSettings {
             vehicle_rate_per_s: 2.0,
             vehicle_burst: 10,
             ddi_gateway_token: None,
+            mqtt_max_sessions: None,
         }
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod config;
 mod events;
+mod files;
 mod serve;
 mod simulate;
 mod telemetry;

@@ -45,7 +45,8 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let started = Instant::now();
     let services = cfg.services();
     let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
-    tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), "starting ota");
+    let open_files = crate::files::raise_limit();
+    tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), ?open_files, "starting ota");
 
     // The adapters check vehicle credentials, which live in the database.
     let needs_db = services.contains(&Service::VehicleStore)
@@ -219,6 +220,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         campaign_peer: campaign_peer_for_adapters(&cfg, &services, &campaign_server)?,
         vehicle_peer: vehicle_peer.clone(),
         bus: events.bus.clone(),
+        open_files,
     })
     .await?;
     http = http.merge(adapters.router);

@@ -484,3 +484,101 @@ async fn simulated_fleet_completes_a_campaign(s: &Server, first: u32, mqtt: &str
         .unwrap();
     assert_eq!(v["ecus"]["BMS"]["sw"], "2.3.1", "{v}");
 }
+
+/// `ota simulate --receive-only`: MQTT vehicles connect, say when they are
+/// all subscribed (--ready-file), note when their action arrives, and
+/// neither install nor report; the summary and --notifications give the
+/// latency from the campaign's launch.
+#[tokio::test]
+async fn a_receive_only_fleet_reports_how_fast_a_launch_reached_it() {
+    let s = Server::start(&[("OTA_CAMPAIGNS__TICK_MS", "200")], &[]);
+    let admin = s.admin_token();
+    let dir = tempfile::tempdir().unwrap();
+    let firmware = dir.path().join("bms-2.3.1.bin");
+    std::fs::write(&firmware, vec![7u8; 1000]).unwrap();
+    let out = s.cli(
+        &admin,
+        &[
+            "packages",
+            "add",
+            "--name",
+            "bms-fw",
+            "--version",
+            "2.3.1",
+            "--ecu",
+            "BMS",
+            "--file",
+            firmware.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ready, notifications) = (dir.path().join("ready"), dir.path().join("notified.ndjson"));
+    // Two URLs of the same broker: the vehicles alternate between them.
+    let urls = format!("{},{}", s.mqtt, s.mqtt);
+    let sim = std::process::Command::new(OTA)
+        .args([
+            "simulate",
+            "--protocol",
+            "mqtt",
+            "--vehicles",
+            "6",
+            "--receive-only",
+        ])
+        .args(["--mqtt-url", &urls, "--duration", "60s", "--output", "json"])
+        .arg("--ready-file")
+        .arg(&ready)
+        .arg("--notifications")
+        .arg(&notifications)
+        .env("OTA_SERVER", &s.http)
+        .env("OTA_TOKEN", &admin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    eventually("every simulated vehicle subscribed", || {
+        let ready = ready.clone();
+        async move { ready.exists() }
+    })
+    .await;
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    assert_eq!(
+        (r["connected"].as_u64(), r["stopped"].as_u64()),
+        (Some(6), Some(0)),
+        "{r}"
+    );
+
+    let id = create_approve_launch(
+        &s.http,
+        &admin,
+        "name: notify\ntarget: '\"simulated\" in vehicle.tags'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\nrollout:\n  max_per_minute: 60000\n",
+    )
+    .await;
+    let out = sim.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["notified"], 6, "{summary}");
+    assert_eq!(summary["connected"], 6, "{summary}");
+    assert_eq!(
+        summary["status_reports"], 0,
+        "receive-only vehicles do not report"
+    );
+    let p99 = summary["notify_ms"]["p99"].as_f64().unwrap();
+    assert!(p99 > 0.0 && p99 < 15_000.0, "{summary}");
+    let lines: Vec<Value> = std::fs::read_to_string(&notifications)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert!(lines
+        .iter()
+        .all(|n| n["campaign_id"] == id.as_str() && n["after_launch_ms"].as_f64().is_some()));
+}

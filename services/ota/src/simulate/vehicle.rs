@@ -7,16 +7,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use chrono::Utc;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{Fleet, Protocol};
 
-pub async fn run(fleet: Arc<Fleet>, vin: String, token: String, protocol: Protocol) {
+pub async fn run(
+    fleet: Arc<Fleet>,
+    n: usize,
+    vin: String,
+    token: String,
+    protocol: Protocol,
+    start_after: Duration,
+) {
+    tokio::time::sleep(start_after).await;
     let result = match protocol {
         Protocol::Http | Protocol::Mixed => http(&fleet, &vin, &token).await,
         Protocol::Ddi => ddi(&fleet, &vin, &token).await,
-        Protocol::Mqtt => mqtt(&fleet, &vin, &token).await,
+        Protocol::Mqtt => mqtt(&fleet, n, &vin, &token).await,
     };
     if let Err(e) = result {
         fleet.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -225,6 +234,7 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
     let mut done: HashSet<String> = HashSet::new();
     let mut first = true;
     let mut wait = Duration::from_secs(1);
+    let mut connected = false;
     loop {
         let mut req = f
             .http
@@ -234,7 +244,12 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
             req = req.header("if-none-match", e);
         }
         let r = req.send().await?;
+        let at = Utc::now();
         f.counters.polls.fetch_add(1, Ordering::Relaxed);
+        if !connected && matches!(r.status().as_u16(), 200 | 304) {
+            connected = true;
+            f.connected();
+        }
         match r.status().as_u16() {
             304 => {
                 f.counters.not_modified.fetch_add(1, Ordering::Relaxed);
@@ -250,6 +265,11 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                 for a in doc["actions"].as_array().into_iter().flatten() {
                     let id = a["action_id"].as_str().unwrap_or_default().to_string();
                     if !done.insert(id.clone()) {
+                        continue;
+                    }
+                    f.notified(vin, a, at);
+                    if f.receive_only {
+                        f.received_only(&mut first);
                         continue;
                     }
                     let reporter = Reporter::Http {
@@ -304,6 +324,7 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
     let auth = format!("TargetToken {token}");
     let mut done: HashSet<String> = HashSet::new();
     let mut first = true;
+    let mut connected = false;
     loop {
         let r = f
             .http
@@ -314,6 +335,10 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
         f.counters.polls.fetch_add(1, Ordering::Relaxed);
         if !r.status().is_success() {
             bail!("DDI poll of {vin}: {}", r.status());
+        }
+        if !connected {
+            connected = true;
+            f.connected();
         }
         let poll: Value = r.json().await?;
         let wait = ddi_sleep(&poll).unwrap_or(Duration::from_secs(1));
@@ -327,11 +352,19 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                 .error_for_status()?
                 .json()
                 .await?;
+            let at = Utc::now();
             let id = d["id"]
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| d["id"].to_string());
             if done.insert(id.clone()) {
+                // DDI does not name the campaign: no latency from its launch.
+                f.notified(vin, &json!({ "action_id": id }), at);
+                if f.receive_only {
+                    f.received_only(&mut first);
+                    tokio::time::sleep(f.poll_every.unwrap_or(wait)).await;
+                    continue;
+                }
                 let mut artifacts = Vec::new();
                 let mut installed = Vec::new();
                 for chunk in d["deployment"]["chunks"].as_array().into_iter().flatten() {
@@ -377,36 +410,79 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
     }
 }
 
-async fn mqtt(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
-    let (host, port) = broker_address(&f.mqtt_url)?;
+/// Connection attempts in a row before an MQTT vehicle gives up.
+const MQTT_ATTEMPTS: u32 = 5;
+
+async fn mqtt(f: &Fleet, n: usize, vin: &str, token: &str) -> anyhow::Result<()> {
+    let (host, port) = f.mqtt_brokers[n % f.mqtt_brokers.len()].clone();
     let mut opts = rumqttc::MqttOptions::new(vin, host, port);
     opts.set_credentials(vin, token);
     opts.set_keep_alive(Duration::from_secs(30));
     opts.set_max_packet_size(1 << 20, 1 << 20);
     let (client, mut events) = rumqttc::AsyncClient::new(opts, 64);
-    client
-        .subscribe(
-            format!("ota/v1/vehicles/{vin}/actions"),
-            rumqttc::QoS::AtLeastOnce,
-        )
-        .await?;
+    let actions = format!("ota/v1/vehicles/{vin}/actions");
     // The event loop must keep running while an install takes its time: the
     // documents go to a worker through a channel.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Value>(8);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Value, chrono::DateTime<Utc>)>(8);
     let pump = async {
+        let mut connected = false;
+        let mut failures = 0;
         loop {
             match events.poll().await {
+                // A clean session each time: subscribe on every connect.
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    failures = 0;
+                    client.try_subscribe(&actions, rumqttc::QoS::AtLeastOnce)?;
+                }
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let at = Utc::now();
                     f.counters.polls.fetch_add(1, Ordering::Relaxed);
                     if let Ok(doc) = serde_json::from_slice::<Value>(&p.payload) {
-                        let _ = tx.send(doc).await;
+                        let _ = tx.send((doc, at)).await;
+                    }
+                }
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(ack))) => {
+                    if ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
+                    {
+                        return Err(anyhow::anyhow!(
+                            "the broker refused {vin} its actions topic"
+                        ));
+                    }
+                    if !connected {
+                        connected = true;
+                        f.connected();
                     }
                 }
                 Ok(_) => {}
-                Err(e) => {
+                // Refused for good (a wrong token); a full broker's refusal
+                // is tried again below.
+                Err(
+                    e @ rumqttc::ConnectionError::ConnectionRefused(
+                        rumqttc::ConnectReturnCode::BadUserNamePassword
+                        | rumqttc::ConnectReturnCode::NotAuthorized
+                        | rumqttc::ConnectReturnCode::BadClientId
+                        | rumqttc::ConnectReturnCode::RefusedProtocolVersion,
+                    ),
+                ) => {
                     return Err::<(), anyhow::Error>(anyhow::anyhow!(
                         "mqtt connection of {vin}: {e}"
-                    ))
+                    ));
+                }
+                // Like a vehicle: try again after a while, a few times.
+                Err(e) => {
+                    failures += 1;
+                    if failures >= MQTT_ATTEMPTS {
+                        return Err(anyhow::anyhow!(
+                            "mqtt connection of {vin}, {failures} attempts: {e}"
+                        ));
+                    }
+                    f.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    let backoff = Duration::from_millis(500 << failures)
+                        + Duration::from_millis(rand::random::<u64>() % 1000);
+                    tokio::time::sleep(backoff).await;
                 }
             }
         }
@@ -414,10 +490,15 @@ async fn mqtt(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
     let work = async {
         let mut done: HashSet<String> = HashSet::new();
         let mut first = true;
-        while let Some(doc) = rx.recv().await {
+        while let Some((doc, at)) = rx.recv().await {
             for a in doc["actions"].as_array().into_iter().flatten() {
                 let id = a["action_id"].as_str().unwrap_or_default().to_string();
                 if !done.insert(id.clone()) {
+                    continue;
+                }
+                f.notified(vin, a, at);
+                if f.receive_only {
+                    f.received_only(&mut first);
                     continue;
                 }
                 let reporter = Reporter::Mqtt {
@@ -456,7 +537,7 @@ async fn mqtt(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
 }
 
 /// Host and port of `mqtt://host:port` (or `tcp://`).
-fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
+pub fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
     let rest = url
         .strip_prefix("mqtt://")
         .or_else(|| url.strip_prefix("tcp://"))
