@@ -24,6 +24,10 @@ use crate::MqttError;
 /// disconnected (and sends it again after reconnecting).
 const RECORD_PATIENCE: Duration = Duration::from_secs(20);
 
+/// Vehicle handshakes in progress at once (rmqtt's default is 1,000). A
+/// handshake is a token check, cached after a vehicle's first connect.
+const MAX_HANDSHAKES: usize = 128;
+
 /// The adapter's own account: the only one allowed everywhere.
 #[derive(Clone)]
 pub(crate) struct Superuser {
@@ -96,6 +100,11 @@ impl Broker {
             // refuses a port another process listens on.
             .reuseaddr(Some(true))
             .allow_anonymous(false)
+            // The session cap is checked as a handshake starts and counts
+            // the session only when it ends, so it can be overrun by the
+            // handshakes in flight: few of them keep that within the open
+            // files `ota serve` keeps for the rest of the server.
+            .max_handshaking_limit(MAX_HANDSHAKES)
             // Well above the adapter's own payload limit, so an oversized
             // report still reaches it and is counted instead of vanishing.
             .max_packet_size((max_payload * 64).max(1024 * 1024) as u32)

@@ -5,9 +5,10 @@
 //! leave none for the HTTP API, the database or the health checks, and the
 //! whole server would stop answering.
 
-/// Descriptors kept for everything but MQTT vehicles: listeners, database
-/// and Redis connections, HTTP clients, files. `ota serve` with every role
-/// holds about 100 of its own under a full broker.
+/// Descriptors kept for everything but MQTT vehicles: the broker's
+/// handshakes in flight (at most 128, which can overrun the session cap),
+/// listeners, database and Redis connections, HTTP clients, files. `ota
+/// serve` with every role holds about 100 of its own under a full broker.
 const RESERVED: u64 = 512;
 
 /// Raises the soft limit on open files to the hard one; returns the limit
