@@ -385,13 +385,13 @@ async fn a_simulated_mixed_fleet_completes_a_campaign_on_postgres_redis_and_mosq
     simulated_fleet_completes_a_campaign(&s, first, &mqtt, "mixed").await;
 }
 
-async fn simulated_fleet_completes_a_campaign(s: &Server, first: u32, mqtt: &str, protocol: &str) {
-    let admin = s.admin_token();
-    let dir = tempfile::tempdir().unwrap();
-    let firmware = dir.path().join("bms-2.3.1.bin");
-    std::fs::write(&firmware, vec![7u8; 50_000]).unwrap();
+/// `bms-fw` 2.3.1 for the BMS, its artifact (`size` bytes) hosted by the
+/// server: `ota packages add --file`.
+fn add_hosted_bms_package(s: &Server, admin: &str, dir: &std::path::Path, size: usize) {
+    let firmware = dir.join("bms-2.3.1.bin");
+    std::fs::write(&firmware, vec![7u8; size]).unwrap();
     let out = s.cli(
-        &admin,
+        admin,
         &[
             "packages",
             "add",
@@ -410,6 +410,12 @@ async fn simulated_fleet_completes_a_campaign(s: &Server, first: u32, mqtt: &str
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+async fn simulated_fleet_completes_a_campaign(s: &Server, first: u32, mqtt: &str, protocol: &str) {
+    let admin = s.admin_token();
+    let dir = tempfile::tempdir().unwrap();
+    add_hosted_bms_package(s, &admin, dir.path(), 50_000);
     let first_vin = first.to_string();
     let sim = |extra: &[&str]| {
         let mut args = vec![
@@ -494,28 +500,7 @@ async fn a_receive_only_fleet_reports_how_fast_a_launch_reached_it() {
     let s = Server::start(&[("OTA_CAMPAIGNS__TICK_MS", "200")], &[]);
     let admin = s.admin_token();
     let dir = tempfile::tempdir().unwrap();
-    let firmware = dir.path().join("bms-2.3.1.bin");
-    std::fs::write(&firmware, vec![7u8; 1000]).unwrap();
-    let out = s.cli(
-        &admin,
-        &[
-            "packages",
-            "add",
-            "--name",
-            "bms-fw",
-            "--version",
-            "2.3.1",
-            "--ecu",
-            "BMS",
-            "--file",
-            firmware.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    add_hosted_bms_package(&s, &admin, dir.path(), 1000);
     let (ready, notifications) = (dir.path().join("ready"), dir.path().join("notified.ndjson"));
     // Two URLs of the same broker: the vehicles alternate between them.
     let urls = format!("{},{}", s.mqtt, s.mqtt);
