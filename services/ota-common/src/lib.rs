@@ -1,9 +1,11 @@
 //! Shared vocabulary of the platform: the error codes every service maps its
 //! errors to (and from which gRPC and HTTP statuses follow), VIN validation,
-//! and the vehicle domain types with their protobuf conversions.
+//! the vehicle domain types with their protobuf conversions, and the
+//! per-vehicle rate limit of the vehicle-facing APIs.
 
 pub mod error;
 pub mod peer;
+pub mod rate;
 pub mod vehicle;
 pub mod vin;
 

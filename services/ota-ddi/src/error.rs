@@ -17,6 +17,11 @@ pub enum DdiError {
         token_vin: String,
         controller: String,
     },
+    #[error("controller {controller} is over its request rate; retry in {retry_after_s} s")]
+    RateLimited {
+        controller: String,
+        retry_after_s: u64,
+    },
     #[error("unknown tenant {0:?}: this server has only \"default\"")]
     UnknownTenant(String),
     #[error("{0} not found")]
@@ -42,6 +47,7 @@ impl CodedError for DdiError {
             Self::MissingToken | Self::BadToken => ErrorCode::Unauthenticated,
             Self::Auth(e) => e.code(),
             Self::WrongVehicle { .. } => ErrorCode::PermissionDenied,
+            Self::RateLimited { .. } => ErrorCode::ResourceExhausted,
             Self::UnknownTenant(_) | Self::NotFound(_) => ErrorCode::NotFound,
             Self::Invalid(_) => ErrorCode::InvalidArgument,
             Self::TooLarge(_) => ErrorCode::PayloadTooLarge,
@@ -60,7 +66,15 @@ impl IntoResponse for DdiError {
         }
         let body =
             serde_json::json!({"error": {"code": code.as_str(), "message": self.to_string()}});
+        let retry_after = match &self {
+            Self::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
         let mut res = (code.http_status(), axum::Json(body)).into_response();
+        if let Some(s) = retry_after {
+            res.headers_mut()
+                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
+        }
         match code {
             ErrorCode::Unavailable => {
                 res.headers_mut().insert(

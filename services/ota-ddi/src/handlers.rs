@@ -126,6 +126,17 @@ pub(crate) async fn poll(
 ) -> Result<Response> {
     let s = &s.inner;
     let c = authorize(s, &tenant, &controller, &headers).await?;
+    // The poll is what a device repeats in a loop, so it is what the rate
+    // covers; feedback, downloads and the deployment follow an action and
+    // are bounded by it (and a refused feedback would be a lost report).
+    // Counted after authentication, so nobody can use up another
+    // controller's budget without its secret.
+    if let Err(wait) = s.limiter.check(&c.vin) {
+        return Err(DdiError::RateLimited {
+            controller: c.vin,
+            retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+        });
+    }
     let doc = s.staging.document(&c.vin).await?;
     let mut links = Map::new();
     // Until staging has caught up with the device's final report, the

@@ -26,6 +26,7 @@ on_both!(
     authentication_and_authorization,
     feedback_errors_and_legacy_fields,
     withdrawn_action_gets_a_cancel_link,
+    a_controller_over_its_request_rate_gets_429,
 );
 
 #[tokio::test(flavor = "multi_thread")]
@@ -192,6 +193,41 @@ async fn authentication_and_authorization(p: Platform) {
         ClientAuthorization::GatewayToken(GATEWAY.into()),
     );
     ddi.poll().await.unwrap();
+}
+
+/// The default budget (2 polls a second, bursts of 10) per controller, as
+/// on the HTTP vehicle API: a device polling in a loop is told when to come
+/// back, and the others are not slowed by it.
+async fn a_controller_over_its_request_rate_gets_429(p: Platform) {
+    let tokens = p.fleet(2).await;
+    let url = p.controller_url(&vin(0));
+    let own = format!("TargetToken {}", tokens[0]);
+    let mut ok = 0;
+    let limited = loop {
+        let res = get(&url, Some(&own)).await;
+        if res.status() != 200 {
+            break res;
+        }
+        ok += 1;
+        assert!(ok < 40, "40 polls in a row were all answered");
+    };
+    assert!(ok >= 10, "the burst of 10 is allowed, got {ok}");
+    assert_eq!(limited.status(), 429);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(wait, 1, "under half a second at 2 a second, rounded up");
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "resource_exhausted");
+    assert!(body["error"]["message"].as_str().unwrap().contains(&vin(0)));
+    // Another controller has its own budget.
+    let other = format!("TargetToken {}", tokens[1]);
+    assert_eq!(
+        get(&p.controller_url(&vin(1)), Some(&other)).await.status(),
+        200
+    );
 }
 
 async fn feedback_errors_and_legacy_fields(p: Platform) {

@@ -7,7 +7,6 @@
 
 mod delivered;
 mod error;
-mod limit;
 pub mod mqtt;
 mod staging;
 mod vehicle;
@@ -27,8 +26,8 @@ use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
 use ota_staging::StagingPeer;
 
 pub use error::AdapterError;
-pub use limit::RateLimit;
 pub use mqtt::MqttSuperuser;
+pub use ota_common::rate::RateLimit;
 
 #[derive(Debug, Clone)]
 pub struct AdapterConfig {
@@ -67,7 +66,7 @@ struct Inner {
     campaigns: CampaignManagerClient<Peer>,
     vehicles: VehicleStoreClient<Peer>,
     config: AdapterConfig,
-    limiter: limit::Limiter,
+    limiter: ota_common::rate::Limiter,
     delivered: delivered::Delivered,
 }
 
@@ -87,7 +86,7 @@ impl AdapterState {
                 delivered: delivered::Delivered::new(campaigns.clone()),
                 campaigns,
                 vehicles: VehicleStoreClient::new(vehicle_store),
-                limiter: limit::Limiter::new(config.rate_limit),
+                limiter: ota_common::rate::Limiter::new(config.rate_limit),
                 config,
             }),
         }

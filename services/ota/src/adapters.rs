@@ -72,11 +72,13 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
             }),
             _ => None,
         };
+        // The same budget per vehicle on both vehicle APIs.
+        let rate_limit = ota_common::rate::RateLimit {
+            per_second: i.cfg.adapters.vehicle_rate_per_s,
+            burst: i.cfg.adapters.vehicle_burst,
+        };
         let config = ota_http_adapter::AdapterConfig {
-            rate_limit: ota_http_adapter::RateLimit {
-                per_second: i.cfg.adapters.vehicle_rate_per_s,
-                burst: i.cfg.adapters.vehicle_burst,
-            },
+            rate_limit,
             mqtt_superuser: superuser,
             ..Default::default()
         };
@@ -97,7 +99,8 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
             store.clone(),
             i.cfg.adapters.ddi_gateway_token.clone(),
             public_url.clone(),
-        );
+        )
+        .with_rate_limit(rate_limit);
         out.router = out
             .router
             .merge(ota_http_adapter::router(state))

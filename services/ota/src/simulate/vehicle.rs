@@ -333,6 +333,11 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
             .send()
             .await?;
         f.counters.polls.fetch_add(1, Ordering::Relaxed);
+        if matches!(r.status().as_u16(), 429 | 503) {
+            // Too fast, or the platform is busy: come back later.
+            tokio::time::sleep(f.poll_every.unwrap_or(Duration::from_secs(1))).await;
+            continue;
+        }
         if !r.status().is_success() {
             bail!("DDI poll of {vin}: {}", r.status());
         }

@@ -1,6 +1,6 @@
-//! Per-vehicle request rate: a token bucket keyed by VIN. Keying by IP
-//! would throttle whole fleets at once, since thousands of vehicles share
-//! one carrier NAT address.
+//! Per-vehicle request rate, for the vehicle-facing APIs (HTTP and DDI): a
+//! token bucket keyed by VIN. Keying by IP would throttle whole fleets at
+//! once, since thousands of vehicles share one carrier NAT address.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
