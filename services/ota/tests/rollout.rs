@@ -58,33 +58,7 @@ async fn a_campaign_reaches_staged_documents_and_completes() {
     )
     .await;
     let spec = "name: e2e\ntarget: 'vehicle.region == \"EU\"'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\nrollout:\n  max_per_minute: 60000\npriority: 7\n";
-    let r = reqwest::Client::new()
-        .post(api("/campaigns"))
-        .bearer_auth(&admin)
-        .header("content-type", "application/yaml")
-        .body(spec)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let approver = post(
-        api("/tokens"),
-        &admin,
-        json!({"name": "ann", "role": "approver"}),
-    )
-    .await;
-    let approver = approver["token"].as_str().unwrap().to_string();
-    post(
-        api(&format!("/campaigns/{id}:approve")),
-        &approver,
-        json!({}),
-    )
-    .await;
-    post(api(&format!("/campaigns/{id}:launch")), &admin, json!({})).await;
+    let id = create_approve_launch(&s.http, &admin, spec).await;
 
     let mut staging = StagingClient::connect(s.grpc.clone()).await.unwrap();
     let mut campaigns = CampaignManagerClient::connect(s.grpc.clone())

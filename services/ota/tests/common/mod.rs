@@ -197,6 +197,7 @@ pub async fn create_approve_launch(http: &str, admin: &str, spec: &str) -> Strin
     let r = reqwest::Client::new()
         .post(api("/campaigns"))
         .bearer_auth(admin)
+        .header("content-type", "application/yaml")
         .body(spec.to_string())
         .send()
         .await
