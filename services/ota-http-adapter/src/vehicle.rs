@@ -12,7 +12,6 @@ use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use ota_common::Vin;
 use ota_proto::v1 as pb;
-use ota_staging::{Found, StagingError, StagingPeer};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -91,17 +90,6 @@ fn etag_header(etag: &str) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
 }
 
-/// The vehicle's staged document. The remote call's future is boxed: it is
-/// about 2.7 KB, and held in place it would make every poll's future that
-/// large, which glibc allocates on its slow path (over 1 KB it consolidates
-/// the free lists first), a cost even polls of in-process staging paid.
-async fn find(staging: &StagingPeer, vin: &str) -> Result<Found, StagingError> {
-    match staging {
-        StagingPeer::Local(s) => Ok(Found::Stored(s.lookup(vin).await?)),
-        remote => Box::pin(remote.find(vin)).await,
-    }
-}
-
 /// `GET /v1/vehicles/{vin}/actions`: the staged document, or 304 when the
 /// vehicle already has it.
 pub async fn actions(
@@ -109,7 +97,7 @@ pub async fn actions(
     State(s): State<AdapterState>,
     headers: HeaderMap,
 ) -> Result<Response, AdapterError> {
-    let found = find(&s.inner.staging, &vehicle.vin).await?;
+    let found = s.inner.staging.find(&vehicle.vin).await?;
     let etag = etag_header(found.etag());
     if not_modified(&headers, found.etag()) {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());

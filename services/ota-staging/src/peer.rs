@@ -76,8 +76,15 @@ impl StagingPeer {
         match self {
             Self::Local(s) => Ok(Found::Stored(s.lookup(vin).await?)),
             Self::Remote(c) => {
+                // Boxed: the call's future is about 2.7 KB, and held in
+                // place it would make every caller's future (a poll's, in
+                // each adapter) that large, which glibc allocates on its
+                // slow path (over 1 KB it consolidates the free lists
+                // first), a cost even lookups in the process would pay.
                 let req = pb::GetActionsRequest { vin: vin.into() };
-                Ok(Found::Proto(bounded(c.clone().get_actions(req)).await?))
+                let mut client = c.clone();
+                let call = Box::pin(bounded(client.get_actions(req)));
+                Ok(Found::Proto(call.await?))
             }
         }
     }
