@@ -17,7 +17,7 @@
 //!     both sizes;
 //! (c) the in-process store's memory per staged vehicle beyond the document
 //!     bytes (a counting global allocator), after staging and after one
-//!     lookup of every vehicle (the first lookup adds a shared header).
+//!     lookup of every vehicle (a lookup must leave nothing behind).
 //!
 //! cargo bench -p ota-staging --bench staging
 //!

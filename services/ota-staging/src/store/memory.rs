@@ -1,21 +1,24 @@
 //! The in-process store: the documents of this process's fleet in sharded
-//! hash maps.
+//! hash tables.
 //!
-//! The budget is 300 bytes per staged vehicle besides the document bytes. An
-//! entry is the VIN as 17 bytes, the etag as 16 bytes and a `Bytes` handle
-//! (32 bytes): 72 bytes with padding, plus one control byte. A hash table
-//! runs between 7/16 and 7/8 full, so a bucket costs 83 to 167 bytes per
-//! vehicle. A `Bytes` built from an exact-size boxed slice gets a 24-byte
-//! shared header when it is first cloned, which `put_many` does. The worst
-//! case is about 190 bytes; `tests/memory_budget.rs` measures it.
+//! The budget is 300 bytes per staged vehicle besides the document bytes. A
+//! table slot is the VIN's hash and a pointer (24 bytes), at a quarter to
+//! half full: 48 to 96 bytes per vehicle. The record adds its reference
+//! counts (16 bytes), the VIN (17) and the etag (16): 97 to 145 bytes in
+//! all. `tests/memory_budget.rs` measures it.
 
+mod table;
+
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use self::table::{Json, Record, Table, VIN_LEN};
 use super::{ReconcileRecord, StagedStore, Stamp};
 use crate::document::{StoredDoc, ETAG_LEN};
 use crate::StagingError;
@@ -24,15 +27,12 @@ use crate::StagingError;
 /// few enough that the per-shard overhead is nothing.
 const SHARDS: usize = 64;
 
-type Key = [u8; 17];
-
-struct Entry {
-    etag: [u8; ETAG_LEN],
-    json: Bytes,
-}
+type Key = [u8; VIN_LEN];
 
 pub struct MemoryStore {
-    shards: Box<[RwLock<HashMap<Key, Entry>>]>,
+    shards: Box<[RwLock<Table>]>,
+    /// Keyed per process, so nobody can pick VINs that all collide.
+    hasher: RandomState,
     locks: Mutex<HashMap<String, (String, Instant)>>,
     last_reconcile: Mutex<Option<ReconcileRecord>>,
 }
@@ -46,7 +46,8 @@ impl Default for MemoryStore {
 impl MemoryStore {
     pub fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            hasher: RandomState::new(),
             locks: Mutex::new(HashMap::new()),
             last_reconcile: Mutex::new(None),
         }
@@ -56,13 +57,15 @@ impl MemoryStore {
     /// the boxed future (the HTTP fast path, benches).
     pub fn get_now(&self, vin: &str) -> Option<StoredDoc> {
         let key = key(vin)?;
-        let shard = self.shard(&key).read().unwrap_or_else(|e| e.into_inner());
-        shard.get(&key).map(|e| {
-            prefetch(&e.json);
-            StoredDoc {
-                etag: etag_string(&e.etag),
-                json: e.json.clone(),
-            }
+        let (hash, shard) = self.locate(&key);
+        let record = shard
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(hash, &key)?
+            .clone();
+        Some(StoredDoc {
+            etag: etag_string(record.etag()),
+            json: Bytes::from_owner(Json(record)),
         })
     }
 
@@ -73,37 +76,12 @@ impl MemoryStore {
             .sum()
     }
 
-    fn shard(&self, key: &Key) -> &RwLock<HashMap<Key, Entry>> {
-        // FNV-1a: VINs of one fleet share most characters, so every byte
-        // must influence the shard.
-        let mut h: u32 = 0x811c_9dc5;
-        for b in key {
-            h ^= u32::from(*b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-        &self.shards[h as usize % SHARDS]
+    /// The VIN's hash and its shard: the top bits pick the shard, the low
+    /// bits the slot, so the two choices are independent.
+    fn locate(&self, key: &Key) -> (u64, &RwLock<Table>) {
+        let hash = self.hasher.hash_one(key);
+        (hash, &self.shards[(hash >> 58) as usize % SHARDS])
     }
-}
-
-/// Asks the CPU for every cache line of a document the caller is about to
-/// read (a fetch parses it whole), so that with a fleet too large for the
-/// caches the lines arrive together rather than one miss after another.
-#[inline]
-fn prefetch(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        // One address per 64-byte line, and the last byte: the document
-        // need not start on a line boundary.
-        let lines = bytes.chunks(64).map(<[u8]>::as_ptr);
-        for at in lines.chain(bytes.last().map(std::ptr::from_ref)) {
-            // SAFETY: a prefetch is only a hint: it never faults nor
-            // changes memory, and SSE is part of the x86_64 baseline.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
 }
 
 fn key(vin: &str) -> Option<Key> {
@@ -114,7 +92,7 @@ fn key_or_error(vin: &str) -> Result<Key, StagingError> {
     key(vin).ok_or_else(|| StagingError::Invalid(format!("vin {vin:?} is not 17 bytes")))
 }
 
-fn etag_string(etag: &[u8; ETAG_LEN]) -> String {
+fn etag_string(etag: &[u8]) -> String {
     // Only ever filled from a validated hex etag.
     String::from_utf8_lossy(etag).into_owned()
 }
@@ -138,10 +116,11 @@ impl StagedStore for MemoryStore {
             .iter()
             .map(|vin| {
                 let key = key(vin)?;
-                let shard = self.shard(&key).read().unwrap_or_else(|e| e.into_inner());
-                shard.get(&key).map(|e| Stamp {
-                    etag: etag_string(&e.etag),
-                    len: e.json.len(),
+                let (hash, shard) = self.locate(&key);
+                let shard = shard.read().unwrap_or_else(|e| e.into_inner());
+                shard.get(hash, &key).map(|r| Stamp {
+                    etag: etag_string(r.etag()),
+                    len: r.json().len(),
                 })
             })
             .collect())
@@ -166,14 +145,14 @@ impl StagedStore for MemoryStore {
                         doc.etag
                     ))
                 })?;
-            let entry = Entry {
-                etag,
-                json: doc.json.clone(),
-            };
-            self.shard(&key)
+            // Built before taking the lock: the copy is the slow part.
+            let record = Record::new(&key, &etag, &doc.json);
+            let (hash, shard) = self.locate(&key);
+            // Dropped once the lock is released.
+            let _replaced = shard
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(key, entry);
+                .insert(hash, record);
         }
         Ok(())
     }
@@ -182,15 +161,12 @@ impl StagedStore for MemoryStore {
         let mut existed = 0;
         for vin in vins {
             let Some(key) = key(vin) else { continue };
-            let mut shard = self.shard(&key).write().unwrap_or_else(|e| e.into_inner());
-            if shard.remove(&key).is_some() {
-                existed += 1;
-                // Give memory back when a campaign ends and most vehicles
-                // lose their documents.
-                if shard.capacity() > 64 && shard.len() < shard.capacity() / 4 {
-                    shard.shrink_to_fit();
-                }
-            }
+            let (hash, shard) = self.locate(&key);
+            let removed = shard
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(hash, &key);
+            existed += u64::from(removed.is_some());
         }
         Ok(existed)
     }
@@ -213,8 +189,8 @@ impl StagedStore for MemoryStore {
         let vins = self.shards[index]
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .records()
+            .map(|r| String::from_utf8_lossy(r.vin()).into_owned())
             .collect();
         let next = if index + 1 == SHARDS {
             0
