@@ -1,8 +1,11 @@
 //! Shared vocabulary of the platform: the error codes every service maps its
 //! errors to (and from which gRPC and HTTP statuses follow), VIN validation,
 //! the vehicle domain types with their protobuf conversions, and the
-//! per-vehicle rate limit of the vehicle-facing APIs.
+//! per-vehicle rate limit of the vehicle-facing APIs, and the memory
+//! allocator of every binary.
 
+#[cfg(unix)]
+pub mod alloc;
 pub mod error;
 pub mod peer;
 pub mod rate;

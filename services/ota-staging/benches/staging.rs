@@ -16,7 +16,8 @@
 //!     store-level figures (`get_now`, `store.get`, `service.lookup`) at
 //!     both sizes;
 //! (c) the in-process store's memory per staged vehicle beyond the document
-//!     bytes (a counting global allocator), after staging and after one
+//!     bytes (a counting global allocator over jemalloc, configured as in
+//!     the `ota` binary), after staging and after one
 //!     lookup of every vehicle (a lookup must leave nothing behind).
 //!
 //! cargo bench -p ota-staging --bench staging
@@ -32,7 +33,7 @@
 //! Redis data goes to a namespace of its own and is deleted afterwards. A
 //! summary of every figure is printed at the end.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::hint::black_box;
 use std::process::Command;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
@@ -42,6 +43,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use criterion::Criterion;
 use ota_bus::memory::MemoryBus;
+use ota_common::alloc::Jemalloc;
 use ota_common::peer::{self, Peer};
 use ota_proto::v1 as pb;
 use ota_staging::document::{build, ETAG_LEN};
@@ -58,23 +60,26 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        System.alloc(layout)
+        Jemalloc.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        System.dealloc(ptr, layout)
+        Jemalloc.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LIVE.fetch_add(
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
         );
-        System.realloc(ptr, layout, new_size)
+        Jemalloc.realloc(ptr, layout, new_size)
     }
 }
 
+/// Counting on top of the allocator `ota` runs with (jemalloc with huge
+/// pages), so the latencies are those of the binary.
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+ota_common::jemalloc_options!();
 
 /// Every figure, printed again together at the end (criterion's output is
 /// long).
@@ -698,6 +703,10 @@ fn main() {
     assert!(small < large, "OTA_BENCH_VEHICLES: small then large");
     let stage_n = env_usize("OTA_BENCH_STAGE_VEHICLES", 400_000);
     let calls = env_usize("OTA_BENCH_CALLS", 20_000);
+    report(format!(
+        "allocator: jemalloc, huge pages {:?}",
+        ota_common::alloc::huge_pages()
+    ));
     let parts = env_list("OTA_BENCH_PARTS", "throughput,lookups");
     for kind in env_list("OTA_BENCH_STORES", "memory,redis") {
         assert!(

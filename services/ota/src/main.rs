@@ -13,6 +13,13 @@ mod serve;
 mod simulate;
 mod telemetry;
 
+// jemalloc with huge pages: see `ota_common::alloc` for why.
+#[cfg(unix)]
+#[global_allocator]
+static ALLOC: ota_common::alloc::Jemalloc = ota_common::alloc::Jemalloc;
+#[cfg(unix)]
+ota_common::jemalloc_options!();
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

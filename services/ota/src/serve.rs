@@ -46,7 +46,11 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let services = cfg.services();
     let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
     let open_files = crate::files::raise_limit();
-    tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), ?open_files, "starting ota");
+    #[cfg(unix)]
+    let huge_pages = ota_common::alloc::huge_pages();
+    #[cfg(not(unix))]
+    let huge_pages: Option<String> = None;
+    tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), ?open_files, ?huge_pages, "starting ota");
 
     // The adapters check vehicle credentials, which live in the database.
     let needs_db = services.contains(&Service::VehicleStore)
