@@ -151,6 +151,25 @@ impl Default for StagingSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct BusSettings {
+    /// How long a message a consumer took stays with it unacknowledged
+    /// before another consumer of the group gets it: how soon the batch of
+    /// a staging process that died is taken over. Keep it above the slowest
+    /// batch, or a live consumer's batch is handed out twice (harmless, as
+    /// staging is idempotent, but wasted).
+    pub claim_timeout_ms: u64,
+}
+
+impl Default for BusSettings {
+    fn default() -> Self {
+        Self {
+            claim_timeout_ms: ota_bus::DEFAULT_CLAIM_TIMEOUT.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AdapterSettings {
     /// Requests per second each vehicle may make, sustained.
     pub vehicle_rate_per_s: f64,
@@ -206,6 +225,8 @@ pub struct Config {
     #[serde(default)]
     pub staging: StagingSettings,
     #[serde(default)]
+    pub bus: BusSettings,
+    #[serde(default)]
     pub adapters: AdapterSettings,
 }
 
@@ -237,6 +258,7 @@ impl Default for Config {
             vehicle_store: VehicleStoreSettings::default(),
             campaigns: CampaignSettings::default(),
             staging: StagingSettings::default(),
+            bus: BusSettings::default(),
             adapters: AdapterSettings::default(),
         }
     }
@@ -258,8 +280,9 @@ const ENV_KEYS: [&str; 12] = [
     "grpc_addr",
     "log",
 ];
-const ENV_SECTIONS: [&str; 7] = [
+const ENV_SECTIONS: [&str; 8] = [
     "adapters__",
+    "bus__",
     "peers__",
     "limits__",
     "database__",
@@ -359,6 +382,12 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         if self.campaigns.tick_ms == 0 || self.campaigns.status_batch == 0 {
             bail!("invalid configuration: campaigns: tick_ms and status_batch must be above 0");
+        }
+        if self.bus.claim_timeout_ms < 100 {
+            bail!(
+                "invalid configuration: bus.claim_timeout_ms: {} is below 100 (every message would be handed out again at once)",
+                self.bus.claim_timeout_ms
+            );
         }
         if let Some(url) = &self.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
@@ -472,6 +501,19 @@ mod tests {
             assert!(
                 err.contains("limits.max_body_bytes: invalid type: found string \"lots\"")
                     && err.contains("(from OTA_LIMITS__MAX_BODY_BYTES)"),
+                "{err}"
+            );
+
+            jail.set_env("OTA_LIMITS__MAX_BODY_BYTES", "1000");
+            jail.set_env("OTA_BUS__CLAIM_TIMEOUT_MS", "2500");
+            assert_eq!(
+                load(None, Figment::new()).unwrap().bus.claim_timeout_ms,
+                2500
+            );
+            jail.set_env("OTA_BUS__CLAIM_TIMEOUT_MS", "0");
+            let err = load(None, Figment::new()).unwrap_err().to_string();
+            assert!(
+                err.contains("bus.claim_timeout_ms: 0 is below 100"),
                 "{err}"
             );
             Ok(())

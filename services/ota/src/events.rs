@@ -33,13 +33,19 @@ impl Events {
         db: Option<&Db>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
+        let claim_timeout = std::time::Duration::from_millis(cfg.bus.claim_timeout_ms);
         let bus: SharedBus = match &cfg.redis_url {
-            Some(url) => Arc::new(RedisBus::connect(url).await.with_context(|| {
-                format!(
-                    "cannot reach Redis at {} (redis_url / OTA_REDIS_URL)",
-                    ota_db::redact(url)
-                )
-            })?),
+            Some(url) => Arc::new(
+                RedisBus::connect(url)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot reach Redis at {} (redis_url / OTA_REDIS_URL)",
+                            ota_db::redact(url)
+                        )
+                    })?
+                    .with_claim_timeout(claim_timeout),
+            ),
             None => {
                 // Producers and consumers of events must share a process
                 // when there is no Redis to carry events between them.
@@ -57,7 +63,11 @@ impl Events {
                 }
                 // Bounded: events no group reads (a consumer in another
                 // process) must not pile up; reconciles repair what is dropped.
-                Arc::new(MemoryBus::new().with_max_len(IN_PROCESS_MAX_EVENTS))
+                Arc::new(
+                    MemoryBus::new()
+                        .with_max_len(IN_PROCESS_MAX_EVENTS)
+                        .with_claim_timeout(claim_timeout),
+                )
             }
         };
         let mut tasks = Vec::new();

@@ -50,7 +50,8 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let huge_pages = ota_common::alloc::huge_pages();
     #[cfg(not(unix))]
     let huge_pages: Option<String> = None;
-    tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), ?open_files, ?huge_pages, "starting ota");
+    let huge_pages = huge_pages.as_deref().unwrap_or("unknown");
+    tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), ?open_files, huge_pages, "starting ota");
 
     // The adapters check vehicle credentials, which live in the database.
     let needs_db = services.contains(&Service::VehicleStore)
