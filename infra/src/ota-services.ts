@@ -49,6 +49,10 @@ export function otaSettings(props: Pick<OtaServicesProps, "region" | "mqttUrl">)
     OTA_DATA_DIR: DATA_DIR,
     OTA_LOG: region.observability.logFilter,
     OTA_MQTT_URL: props.mqttUrl,
+    // jemalloc's huge pages speed up lookups in the in-process staging
+    // store; here staging keeps its documents in Redis, so they would only
+    // cost memory (docs/deploy.md, Sizing).
+    _RJEM_MALLOC_CONF: "thp:default",
   };
   // A role reaches every service it does not run itself at these addresses.
   for (const peer of PEER_ROLES) {

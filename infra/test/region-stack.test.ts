@@ -97,13 +97,14 @@ describe.each(synths.map((s) => [s.region.name, s] as const))("region %s", (_nam
     }
   });
 
-  test("the ConfigMap carries listen addresses, broker URL and peer addresses", () => {
+  test("the ConfigMap carries listen addresses, broker URL, peer addresses and the allocator setting", () => {
     const cm = byName(json, "kubernetes_config_map_v1", "ota-config");
     expect(cm.data).toMatchObject({
       OTA_HTTP_ADDR: "0.0.0.0:8080",
       OTA_GRPC_ADDR: "0.0.0.0:50051",
       OTA_DATA_DIR: "/var/lib/ota",
       OTA_MQTT_URL: `mqtt://ota-emqx.${region.namespace}.svc.cluster.local:1883`,
+      _RJEM_MALLOC_CONF: "thp:default",
       OTA_PEERS__VEHICLE_STORE: `http://vehicle-store.${region.namespace}.svc.cluster.local:50051`,
       OTA_PEERS__RULE_ENGINE: `http://rule-engine.${region.namespace}.svc.cluster.local:50051`,
       OTA_PEERS__STAGING: `http://staging.${region.namespace}.svc.cluster.local:50051`,
