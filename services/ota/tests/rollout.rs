@@ -222,19 +222,7 @@ async fn a_campaign_reaches_staged_documents_and_completes() {
 #[tokio::test]
 async fn staging_in_its_own_process_follows_a_campaign_through_redis() {
     let pg = ota_tests::db::postgres().await;
-    // A database index of its own, emptied first: keys and streams of other
-    // runs stay out of the way.
-    let redis_url =
-        std::env::var("OTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let redis_url = format!("{}/11", redis_url.trim_end_matches('/'));
-    let client = redis::Client::open(redis_url.as_str()).unwrap();
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("Redis is required for this test but {redis_url} is not reachable: {e}")
-        });
-    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+    let (redis_url, mut conn) = redis_db(11).await;
 
     let core = Server::start(
         &[
@@ -332,17 +320,7 @@ async fn a_simulated_mixed_fleet_completes_a_campaign() {
 #[tokio::test]
 async fn a_simulated_mixed_fleet_completes_a_campaign_on_postgres_redis_and_mosquitto() {
     let pg = ota_tests::db::postgres().await;
-    let redis_url =
-        std::env::var("OTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let redis_url = format!("{}/12", redis_url.trim_end_matches('/'));
-    let client = redis::Client::open(redis_url.as_str()).unwrap();
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("Redis is required for this test but {redis_url} is not reachable: {e}")
-        });
-    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+    let (redis_url, _flushed) = redis_db(12).await;
     let mqtt =
         std::env::var("OTA_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
     let s = Server::start(

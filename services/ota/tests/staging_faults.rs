@@ -49,18 +49,7 @@ async fn pending(conn: &mut MultiplexedConnection) -> u64 {
 #[tokio::test]
 async fn a_staging_process_killed_mid_batch_is_replaced_and_no_event_is_lost() {
     let pg = ota_tests::db::postgres().await;
-    // A database index of its own, emptied first.
-    let redis_url =
-        std::env::var("OTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let redis_url = format!("{}/13", redis_url.trim_end_matches('/'));
-    let client = redis::Client::open(redis_url.as_str()).unwrap();
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| {
-            panic!("Redis is required for this test but {redis_url} is not reachable: {e}")
-        });
-    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+    let (redis_url, mut conn) = redis_db(13).await;
 
     let shared = [
         ("OTA_DATABASE_URL", pg.url.as_str()),

@@ -162,6 +162,24 @@ pub fn healthz_ok(addr: &str) -> bool {
     c.read_exact(&mut buf).is_ok() && buf.ends_with(b" 200")
 }
 
+/// Redis database `index` for one test, emptied first, so that keys and
+/// streams of other runs stay out of the way: its URL and a connection.
+/// Fails loudly when Redis is not there.
+pub async fn redis_db(index: u8) -> (String, redis::aio::MultiplexedConnection) {
+    let base =
+        std::env::var("OTA_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url = format!("{}/{index}", base.trim_end_matches('/'));
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("Redis is required for this test but {url} is not reachable: {e}")
+        });
+    let _: () = redis::cmd("FLUSHDB").query_async(&mut conn).await.unwrap();
+    (url, conn)
+}
+
 pub fn http() -> reqwest::Client {
     reqwest::Client::new()
 }

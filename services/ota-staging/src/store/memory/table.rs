@@ -120,21 +120,31 @@ impl Table {
 
     /// Inserts or replaces; the replaced record, if any.
     pub(super) fn insert(&mut self, hash: u64, record: Record) -> Option<Record> {
+        let vin: &[u8; VIN_LEN] = record.vin().try_into().expect("a record starts with a vin");
+        let mut place = if self.slots.is_empty() {
+            None
+        } else {
+            match self.find(hash, vin) {
+                Ok(i) => return self.slots[i].record.replace(record),
+                Err(i) => Some(i),
+            }
+        };
         if (self.len + 1) * 2 > self.slots.len() {
             self.resize((self.slots.len() * 2).max(MIN_SLOTS));
+            place = None;
         }
-        let vin: &[u8; VIN_LEN] = record.vin().try_into().expect("a record starts with a vin");
-        match self.find(hash, vin) {
-            Ok(i) => self.slots[i].record.replace(record),
-            Err(i) => {
-                self.slots[i] = Slot {
-                    hash,
-                    record: Some(record),
-                };
-                self.len += 1;
-                None
-            }
-        }
+        let i = match place {
+            Some(i) => i,
+            None => self
+                .find(hash, vin)
+                .expect_err("an absent vin stays absent when the table grows"),
+        };
+        self.slots[i] = Slot {
+            hash,
+            record: Some(record),
+        };
+        self.len += 1;
+        None
     }
 
     pub(super) fn remove(&mut self, hash: u64, vin: &[u8; VIN_LEN]) -> Option<Record> {
@@ -261,6 +271,23 @@ mod tests {
         }
         assert_eq!(t.len(), 15);
         assert_eq!(t.records().count(), 15);
+    }
+
+    #[test]
+    fn replacing_in_a_half_full_table_does_not_grow_it() {
+        let mut t = Table::default();
+        let hash = |i: u32| u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        for i in 0..32 {
+            t.insert(hash(i), record(i, "x"));
+        }
+        let half_full = t.slot_bytes();
+        assert_eq!(half_full, MIN_SLOTS * 24);
+        assert!(t.insert(hash(5), record(5, "y")).is_some());
+        assert_eq!(t.slot_bytes(), half_full);
+        assert!(t.insert(hash(32), record(32, "z")).is_none());
+        assert_eq!(t.slot_bytes(), 2 * half_full);
+        assert_eq!(t.get(hash(5), &vin(5)).unwrap().json(), b"y");
+        assert_eq!(t.len(), 33);
     }
 
     #[test]
