@@ -1,6 +1,6 @@
 //! Shared vocabulary of the platform: the error codes every service maps its
 //! errors to (and from which gRPC and HTTP statuses follow), VIN validation,
-//! the vehicle domain types with their protobuf conversions, and the
+//! the vehicle domain types with their protobuf conversions, the
 //! per-vehicle rate limit of the vehicle-facing APIs, and the memory
 //! allocator of every binary.
 
