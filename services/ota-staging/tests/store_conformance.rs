@@ -151,6 +151,48 @@ async fn reconcile_record_round_trips(store: SharedStore) {
     assert_eq!(store.last_reconcile().await.unwrap(), Some(r));
 }
 
+async fn a_document_read_stays_whole_after_it_is_replaced_or_deleted(store: SharedStore) {
+    let (v, old) = doc(1, "2.3.1");
+    let (_, new) = doc(1, "2.4.0");
+    store
+        .put_many(&[(v.clone(), old.clone())], &[false])
+        .await
+        .unwrap();
+    let held = store.get(&v).await.unwrap().unwrap();
+    store.put_many(&[(v.clone(), new)], &[true]).await.unwrap();
+    store.delete_many(std::slice::from_ref(&v)).await.unwrap();
+    assert_eq!(held, old, "a reader keeps what it read");
+    assert_eq!(store.get(&v).await.unwrap(), None);
+}
+
+/// Most of a fleet's documents go when a campaign ends; the rest must stay
+/// reachable (the in-process table shrinks and moves records on removal).
+async fn deleting_most_of_a_fleet_keeps_the_rest_reachable(store: SharedStore) {
+    let docs: Vec<_> = (0..3000).map(|n| doc(n, "2.3.1")).collect();
+    for chunk in docs.chunks(1000) {
+        store
+            .put_many(chunk, &vec![false; chunk.len()])
+            .await
+            .unwrap();
+    }
+    let gone: Vec<String> = docs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 4 != 0)
+        .map(|(_, (v, _))| v.clone())
+        .collect();
+    assert_eq!(store.delete_many(&gone).await.unwrap(), 2250);
+    assert_eq!(store.len().await.unwrap(), 750);
+    for (i, (v, d)) in docs.iter().enumerate() {
+        let found = store.get(v).await.unwrap();
+        if i % 4 == 0 {
+            assert_eq!(found.as_ref(), Some(d), "vehicle {i} kept");
+        } else {
+            assert_eq!(found, None, "vehicle {i} deleted");
+        }
+    }
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -188,6 +230,8 @@ suite!(
     lock_is_exclusive_renewable_and_released,
     an_expired_lock_can_be_taken,
     reconcile_record_round_trips,
+    a_document_read_stays_whole_after_it_is_replaced_or_deleted,
+    deleting_most_of_a_fleet_keeps_the_rest_reachable,
 );
 
 #[tokio::test]
