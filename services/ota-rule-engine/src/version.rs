@@ -3,13 +3,38 @@
 
 use std::cmp::Ordering;
 
-/// Compares two dotted versions segment by segment.
+/// Compares two versions: the release part segment by segment, then the
+/// pre-release, as semantic versioning orders them.
 ///
 /// Two numeric segments compare as numbers ("10" > "9"), anything else as
 /// text. A version with fewer segments is padded with "0", so "2.3" equals
-/// "2.3.0". Pre-release suffixes get no special treatment: "1.0.0-rc1" is
-/// compared to "1.0.0" as the text segments "0-rc1" and "0", and is greater.
+/// "2.3.0". A `-` starts a pre-release, which comes before its release:
+/// "2.3.1-rc.1" < "2.3.1", so a vehicle on a release candidate is still
+/// "below 2.3.1" when a campaign targets those. Pre-releases of the same
+/// release compare by their dot-separated identifiers (numbers as numbers
+/// and before words, then the longer list is greater). Build metadata after
+/// `+` is ignored.
 pub fn version_cmp(a: &str, b: &str) -> Ordering {
+    let (a_release, a_pre) = split(a);
+    let (b_release, b_pre) = split(b);
+    release_cmp(a_release, b_release).then_with(|| match (a_pre, b_pre) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Greater,
+        (Some(_), None) => Ordering::Less,
+        (Some(x), Some(y)) => pre_release_cmp(x, y),
+    })
+}
+
+/// The release part and the pre-release, without build metadata.
+fn split(version: &str) -> (&str, Option<&str>) {
+    let version = version.split_once('+').map_or(version, |(v, _)| v);
+    match version.split_once('-') {
+        Some((release, pre)) => (release, Some(pre)),
+        None => (version, None),
+    }
+}
+
+fn release_cmp(a: &str, b: &str) -> Ordering {
     let mut left = a.split('.');
     let mut right = b.split('.');
     loop {
@@ -21,6 +46,27 @@ pub fn version_cmp(a: &str, b: &str) -> Ordering {
             cmp_numbers(l, r)
         } else {
             l.cmp(r)
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+}
+
+fn pre_release_cmp(a: &str, b: &str) -> Ordering {
+    let mut left = a.split('.');
+    let mut right = b.split('.');
+    loop {
+        let order = match (left.next(), right.next()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => Ordering::Less,
+            (Some(_), None) => Ordering::Greater,
+            (Some(l), Some(r)) => match (is_number(l), is_number(r)) {
+                (true, true) => cmp_numbers(l, r),
+                (true, false) => Ordering::Less,
+                (false, true) => Ordering::Greater,
+                (false, false) => l.cmp(r),
+            },
         };
         if order != Ordering::Equal {
             return order;
@@ -83,11 +129,43 @@ mod tests {
 
     #[test]
     fn text_segments_compare_as_text() {
-        // "0-rc1" vs "0": not both numeric, so by text, and the longer wins.
-        check("1.0.0-rc1", "1.0.0", 1);
-        check("1.0.0-rc1", "1.0.0-rc2", -1);
         check("1.a", "1.b", -1);
         check("2.x", "2.10", 1);
         check("", "0", -1);
+    }
+
+    #[test]
+    fn a_pre_release_comes_before_its_release() {
+        check("1.0.0-rc1", "1.0.0", -1);
+        check("2.3.1-rc.1", "2.3.1", -1);
+        check("2.3.1-rc.1", "2.3.0", 1);
+        check("2.3-beta", "2.3.0", -1);
+        check("1.0.0-rc1", "1.0.0-rc2", -1);
+    }
+
+    #[test]
+    fn pre_releases_compare_identifier_by_identifier() {
+        // The order semver.org gives as its example.
+        let ordered = [
+            "1.0.0-alpha",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha.beta",
+            "1.0.0-beta",
+            "1.0.0-beta.2",
+            "1.0.0-beta.11",
+            "1.0.0-rc.1",
+            "1.0.0",
+        ];
+        for pair in ordered.windows(2) {
+            check(pair[0], pair[1], -1);
+        }
+        check("1.0.0-rc.01", "1.0.0-rc.1", 0);
+    }
+
+    #[test]
+    fn build_metadata_is_ignored() {
+        check("1.0.0+20261123", "1.0.0", 0);
+        check("1.0.0-rc.1+build.5", "1.0.0-rc.1", 0);
+        check("1.0.0+exp.sha.5114f85", "1.0.1", -1);
     }
 }

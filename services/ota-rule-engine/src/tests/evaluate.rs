@@ -132,7 +132,7 @@ fn a_failing_rule_fails_the_vehicle_instead_of_falling_through() {
 #[test]
 fn version_cmp_orders_versions_in_expressions() {
     let c = compile(&rule_set(
-        r#"version_cmp("2.10.0", "2.9.1") == 1 && version_cmp("1.0", "1.0.0") == 0 && version_cmp("1.0.0-rc1", "1.0.0") == 1"#,
+        r#"version_cmp("2.10.0", "2.9.1") == 1 && version_cmp("1.0", "1.0.0") == 0 && version_cmp("1.0.0-rc1", "1.0.0") == -1"#,
         &[],
     ));
     assert!(c.evaluate(&bare()).target_matched);
