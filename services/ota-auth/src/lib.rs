@@ -145,8 +145,14 @@ pub struct NewToken {
 
 pub const TOKEN_PREFIX: &str = "ota_";
 
+/// The SHA-256 of a secret: what caches key by. The database stores its
+/// hex form, [`hash_secret`].
+pub fn secret_digest(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    hex::encode(secret_digest(secret))
 }
 
 fn new_secret() -> String {

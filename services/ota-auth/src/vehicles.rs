@@ -12,9 +12,8 @@ use ota_db::{with_pool, Db};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use crate::{hash_secret, AuthError, AUTH_CACHE_TTL};
+use crate::{hash_secret, secret_digest, AuthError, AUTH_CACHE_TTL};
 
 /// Vehicle secrets start with this, so a management token used as one (or
 /// the other way round) is refused before any lookup.
@@ -199,7 +198,7 @@ impl VehicleCredentials {
         if !secret.starts_with(VEHICLE_TOKEN_PREFIX) || secret.len() > 128 {
             return Err(AuthError::BadToken);
         }
-        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let digest = secret_digest(secret);
         let (cached, batch) = {
             let mut guard = self.cache.lock().expect("cache");
             let cache = &mut *guard;
@@ -414,7 +413,7 @@ mod tests {
         let kept = here.issue("WVWZZZE1ZMP000001", false).await.unwrap().token;
         let revoked = here.issue("WVWZZZE1ZMP000002", false).await.unwrap().token;
         let confirmed = |secret: &str| {
-            let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+            let digest = secret_digest(secret);
             here.cache
                 .lock()
                 .unwrap()

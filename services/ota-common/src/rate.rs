@@ -29,6 +29,12 @@ impl Default for RateLimit {
     }
 }
 
+/// A Retry-After header's value for a wait the limiter returned: whole
+/// seconds, rounded up, at least 1.
+pub fn retry_after_s(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
 struct Bucket {
     tokens: f64,
     at: Instant,
@@ -107,6 +113,14 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_whole_seconds_rounded_up_and_at_least_one() {
+        assert_eq!(retry_after_s(Duration::ZERO), 1);
+        assert_eq!(retry_after_s(Duration::from_millis(200)), 1);
+        assert_eq!(retry_after_s(Duration::from_secs(1)), 1);
+        assert_eq!(retry_after_s(Duration::from_millis(1200)), 2);
+    }
 
     #[test]
     fn burst_then_sustained_rate_per_vehicle() {

@@ -134,7 +134,7 @@ pub(crate) async fn poll(
     if let Err(wait) = s.limiter.check(&c.vin) {
         return Err(DdiError::RateLimited {
             controller: c.vin,
-            retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+            retry_after_s: ota_common::rate::retry_after_s(wait),
         });
     }
     let doc = s.staging.document(&c.vin).await?;

@@ -53,7 +53,7 @@ impl FromRequestParts<AdapterState> for Authed {
         if let Err(wait) = state.inner.limiter.check(&vin) {
             return Err(AdapterError::RateLimited {
                 vin,
-                retry_after_s: wait.as_secs_f64().ceil().max(1.0) as u64,
+                retry_after_s: ota_common::rate::retry_after_s(wait),
             });
         }
         Ok(Authed { vin })
