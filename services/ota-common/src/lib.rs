@@ -1,14 +1,15 @@
 //! Shared vocabulary of the platform: the error codes every service maps its
 //! errors to (and from which gRPC and HTTP statuses follow), VIN validation,
 //! the vehicle domain types with their protobuf conversions, the
-//! per-vehicle rate limit of the vehicle-facing APIs, and the memory
-//! allocator of every binary.
+//! per-vehicle rate limit of the vehicle-facing APIs, secret comparison,
+//! and the memory allocator of every binary.
 
 #[cfg(unix)]
 pub mod alloc;
 pub mod error;
 pub mod peer;
 pub mod rate;
+pub mod secret;
 pub mod vehicle;
 pub mod vin;
 

@@ -110,6 +110,7 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
                 credentials.clone(),
                 ota_auth::TokenStore::new(db.clone()),
                 public_url.clone(),
+                i.cfg.adapters.ddi_gateway_token.clone(),
             ));
     }
 
@@ -120,11 +121,9 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
             external_url: i.cfg.mqtt_url.clone(),
             username: i.cfg.mqtt_username.clone(),
             password: i.cfg.mqtt_password.clone(),
-            max_sessions: i
-                .cfg
-                .adapters
-                .mqtt_max_sessions
-                .unwrap_or_else(|| crate::files::broker_sessions(i.open_files)),
+            max_sessions: i.cfg.adapters.mqtt_max_sessions.unwrap_or_else(|| {
+                crate::files::broker_sessions(i.open_files, i.cfg.http.max_connections)
+            }),
             ..Default::default()
         };
         let backends = ota_mqtt_adapter::Backends {

@@ -23,6 +23,7 @@ struct ArtifactsState {
     credentials: VehicleCredentials,
     tokens: TokenStore,
     public_url: String,
+    gateway_token: Option<String>,
 }
 
 pub fn router(
@@ -30,12 +31,14 @@ pub fn router(
     credentials: VehicleCredentials,
     tokens: TokenStore,
     public_url: String,
+    gateway_token: Option<String>,
 ) -> Router {
     let state = ArtifactsState {
         store,
         credentials,
         tokens,
         public_url,
+        gateway_token,
     };
     Router::new()
         .route("/api/v1/artifacts", post(upload))
@@ -55,12 +58,51 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         .into_response()
 }
 
-/// The secret of `Authorization: Bearer ...`, `TargetToken ...` or
-/// `GatewayToken ...`.
-fn secret(headers: &HeaderMap) -> Option<&str> {
-    let h = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (_, secret) = h.split_once(' ')?;
-    Some(secret.trim())
+/// The credential of a request, by the schemes the platform's APIs accept:
+/// `Bearer` (management and HTTP vehicle API), `TargetToken` and
+/// `GatewayToken` (hawkBit DDI). Scheme names are case-insensitive (RFC 9110).
+#[derive(Debug, PartialEq)]
+enum Credential<'a> {
+    Bearer(&'a str),
+    Target(&'a str),
+    Gateway(&'a str),
+}
+
+const DOWNLOAD_SCHEMES: &str = "Bearer, TargetToken or GatewayToken";
+
+fn credential(headers: &HeaderMap) -> Result<Credential<'_>, String> {
+    let Some(h) = headers.get(http::header::AUTHORIZATION) else {
+        return Err("missing Authorization header".into());
+    };
+    let h = h
+        .to_str()
+        .map_err(|_| "the Authorization header is not text".to_string())?;
+    let (scheme, secret) = h.split_once(' ').unwrap_or((h, ""));
+    let secret = secret.trim();
+    let shown: String = scheme.chars().take(20).collect();
+    if secret.is_empty() {
+        return Err(format!(
+            "the Authorization header has no credential after {shown:?}"
+        ));
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "bearer" => Ok(Credential::Bearer(secret)),
+        "targettoken" => Ok(Credential::Target(secret)),
+        "gatewaytoken" => Ok(Credential::Gateway(secret)),
+        _ => Err(format!("unsupported authorization scheme {shown:?}")),
+    }
+}
+
+fn unauthenticated(message: String, schemes: &str) -> Response {
+    let mut r = error(
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        format!("{message}; use {schemes}"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&schemes.replace(" or ", ", ")) {
+        r.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+    }
+    r
 }
 
 #[derive(Deserialize)]
@@ -74,12 +116,12 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(token) = secret(&headers) else {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "missing bearer token",
-        );
+    let token = match credential(&headers) {
+        Ok(Credential::Bearer(t)) => t,
+        Ok(_) => {
+            return unauthenticated("uploads take a management token".into(), "Bearer");
+        }
+        Err(e) => return unauthenticated(e, "Bearer"),
     };
     match s.tokens.authenticate(token).await {
         Ok(info) if info.role >= Role::Engineer => {}
@@ -151,11 +193,17 @@ async fn download_named(
 /// Any vehicle with a valid token, or any management token, may download:
 /// artifacts are firmware images, not per-vehicle secrets.
 async fn serve(s: ArtifactsState, sha256: String, headers: HeaderMap) -> Response {
-    let Some(token) = secret(&headers) else {
-        return error(StatusCode::UNAUTHORIZED, "unauthenticated", "missing token");
+    let allowed = match credential(&headers) {
+        Ok(Credential::Bearer(t)) => {
+            s.credentials.authenticate(t).await.is_ok() || s.tokens.authenticate(t).await.is_ok()
+        }
+        Ok(Credential::Target(t)) => s.credentials.authenticate(t).await.is_ok(),
+        Ok(Credential::Gateway(t)) => s
+            .gateway_token
+            .as_deref()
+            .is_some_and(|g| ota_common::secret::constant_time_eq(g.as_bytes(), t.as_bytes())),
+        Err(e) => return unauthenticated(e, DOWNLOAD_SCHEMES),
     };
-    let allowed = s.credentials.authenticate(token).await.is_ok()
-        || s.tokens.authenticate(token).await.is_ok();
     if !allowed {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -164,4 +212,45 @@ async fn serve(s: ArtifactsState, sha256: String, headers: HeaderMap) -> Respons
         );
     }
     ota_artifacts::serve(s.store.as_ref(), &sha256, &headers).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, auth.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn only_the_vehicle_and_management_schemes_are_taken() {
+        assert_eq!(
+            credential(&with("Bearer abc")),
+            Ok(Credential::Bearer("abc"))
+        );
+        assert_eq!(
+            credential(&with("bearer abc")),
+            Ok(Credential::Bearer("abc"))
+        );
+        assert_eq!(
+            credential(&with("TargetToken t")),
+            Ok(Credential::Target("t"))
+        );
+        assert_eq!(
+            credential(&with("GatewayToken g")),
+            Ok(Credential::Gateway("g"))
+        );
+        let basic = credential(&with("Basic dXNlcjpwYXNz")).unwrap_err();
+        assert_eq!(basic, "unsupported authorization scheme \"Basic\"");
+        let long = credential(&with(&format!("{} x", "S".repeat(5000)))).unwrap_err();
+        assert!(long.len() < 80, "the scheme is echoed cut short: {long}");
+        assert!(credential(&with("Bearer"))
+            .unwrap_err()
+            .contains("no credential"));
+        assert!(credential(&HeaderMap::new())
+            .unwrap_err()
+            .contains("missing"));
+    }
 }

@@ -98,6 +98,31 @@ pub struct Limits {
     pub max_import_bytes: usize,
 }
 
+/// Bounds of the HTTP listener (see `listener`), and who may read `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// A request head must arrive within this (HTTP/1).
+    pub header_read_timeout_ms: u64,
+    /// A connection on which nothing moved for this long is closed.
+    pub idle_timeout_s: u64,
+    /// Connections open at once; more get 503 and are closed.
+    pub max_connections: usize,
+    /// When set, `/metrics` answers only `Authorization: Bearer <this>`.
+    pub metrics_token: Option<String>,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_s: 120,
+            max_connections: 1024,
+            metrics_token: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
@@ -218,6 +243,8 @@ pub struct Config {
     pub log: String,
     pub peers: Peers,
     pub limits: Limits,
+    #[serde(default)]
+    pub http: HttpSettings,
     pub database: DatabaseSettings,
     pub vehicle_store: VehicleStoreSettings,
     #[serde(default)]
@@ -251,6 +278,7 @@ impl Default for Config {
                 max_body_bytes: rest.max_body_bytes,
                 max_import_bytes: rest.max_import_bytes,
             },
+            http: HttpSettings::default(),
             database: DatabaseSettings {
                 max_connections: 16,
                 acquire_timeout_ms: 3000,
@@ -280,8 +308,9 @@ const ENV_KEYS: [&str; 12] = [
     "grpc_addr",
     "log",
 ];
-const ENV_SECTIONS: [&str; 8] = [
+const ENV_SECTIONS: [&str; 9] = [
     "adapters__",
+    "http__",
     "bus__",
     "peers__",
     "limits__",
@@ -400,6 +429,16 @@ impl Config {
         if self.limits.max_body_bytes == 0 || self.limits.max_import_bytes == 0 {
             bail!("invalid configuration: limits: body limits must be above 0");
         }
+        let h = &self.http;
+        if h.header_read_timeout_ms == 0 || h.idle_timeout_s == 0 || h.max_connections == 0 {
+            bail!("invalid configuration: http: header_read_timeout_ms, idle_timeout_s and max_connections must be above 0");
+        }
+        if h.metrics_token
+            .as_deref()
+            .is_some_and(|t| t.trim().len() < 16)
+        {
+            bail!("invalid configuration: http.metrics_token: must be at least 16 characters (a guessable token protects nothing)");
+        }
         Ok(())
     }
 
@@ -420,6 +459,14 @@ impl Config {
             .unwrap_or_else(|| format!("http://{}", self.http_addr))
             .trim_end_matches('/')
             .to_string()
+    }
+
+    pub fn http_limits(&self) -> crate::listener::HttpLimits {
+        crate::listener::HttpLimits {
+            header_read_timeout: std::time::Duration::from_millis(self.http.header_read_timeout_ms),
+            idle_timeout: std::time::Duration::from_secs(self.http.idle_timeout_s),
+            max_connections: self.http.max_connections,
+        }
     }
 
     pub fn http_addr(&self) -> SocketAddr {

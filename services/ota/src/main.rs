@@ -9,6 +9,7 @@ mod client;
 mod config;
 mod events;
 mod files;
+mod listener;
 mod serve;
 mod simulate;
 mod telemetry;

@@ -39,6 +39,8 @@ struct HttpState {
     /// starts empty).
     stager: Option<ota_staging::Stager>,
     services: BTreeSet<Service>,
+    /// `http.metrics_token`: when set, `/metrics` wants it as a bearer token.
+    metrics_token: Option<String>,
 }
 
 pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
@@ -52,6 +54,10 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let huge_pages: Option<String> = None;
     let huge_pages = huge_pages.as_deref().unwrap_or("unknown");
     tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), ?open_files, huge_pages, "starting ota");
+
+    if uses_data_dir(&cfg, &services) {
+        crate::files::private_dir(&cfg.data_dir)?;
+    }
 
     // The adapters check vehicle credentials, which live in the database.
     let needs_db = services.contains(&Service::VehicleStore)
@@ -313,6 +319,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         db: db.clone(),
         stager,
         services,
+        metrics_token: cfg.http.metrics_token.clone(),
     });
     let app = http
         .merge(
@@ -324,8 +331,12 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
         )
         .layer(axum::middleware::from_fn(http_metrics))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(http_request_span));
-    let http =
-        axum::serve(http_listener, app).with_graceful_shutdown(wait_true(shutdown_rx.clone()));
+    let http_limits = cfg.http_limits();
+    let http_stop = wait_true(shutdown_rx.clone());
+    let http = async move {
+        crate::listener::serve(http_listener, app, http_limits, http_stop).await;
+        Ok::<(), std::io::Error>(())
+    };
     tracing::info!(%http_addr, %grpc_addr, elapsed_ms = started.elapsed().as_millis() as u64, "ota is serving");
 
     let pool_gauge = db.clone().map(|db| tokio::spawn(report_pool(db)));
@@ -450,11 +461,46 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
+async fn metrics(State(s): State<Arc<HttpState>>, headers: http::HeaderMap) -> Response {
+    if let Some(want) = &s.metrics_token {
+        let given = headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !ota_common::secret::constant_time_eq(given.trim().as_bytes(), want.trim().as_bytes()) {
+            let message = "/metrics needs Authorization: Bearer <http.metrics_token>";
+            return (
+                http::StatusCode::UNAUTHORIZED,
+                [(http::header::WWW_AUTHENTICATE, "Bearer")],
+                axum::Json(
+                    serde_json::json!({"error": {"code": "unauthenticated", "message": message}}),
+                ),
+            )
+                .into_response();
+        }
+    }
     (
         [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.telemetry.render(),
     )
+        .into_response()
+}
+
+/// The data directory holds the SQLite database, artifacts and the
+/// bootstrap token: only roles that keep one of those create it.
+fn uses_data_dir(cfg: &Config, services: &BTreeSet<Service>) -> bool {
+    let sqlite = cfg.database_url().starts_with("sqlite:");
+    let db_roles = [
+        Service::VehicleStore,
+        Service::CampaignManager,
+        Service::Rest,
+        Service::HttpAdapter,
+        Service::MqttAdapter,
+    ];
+    services.contains(&Service::Rest)
+        || services.contains(&Service::HttpAdapter)
+        || (sqlite && db_roles.iter().any(|r| services.contains(r)))
 }
 
 /// One span per HTTP request, named by route template like the metrics.
