@@ -27,16 +27,17 @@
 source "$(dirname "$0")/lib.sh"
 # A broker holds one descriptor per vehicle. `ota serve` raises its limit
 # on open files to the hard limit and keeps 512 of them for everything else
-# (the HTTP API, the database), so its embedded broker takes at most the
-# hard limit less 512 vehicles and refuses the others ("server
+# (the database, files) plus the HTTP listener's connection cap, which this
+# script sets to 64 (only the CLI speaks HTTP here), so its embedded broker
+# takes at most the hard limit less 576 vehicles and refuses the others ("server
 # unavailable"; they retry). Where that is below 20,000 (the hard limit is
 # 20,000 on the project's standard box, and only a privileged process may
 # raise it), the default fleet is the largest that fits, and the script
 # says so.
 FILES=$(ulimit -Hn)
 DEFAULT_N=20000
-if [ "$FILES" != unlimited ] && [ "$FILES" -lt $((DEFAULT_N + 512)) ]; then
-  DEFAULT_N=$(( (FILES - 512) / 100 * 100 ))
+if [ "$FILES" != unlimited ] && [ "$FILES" -lt $((DEFAULT_N + 576)) ]; then
+  DEFAULT_N=$(( (FILES - 576) / 100 * 100 ))
   echo "note: a process may hold at most $FILES open files here (ulimit -Hn): $DEFAULT_N vehicles by default" >&2
 fi
 N=${1:-$DEFAULT_N}
@@ -106,7 +107,7 @@ CONF
 
 # start_ota LABEL DATA_DIR -> SERVER_PID
 start_ota() {
-  local env=(OTA_DATA_DIR="$2" OTA_HTTP_ADDR=127.0.0.1:$HTTP_PORT OTA_GRPC_ADDR=127.0.0.1:$GRPC_PORT OTA_LOG=warn)
+  local env=(OTA_DATA_DIR="$2" OTA_HTTP_ADDR=127.0.0.1:$HTTP_PORT OTA_GRPC_ADDR=127.0.0.1:$GRPC_PORT OTA_LOG=warn OTA_HTTP__MAX_CONNECTIONS=64)
   if [ "$1" = mosquitto ]; then
     env+=(OTA_MQTT_URL=mqtt://127.0.0.1:$MOSQUITTO_PORT)
   else
