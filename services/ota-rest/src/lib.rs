@@ -8,6 +8,7 @@ mod campaigns;
 mod credentials;
 mod error;
 mod import;
+mod info;
 pub mod model;
 mod packages;
 mod reports;
@@ -30,6 +31,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 pub use auth::Caller;
 pub use error::RestError;
+pub use info::{MqttInfo, ServerInfo};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -59,6 +61,8 @@ pub struct RestState {
     /// Unset when this process cannot reach staging.
     pub staging: Option<StagingClient<Peer>>,
     pub limits: Limits,
+    /// What `GET /api/v1/info` tells.
+    pub info: std::sync::Arc<ServerInfo>,
 }
 
 impl RestState {
@@ -83,6 +87,7 @@ impl RestState {
             campaigns,
             staging: None,
             limits,
+            info: Default::default(),
         }
     }
 }
@@ -91,6 +96,11 @@ impl RestState {
     /// Serves staging's statistics and restaging too.
     pub fn with_staging(mut self, staging: Peer) -> Self {
         self.staging = Some(StagingClient::new(staging));
+        self
+    }
+
+    pub fn with_info(mut self, info: ServerInfo) -> Self {
+        self.info = std::sync::Arc::new(info);
         self
     }
 }
@@ -153,6 +163,7 @@ pub fn routes(state: RestState) -> Router {
         .route("/api/v1/staging/stats", get(staging::stats))
         .route("/api/v1/staging:restage", post(staging::restage))
         .route("/api/v1/whoami", get(whoami))
+        .route("/api/v1/info", get(info::info))
         .route("/api/v1/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .merge(import)

@@ -139,9 +139,6 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
         let handle = ota_mqtt_adapter::start(config, backends, i.bus.clone(), never)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if let Some(addr) = handle.listen {
-            tracing::info!(%addr, "embedded MQTT broker listening");
-        }
         out.mqtt = Some(handle);
     }
     Ok(out)

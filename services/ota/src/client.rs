@@ -2,6 +2,7 @@
 //! token to send, and turning error bodies into readable messages.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use reqwest::{Method, RequestBuilder, Response};
@@ -28,8 +29,14 @@ pub struct Connection {
     pub token: Option<String>,
 }
 
+/// How long the CLI waits for a server on this machine that is still
+/// starting: a script's `ota serve &` followed at once by a command.
+const LOCAL_START_WAIT: Duration = Duration::from_secs(10);
+
 impl Connection {
     pub fn api(&self) -> anyhow::Result<Api> {
+        let deadline = Instant::now() + LOCAL_START_WAIT;
+        let local = wait_for_local_server(&self.server, deadline);
         let token = match &self.token {
             Some(t) => t.clone(),
             None => {
@@ -37,6 +44,10 @@ impl Connection {
                     .map(PathBuf::from)
                     .unwrap_or_else(|| PathBuf::from("./ota-data"));
                 let path = dir.join("admin.token");
+                // A first start writes the token just after it listens.
+                while local && !path.exists() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
                 std::fs::read_to_string(&path)
                     .map(|s| s.trim().to_owned())
                     .with_context(|| {
@@ -54,6 +65,47 @@ impl Connection {
                 .user_agent(concat!("ota-cli/", env!("CARGO_PKG_VERSION")))
                 .build()?,
         })
+    }
+}
+
+/// For a server on a loopback address that refuses connections, waits
+/// until it listens or the deadline passes, saying so once. Returns whether
+/// the server is on this machine.
+fn wait_for_local_server(server: &str, deadline: Instant) -> bool {
+    let Ok(uri) = server.parse::<http::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = uri.port_u16().unwrap_or(80);
+    let ip: std::net::IpAddr = match host {
+        "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        h => match h.parse() {
+            Ok(ip) => ip,
+            Err(_) => return false,
+        },
+    };
+    if !ip.is_loopback() {
+        return false;
+    }
+    let addr = std::net::SocketAddr::new(ip, port);
+    let mut said = false;
+    loop {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                if !said {
+                    eprintln!(
+                        "waiting up to {} s for the server at {server} to start",
+                        LOCAL_START_WAIT.as_secs()
+                    );
+                    said = true;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            _ => return true,
+        }
     }
 }
 

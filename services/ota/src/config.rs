@@ -241,6 +241,9 @@ pub struct Config {
     pub grpc_addr: String,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
+    /// `auto` (readable on a terminal, JSON lines otherwise), `json` or `text`.
+    #[serde(default)]
+    pub log_format: crate::telemetry::LogFormat,
     pub peers: Peers,
     pub limits: Limits,
     #[serde(default)]
@@ -272,7 +275,10 @@ impl Default for Config {
             public_url: None,
             http_addr: "127.0.0.1:8080".into(),
             grpc_addr: "127.0.0.1:50051".into(),
-            log: "info,sqlx=warn,h2=warn,tower=warn,hyper=warn".into(),
+            // The embedded broker's plugins announce their start-up and
+            // defaults at info and warn: noise to an operator.
+            log: "info,sqlx=warn,h2=warn,tower=warn,hyper=warn,rmqtt=error,rmqtt_retainer=warn,rmqtt_shared_subscription=warn,rmqtt_net=warn".into(),
+            log_format: Default::default(),
             peers: Peers::default(),
             limits: Limits {
                 max_body_bytes: rest.max_body_bytes,
@@ -294,7 +300,7 @@ impl Default for Config {
 
 /// Top-level keys read from `OTA_*` variables. Others (OTA_SERVER, OTA_TOKEN
 /// of the CLI, variables of future versions) are left alone.
-const ENV_KEYS: [&str; 12] = [
+const ENV_KEYS: [&str; 13] = [
     "services",
     "data_dir",
     "database_url",
@@ -307,6 +313,7 @@ const ENV_KEYS: [&str; 12] = [
     "http_addr",
     "grpc_addr",
     "log",
+    "log_format",
 ];
 const ENV_SECTIONS: [&str; 9] = [
     "adapters__",

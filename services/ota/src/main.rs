@@ -100,6 +100,10 @@ struct ServeArgs {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     log: Option<String>,
+    /// auto (readable on a terminal, JSON lines otherwise), json or text.
+    #[arg(long, value_parser = ["auto", "json", "text"])]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    log_format: Option<String>,
 }
 
 impl ServeArgs {
@@ -113,6 +117,9 @@ impl ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.cmd, Cmd::Serve(_)) {
+        default_sigpipe();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -130,11 +137,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// The CLI ends quietly when its reader goes away (`ota vehicles list |
+/// head`), as Unix tools do; Rust's runtime ignores SIGPIPE, which would
+/// turn the next print into a panic. The server keeps ignoring it: a
+/// vehicle that hangs up must not end the process.
+fn default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called once at start, before any thread is spawned; setting
+    // a signal's disposition to its default has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Serve(args) => {
             let cfg = args.load()?;
-            let telemetry = telemetry::init(&cfg.log)?;
+            let telemetry = telemetry::init(&cfg.log, cfg.log_format)?;
             if let Err(e) = serve::run(cfg, telemetry).await {
                 tracing::error!(error = format!("{e:#}"), "ota failed");
                 return Err(e);

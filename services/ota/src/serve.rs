@@ -260,6 +260,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
                 None => rest,
             },
         };
+        let rest = rest.with_info(server_info(&cfg, &services));
         http = http
             .merge(ota_rest::routes(rest))
             .fallback(ota_rest::not_found);
@@ -485,6 +486,47 @@ async fn metrics(State(s): State<Arc<HttpState>>, headers: http::HeaderMap) -> R
         s.telemetry.render(),
     )
         .into_response()
+}
+
+/// What `GET /api/v1/info` tells: where vehicles reach this deployment.
+fn server_info(cfg: &Config, services: &BTreeSet<Service>) -> ota_rest::ServerInfo {
+    let public_url = cfg.public_url();
+    let mqtt = match (&cfg.mqtt_url, services.contains(&Service::MqttAdapter)) {
+        (Some(url), _) => Some(ota_rest::MqttInfo {
+            url: url.clone(),
+            embedded: false,
+        }),
+        (None, true) => {
+            let listen: std::net::SocketAddr = cfg.mqtt_listen.parse().expect("validated");
+            // A broker on every interface is reached by the public host.
+            let host = if listen.ip().is_unspecified() {
+                http::Uri::try_from(public_url.as_str())
+                    .ok()
+                    .and_then(|u| u.host().map(str::to_owned))
+                    .unwrap_or_else(|| "127.0.0.1".into())
+            } else {
+                listen.ip().to_string()
+            };
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            Some(ota_rest::MqttInfo {
+                url: format!("mqtt://{host}:{}", listen.port()),
+                embedded: true,
+            })
+        }
+        (None, false) => None,
+    };
+    ota_rest::ServerInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        services: services.iter().map(|s| s.name().to_owned()).collect(),
+        ddi_url: format!("{public_url}/{}/controller/v1/", ota_ddi::TENANT),
+        ddi_tenant: ota_ddi::TENANT.into(),
+        public_url,
+        mqtt,
+    }
 }
 
 /// The data directory holds the SQLite database, artifacts and the

@@ -1,4 +1,4 @@
-//! Logs (JSON lines on stdout), traces (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
+//! Logs (JSON lines on stdout, or readable lines on a terminal), traces (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
 //! is set) and the Prometheus metrics recorder behind `/metrics`.
 
 use anyhow::Context;
@@ -14,7 +14,29 @@ pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
 }
 
-pub fn init(filter: &str) -> anyhow::Result<Telemetry> {
+/// How log lines look: `auto` is `text` on a terminal and `json` elsewhere
+/// (a log collector, a file, a pipe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Auto,
+    Json,
+    Text,
+}
+
+impl LogFormat {
+    fn json(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            LogFormat::Json => true,
+            LogFormat::Text => false,
+            LogFormat::Auto => !std::io::stdout().is_terminal(),
+        }
+    }
+}
+
+pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_new(filter).with_context(|| {
         format!("invalid configuration: log: {filter:?} is not a valid log filter")
     })?;
@@ -41,15 +63,24 @@ pub fn init(filter: &str) -> anyhow::Result<Telemetry> {
     let otel_layer = tracer
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("ota")));
+    let (json, text) = if format.json() {
+        let layer = tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_target(true);
+        (Some(layer), None)
+    } else {
+        use std::io::IsTerminal;
+        let layer = tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::stdout().is_terminal());
+        (None, Some(layer))
+    };
     tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_target(true),
-        )
+        .with(json)
+        .with(text)
         .with(otel_layer)
         .try_init()
         .context("logging was already initialised")?;

@@ -535,6 +535,38 @@ async fn rules_check_explain_and_preview_from_the_cli_and_rest() {
     let expr = r#"vehicle.region == "EU" && version_cmp(vehicle.ecus.BMS.sw, "2.3.1") < 0"#;
     let out = s.cli(&token, &["rules", "check", expr]);
     assert_eq!(out.status.code(), Some(0));
+    // A campaign file with rules: target and every `when` are checked.
+    let campaign = dir.path().join("campaign.yaml");
+    std::fs::write(
+        &campaign,
+        format!("name: c\ntarget: '{expr}'\nrules:\n  - when: 'vehicle.gateway == \"hcp3\"'\n    install: {{package: bms-fw-hcp3, version: 2.3.1, ecu: BMS}}\n  - install: {{package: bms-fw, version: 2.3.1, ecu: BMS}}\n"),
+    )
+    .unwrap();
+    let out = s.cli(
+        &token,
+        &["rules", "check", "-f", campaign.to_str().unwrap()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        &campaign,
+        format!("name: c\ntarget: '{expr}'\nrules:\n  - when: 'vehicle.gatway == \"hcp3\"'\n    install: {{package: bms-fw, version: 2.3.1, ecu: BMS}}\n"),
+    )
+    .unwrap();
+    let out = s.cli(
+        &token,
+        &["rules", "check", "-f", campaign.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rules[0].when") && stderr.contains("gateway"),
+        "{stderr}"
+    );
     let out = s.cli(&token, &["rules", "check", "vehicle.modle == \"ID.4\""]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);

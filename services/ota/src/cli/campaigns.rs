@@ -22,6 +22,9 @@ pub enum CampaignsCmd {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t)]
         output: Output,
+        /// Print only the new campaign's id (for scripts: `ID=$(ota campaigns create -q -f F)`).
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Check a campaign file without creating anything; exits 1 when it has
     /// problems.
@@ -121,7 +124,11 @@ pub const EXIT_INVALID: i32 = 1;
 pub async fn run(cmd: CampaignsCmd, conn: &Connection) -> anyhow::Result<i32> {
     let api = conn.api()?;
     let (action, args) = match cmd {
-        CampaignsCmd::Create { file, output } => return create(&api, &file, output).await,
+        CampaignsCmd::Create {
+            file,
+            output,
+            quiet,
+        } => return create(&api, &file, output, quiet).await,
         CampaignsCmd::Validate { file, output } => return validate(&api, &file, output).await,
         CampaignsCmd::List { state, output } => {
             let mut req = api.request(Method::GET, "/api/v1/campaigns");
@@ -261,11 +268,12 @@ fn print_problems(file: &Path, problems: &[SpecProblem], output: Output) -> anyh
     }
 }
 
-async fn create(api: &Api, file: &Path, output: Output) -> anyhow::Result<i32> {
+async fn create(api: &Api, file: &Path, output: Output, quiet: bool) -> anyhow::Result<i32> {
     match send_file(api, "/api/v1/campaigns", file).await? {
         Ok(v) => {
             let c: Campaign = serde_json::from_value(v)?;
             match output {
+                _ if quiet => println!("{}", c.id),
                 Output::Json => print_json(&c)?,
                 Output::Table => {
                     print_campaign(&c);

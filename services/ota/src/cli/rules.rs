@@ -183,13 +183,37 @@ fn campaign_rules(path: &PathBuf) -> anyhow::Result<Value> {
         .and_then(|r| r.as_sequence())
         .map(|seq| {
             seq.iter()
-                .map(
-                    |r| json!({"when": r.get("when").and_then(|w| w.as_str()).unwrap_or_default()}),
-                )
+                .enumerate()
+                .map(|(i, r)| {
+                    let when = r.get("when").and_then(|w| w.as_str()).unwrap_or_default();
+                    json!({"when": when, "action": rule_action(i, r)})
+                })
                 .collect()
         })
         .unwrap_or_default();
     Ok(json!({"target": target, "rules": rules}))
+}
+
+/// How a campaign rule's action reads in an explanation: its place and
+/// what it installs (`rules[1]: bms-fw 2.3.1 on BMS`).
+fn rule_action(i: usize, rule: &serde_yaml_ng::Value) -> String {
+    let install = rule.get("install");
+    let field = |k: &str| {
+        install
+            .and_then(|m| m.get(k))
+            .map(|v| match v {
+                serde_yaml_ng::Value::String(s) => s.clone(),
+                other => serde_yaml_ng::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            })
+            .unwrap_or_default()
+    };
+    match (field("package"), field("version"), field("ecu")) {
+        (p, v, e) if !p.is_empty() => format!("rules[{i}]: {p} {v} on {e}"),
+        _ => format!("rules[{i}]"),
+    }
 }
 
 fn indent(s: &str) -> String {

@@ -65,16 +65,19 @@ pub struct SimulateArgs {
     pub poll_every: Option<String>,
     /// MQTT broker of the vehicles. Several, comma-separated, spread the
     /// vehicles over them in turn (brokers of a cluster, or addresses of
-    /// one broker).
-    #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-    pub mqtt_url: String,
+    /// one broker). Unset: the broker the server names
+    /// (`GET /api/v1/info`).
+    #[arg(long)]
+    pub mqtt_url: Option<String>,
     /// Stop after this long at the latest.
     #[arg(long, default_value = "10m")]
     pub duration: String,
     /// Stop once no vehicle had anything to do for this long (after the
-    /// first action was done).
-    #[arg(long, default_value = "5s")]
-    pub until_idle: String,
+    /// first action was done). Unset: stop once every campaign the
+    /// vehicles took part in has ended (completed, aborted or cancelled),
+    /// or after --duration.
+    #[arg(long)]
+    pub until_idle: Option<String>,
     /// Vehicles take note of their actions but neither install nor report
     /// them: measures how fast a campaign reaches the fleet (the summary's
     /// notification latency). Stops once every vehicle has an action.
@@ -252,18 +255,30 @@ pub async fn run(args: SimulateArgs, conn: &Connection) -> anyhow::Result<i32> {
     }
     let install_time = duration("install-time", &args.install_time)?;
     let limit = duration("duration", &args.duration)?;
-    let idle = duration("until-idle", &args.until_idle)?;
+    let idle = args
+        .until_idle
+        .as_deref()
+        .map(|v| duration("until-idle", v))
+        .transpose()?;
     let poll_every = args
         .poll_every
         .as_deref()
         .map(|v| duration("poll-every", v))
         .transpose()?;
-    let mqtt_brokers = args
-        .mqtt_url
-        .split(',')
-        .map(|u| vehicle::broker_address(u.trim()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
     let api = conn.api()?;
+    let mqtt_url = match (&args.mqtt_url, args.protocol) {
+        (Some(url), _) => url.clone(),
+        (None, Protocol::Http | Protocol::Ddi) => String::new(),
+        (None, _) => server_broker(&api).await?,
+    };
+    let mqtt_brokers = if mqtt_url.is_empty() {
+        Vec::new()
+    } else {
+        mqtt_url
+            .split(',')
+            .map(|u| vehicle::broker_address(u.trim()))
+            .collect::<anyhow::Result<Vec<_>>>()?
+    };
     let vins: Vec<String> = (args.first..args.first + args.vehicles).map(vin).collect();
 
     // The fleet in the inventory (merged with what is there: a vehicle's
@@ -348,16 +363,11 @@ pub async fn run(args: SimulateArgs, conn: &Connection) -> anyhow::Result<i32> {
         )));
     }
     let mut ready_written = false;
+    let mut campaigns = CampaignWatch::default();
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let c = &fleet.counters;
         bar.set_position(c.vehicles_done.load(Ordering::Relaxed));
-        bar.set_message(format!(
-            "{} succeeded, {} failed, {} reports",
-            c.succeeded.load(Ordering::Relaxed),
-            c.failed.load(Ordering::Relaxed),
-            c.reports.load(Ordering::Relaxed)
-        ));
         let now = fleet.started.elapsed();
         let last = Duration::from_millis(c.last_work_ms.load(Ordering::Relaxed));
         let any_work = c.actions_seen.load(Ordering::Relaxed) > 0;
@@ -372,10 +382,26 @@ pub async fn run(args: SimulateArgs, conn: &Connection) -> anyhow::Result<i32> {
             }
         }
         let all_done = c.vehicles_done.load(Ordering::Relaxed) >= u64::from(args.vehicles);
-        if now >= limit
-            || (any_work && now.saturating_sub(last) >= idle)
-            || (args.receive_only && all_done)
-        {
+        let idle_over = idle.is_some_and(|idle| any_work && now.saturating_sub(last) >= idle);
+        let watching = idle.is_none() && !args.receive_only;
+        let campaigns_over = if watching {
+            campaigns.note(&fleet);
+            campaigns.poll(&api).await
+        } else {
+            false
+        };
+        bar.set_message(format!(
+            "{} succeeded, {} failed, {} reports{}",
+            c.succeeded.load(Ordering::Relaxed),
+            c.failed.load(Ordering::Relaxed),
+            c.reports.load(Ordering::Relaxed),
+            if watching {
+                format!("; {}", campaigns.waiting_for())
+            } else {
+                String::new()
+            }
+        ));
+        if now >= limit || idle_over || campaigns_over || (args.receive_only && all_done) {
             break;
         }
     }
@@ -462,6 +488,98 @@ pub async fn run(args: SimulateArgs, conn: &Connection) -> anyhow::Result<i32> {
         }
     }
     Ok(if s.errors > 0 { 1 } else { 0 })
+}
+
+/// The vehicle-facing broker, as the server names it.
+async fn server_broker(api: &crate::client::Api) -> anyhow::Result<String> {
+    let info: serde_json::Value = api
+        .send(api.request(Method::GET, "/api/v1/info"))
+        .await
+        .context("asking the server where its MQTT broker is (GET /api/v1/info); give --mqtt-url to skip that")?;
+    info["mqtt"]["url"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| {
+            "the server serves no MQTT broker (it runs without the mqtt-adapter role and has no mqtt_url); give --mqtt-url or use --protocol http or ddi".to_string()
+        })
+}
+
+/// The campaigns the simulated vehicles took part in, and whether they have
+/// all ended: the run's natural end, rather than a guess at idle time that
+/// a wave's soak can outlast.
+#[derive(Default)]
+struct CampaignWatch {
+    /// Campaign id to its last known state and name.
+    seen: HashMap<String, (String, String)>,
+    noted: usize,
+    last_poll: Option<Instant>,
+}
+
+impl CampaignWatch {
+    fn note(&mut self, fleet: &Fleet) {
+        let n = fleet.notifications.lock().expect("notifications");
+        for x in &n[self.noted..] {
+            if !x.campaign_id.is_empty() {
+                self.seen.entry(x.campaign_id.clone()).or_default();
+            }
+        }
+        self.noted = n.len();
+    }
+
+    /// True once at least one campaign was seen and every one has ended.
+    async fn poll(&mut self, api: &crate::client::Api) -> bool {
+        if self.seen.is_empty() {
+            return false;
+        }
+        if self
+            .last_poll
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return self.all_ended();
+        }
+        self.last_poll = Some(Instant::now());
+        for (id, (state, name)) in self.seen.iter_mut() {
+            if ended(state) {
+                continue;
+            }
+            let path = format!("/api/v1/campaigns/{id}");
+            if let Ok(c) = api
+                .send::<serde_json::Value>(api.request(Method::GET, &path))
+                .await
+            {
+                *state = c["state"].as_str().unwrap_or_default().to_owned();
+                *name = c["name"].as_str().unwrap_or_default().to_owned();
+            }
+        }
+        self.all_ended()
+    }
+
+    fn all_ended(&self) -> bool {
+        !self.seen.is_empty() && self.seen.values().all(|(state, _)| ended(state))
+    }
+
+    /// What the run waits for, for the progress line.
+    fn waiting_for(&self) -> String {
+        let open: Vec<String> = self
+            .seen
+            .iter()
+            .filter(|(_, (state, _))| !ended(state))
+            .map(|(id, (state, name))| {
+                let label = if name.is_empty() { id } else { name };
+                let state = if state.is_empty() { "?" } else { state };
+                format!("{label} ({state})")
+            })
+            .collect();
+        match open.len() {
+            0 if self.seen.is_empty() => "waiting for an action".into(),
+            0 => String::new(),
+            _ => format!("until {} ends", open.join(", ")),
+        }
+    }
+}
+
+fn ended(state: &str) -> bool {
+    matches!(state, "completed" | "aborted" | "cancelled")
 }
 
 /// When each campaign the vehicles saw was launched.
