@@ -172,6 +172,7 @@ async fn download(
 /// the outcome. Returns the version now installed on success.
 async fn install(
     f: &Fleet,
+    vin: &str,
     reporter: &Reporter<'_>,
     artifacts: &[(String, String, u64)],
     auth: (&str, &str),
@@ -192,13 +193,19 @@ async fn install(
     }
     reporter.report(f, "installing", 50, "").await?;
     tokio::time::sleep(f.install_time).await;
-    let ok = rand::random::<f64>() >= f.fail_rate;
+    let (draw, reason) = outcome(vin, artifacts);
+    let ok = draw >= f.fail_rate;
     if ok {
         reporter.report(f, "succeeded", 100, "").await?;
         f.counters.succeeded.fetch_add(1, Ordering::Relaxed);
     } else {
         reporter
-            .report(f, "failed", 60, "simulated install failure")
+            .report(
+                f,
+                "failed",
+                60,
+                &format!("simulated install failure: {reason}"),
+            )
             .await?;
         f.counters.failed.fetch_add(1, Ordering::Relaxed);
     }
@@ -208,6 +215,28 @@ async fn install(
     }
     f.worked();
     Ok(ok)
+}
+
+/// Whether a vehicle's install of these artifacts fails is drawn from a
+/// hash of the two, not at random: the same fleet and package fail the same
+/// way on every run (a demo or a test gets the same count each time), and a
+/// retry of a failing install fails again, as a real fault would. The
+/// reason varies, so failures fall into a few groups.
+fn outcome(vin: &str, artifacts: &[(String, String, u64)]) -> (f64, &'static str) {
+    const REASONS: [&str; 3] = [
+        "not enough free space",
+        "battery too low",
+        "ecu did not answer after flashing",
+    ];
+    let mut h = Sha256::new();
+    h.update(vin.as_bytes());
+    for (_, sha256, _) in artifacts {
+        h.update(sha256.as_bytes());
+    }
+    let d = h.finalize();
+    let n = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
+    let draw = (n >> 11) as f64 / (1u64 << 53) as f64;
+    (draw, REASONS[usize::from(d[8]) % REASONS.len()])
 }
 
 fn artifacts_of(package: &Value) -> Vec<(String, String, u64)> {
@@ -281,6 +310,7 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                     let version = a["package"]["version"].as_str().unwrap_or_default();
                     if install(
                         f,
+                        vin,
                         &reporter,
                         &artifacts_of(&a["package"]),
                         ("Bearer", token),
@@ -398,7 +428,16 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                     token,
                     action_id: id,
                 };
-                if install(f, &reporter, &artifacts, ("TargetToken", token), &mut first).await? {
+                if install(
+                    f,
+                    vin,
+                    &reporter,
+                    &artifacts,
+                    ("TargetToken", token),
+                    &mut first,
+                )
+                .await?
+                {
                     for (ecu, version) in installed {
                         f.http
                             .put(format!("{}/v1/vehicles/{vin}/inventory", f.base))
@@ -515,6 +554,7 @@ async fn mqtt(f: &Fleet, n: usize, vin: &str, token: &str) -> anyhow::Result<()>
                 let version = a["package"]["version"].as_str().unwrap_or_default();
                 if install(
                     f,
+                    vin,
                     &reporter,
                     &artifacts_of(&a["package"]),
                     ("Bearer", token),
@@ -555,5 +595,36 @@ pub fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
                 .with_context(|| format!("mqtt url {url:?}: bad port {port:?}"))?,
         )),
         None => Ok((rest.to_string(), 1883)),
+    }
+}
+
+#[cfg(test)]
+mod outcome_tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_the_same_every_run_and_near_the_rate() {
+        let art = vec![("u".to_string(), "ab".repeat(32), 1)];
+        assert_eq!(
+            outcome("WVWSMLTR000000007", &art),
+            outcome("WVWSMLTR000000007", &art)
+        );
+        let failing = (0..10_000)
+            .filter(|n| outcome(&crate::simulate::vin(*n), &art).0 < 0.05)
+            .count();
+        assert!(
+            (400..=600).contains(&failing),
+            "{failing} of 10,000 below 0.05"
+        );
+        let other = vec![("u".to_string(), "cd".repeat(32), 1)];
+        assert_ne!(
+            (0..100)
+                .map(|n| outcome(&crate::simulate::vin(n), &art).0 < 0.5)
+                .collect::<Vec<_>>(),
+            (0..100)
+                .map(|n| outcome(&crate::simulate::vin(n), &other).0 < 0.5)
+                .collect::<Vec<_>>(),
+            "another package draws anew"
+        );
     }
 }
