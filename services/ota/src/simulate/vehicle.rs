@@ -1,7 +1,7 @@
 //! One simulated vehicle: the protocol loop that finds its actions, and the
 //! install it carries out for each, whichever protocol reports it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,13 +254,62 @@ fn artifacts_of(package: &Value) -> Vec<(String, String, u64)> {
         .collect()
 }
 
+/// The actions a vehicle has taken on. One it failed is taken on again when
+/// the platform offers it anew after taking it back (a retry): a document
+/// still in flight when the failure was reported must not count as one.
+#[derive(Default)]
+struct Taken {
+    /// Action id to whether it failed and has since left the documents.
+    failed: HashMap<String, bool>,
+    finished: HashSet<String>,
+}
+
+impl Taken {
+    /// Notes the actions of a document; the ones to carry out now.
+    fn offered<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let ids: HashSet<&str> = ids.into_iter().collect();
+        for (id, gone) in self.failed.iter_mut() {
+            if !ids.contains(id.as_str()) {
+                *gone = true;
+            }
+        }
+        let mut out = Vec::new();
+        for id in ids {
+            if self.finished.contains(id) {
+                continue;
+            }
+            match self.failed.get(id) {
+                Some(false) => continue,
+                Some(true) => {
+                    self.failed.remove(id);
+                }
+                None => {}
+            }
+            out.push(id.to_owned());
+        }
+        out
+    }
+
+    fn outcome(&mut self, id: &str, ok: bool) {
+        if ok {
+            self.finished.insert(id.to_owned());
+        } else {
+            self.failed.insert(id.to_owned(), false);
+        }
+    }
+}
+
+fn action_id(a: &Value) -> &str {
+    a["action_id"].as_str().unwrap_or_default()
+}
+
 fn inventory(ecu: &str, version: &str) -> Value {
     json!({"ecus": {ecu: {"hw": "H2", "sw": version}}})
 }
 
 async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
     let mut etag: Option<String> = None;
-    let mut done: HashSet<String> = HashSet::new();
+    let mut taken = Taken::default();
     let mut first = true;
     let mut wait = Duration::from_secs(1);
     let mut connected = false;
@@ -291,24 +340,27 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                     .map(str::to_owned);
                 let doc: Value = r.json().await?;
                 wait = Duration::from_secs(doc["poll_after_s"].as_u64().unwrap_or(1));
-                for a in doc["actions"].as_array().into_iter().flatten() {
-                    let id = a["action_id"].as_str().unwrap_or_default().to_string();
-                    if !done.insert(id.clone()) {
-                        continue;
-                    }
+                let actions = doc["actions"].as_array().cloned().unwrap_or_default();
+                let todo = taken.offered(actions.iter().map(action_id));
+                for a in actions
+                    .iter()
+                    .filter(|a| todo.iter().any(|t| t == action_id(a)))
+                {
+                    let id = action_id(a).to_string();
                     f.notified(vin, a, at);
                     if f.receive_only {
                         f.received_only(&mut first);
+                        taken.outcome(&id, true);
                         continue;
                     }
                     let reporter = Reporter::Http {
                         vin,
                         token,
-                        action_id: id,
+                        action_id: id.clone(),
                     };
                     let ecu = a["ecu"].as_str().unwrap_or_default();
                     let version = a["package"]["version"].as_str().unwrap_or_default();
-                    if install(
+                    let ok = install(
                         f,
                         vin,
                         &reporter,
@@ -316,8 +368,9 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                         ("Bearer", token),
                         &mut first,
                     )
-                    .await?
-                    {
+                    .await?;
+                    taken.outcome(&id, ok);
+                    if ok {
                         f.http
                             .put(format!("{}/v1/vehicles/{vin}/inventory", f.base))
                             .bearer_auth(token)
@@ -352,7 +405,7 @@ fn ddi_sleep(v: &Value) -> Option<Duration> {
 
 async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
     let auth = format!("TargetToken {token}");
-    let mut done: HashSet<String> = HashSet::new();
+    let mut taken = Taken::default();
     let mut first = true;
     let mut connected = false;
     loop {
@@ -377,7 +430,11 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
         }
         let poll: Value = r.json().await?;
         let wait = ddi_sleep(&poll).unwrap_or(Duration::from_secs(1));
-        if let Some(href) = poll["_links"]["deploymentBase"]["href"].as_str() {
+        let offered = poll["_links"]["deploymentBase"]["href"].as_str();
+        if offered.is_none() {
+            taken.offered(std::iter::empty());
+        }
+        if let Some(href) = offered {
             let d: Value = f
                 .http
                 .get(href)
@@ -392,11 +449,12 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| d["id"].to_string());
-            if done.insert(id.clone()) {
+            if !taken.offered([id.as_str()]).is_empty() {
                 // DDI does not name the campaign: no latency from its launch.
                 f.notified(vin, &json!({ "action_id": id }), at);
                 if f.receive_only {
                     f.received_only(&mut first);
+                    taken.outcome(&id, true);
                     tokio::time::sleep(f.poll_every.unwrap_or(wait)).await;
                     continue;
                 }
@@ -426,9 +484,9 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                 let reporter = Reporter::Ddi {
                     feedback: format!("{base}/feedback"),
                     token,
-                    action_id: id,
+                    action_id: id.clone(),
                 };
-                if install(
+                let ok = install(
                     f,
                     vin,
                     &reporter,
@@ -436,8 +494,9 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                     ("TargetToken", token),
                     &mut first,
                 )
-                .await?
-                {
+                .await?;
+                taken.outcome(&id, ok);
+                if ok {
                     for (ecu, version) in installed {
                         f.http
                             .put(format!("{}/v1/vehicles/{vin}/inventory", f.base))
@@ -532,27 +591,30 @@ async fn mqtt(f: &Fleet, n: usize, vin: &str, token: &str) -> anyhow::Result<()>
         }
     };
     let work = async {
-        let mut done: HashSet<String> = HashSet::new();
+        let mut taken = Taken::default();
         let mut first = true;
         while let Some((doc, at)) = rx.recv().await {
-            for a in doc["actions"].as_array().into_iter().flatten() {
-                let id = a["action_id"].as_str().unwrap_or_default().to_string();
-                if !done.insert(id.clone()) {
-                    continue;
-                }
+            let actions = doc["actions"].as_array().cloned().unwrap_or_default();
+            let todo = taken.offered(actions.iter().map(action_id));
+            for a in actions
+                .iter()
+                .filter(|a| todo.iter().any(|t| t == action_id(a)))
+            {
+                let id = action_id(a).to_string();
                 f.notified(vin, a, at);
                 if f.receive_only {
                     f.received_only(&mut first);
+                    taken.outcome(&id, true);
                     continue;
                 }
                 let reporter = Reporter::Mqtt {
                     client: &client,
                     vin,
-                    action_id: id,
+                    action_id: id.clone(),
                 };
                 let ecu = a["ecu"].as_str().unwrap_or_default();
                 let version = a["package"]["version"].as_str().unwrap_or_default();
-                if install(
+                let ok = install(
                     f,
                     vin,
                     &reporter,
@@ -560,8 +622,9 @@ async fn mqtt(f: &Fleet, n: usize, vin: &str, token: &str) -> anyhow::Result<()>
                     ("Bearer", token),
                     &mut first,
                 )
-                .await?
-                {
+                .await?;
+                taken.outcome(&id, ok);
+                if ok {
                     client
                         .publish(
                             format!("ota/v1/vehicles/{vin}/inventory"),
@@ -601,6 +664,28 @@ pub fn broker_address(url: &str) -> anyhow::Result<(String, u16)> {
 #[cfg(test)]
 mod outcome_tests {
     use super::*;
+
+    #[test]
+    fn a_failed_action_is_taken_on_again_only_after_it_was_taken_back() {
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
+        let mut t = Taken::default();
+        assert_eq!(sorted(t.offered(["a", "b"])), ["a", "b"]);
+        t.outcome("a", true);
+        t.outcome("b", false);
+        // A document sent before the failure was recorded still lists it.
+        assert!(t.offered(["a", "b"]).is_empty());
+        // Taken back, then offered again: a retry.
+        assert!(t.offered(["a"]).is_empty());
+        assert_eq!(t.offered(["a", "b"]), ["b"]);
+        t.outcome("b", true);
+        assert!(
+            t.offered(["a", "b"]).is_empty(),
+            "finished ones stay finished"
+        );
+    }
 
     #[test]
     fn failures_are_the_same_every_run_and_near_the_rate() {
