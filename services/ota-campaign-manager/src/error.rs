@@ -29,6 +29,14 @@ pub enum CampaignError {
     },
     #[error("stored {what} is corrupt: {reason}")]
     Corrupt { what: String, reason: String },
+    /// A campaign's durations or times reach past the dates the rollout can
+    /// compute with: that campaign's tick fails, the others go on.
+    #[error("campaign {campaign}: {what} is out of range: {reason}")]
+    OutOfRange {
+        campaign: String,
+        what: String,
+        reason: String,
+    },
     #[error("{0}")]
     Bus(#[from] ota_bus::BusError),
     /// One failure shared by every request of a batch.
@@ -67,7 +75,9 @@ impl CodedError for CampaignError {
             Self::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Self::Forbidden(_) => ErrorCode::PermissionDenied,
             Self::Unavailable(_) => ErrorCode::Unavailable,
-            Self::Database(_) | Self::Corrupt { .. } => ErrorCode::Internal,
+            Self::Database(_) | Self::Corrupt { .. } | Self::OutOfRange { .. } => {
+                ErrorCode::Internal
+            }
             // A peer's own answer keeps its meaning (a NOT_FOUND stays one).
             Self::Upstream { status, .. } => ErrorCode::from_grpc(status.code()),
             Self::Bus(e) => e.code(),

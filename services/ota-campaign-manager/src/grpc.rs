@@ -7,10 +7,10 @@ use pb::campaign_manager_server::CampaignManager as CampaignManagerRpc;
 use tonic::{Request, Response, Status};
 
 use crate::manager::{Actor, CampaignManager};
-use crate::model::{ActionState, Campaign, CampaignState, Package, Transition};
+use crate::model::{ActionState, Campaign, CampaignState, Package, Transition, UnreadableCampaign};
 use crate::spec::SpecError;
 use crate::status::StatusReport;
-use crate::store::AuditEntry;
+use crate::store::{AuditEntry, CampaignEntry};
 use crate::CampaignError;
 
 /// Vehicles per streamed report page.
@@ -70,7 +70,53 @@ impl From<Campaign> for pb::Campaign {
             current_wave: c.current_wave,
             launched_at: c.launched_at.map(to_timestamp),
             wave_opened_at: c.wave_opened_at.map(to_timestamp),
+            last_error: c
+                .rollout_error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
+            last_error_at: c.rollout_error.as_ref().map(|e| to_timestamp(e.at)),
+            failed_ticks: c.rollout_error.map_or(0, |e| e.failed_ticks),
         }
+    }
+}
+
+/// What can be shown of a campaign that cannot be read: its record, and as
+/// its error why it cannot be read (the rollout's own, once it has tried).
+impl From<UnreadableCampaign> for pb::Campaign {
+    fn from(c: UnreadableCampaign) -> Self {
+        let problem = c.error().to_string();
+        let (last_error, last_error_at, failed_ticks) = match c.rollout_error {
+            Some(e) => (e.message, Some(to_timestamp(e.at)), e.failed_ticks),
+            None => (problem, None, 0),
+        };
+        pb::Campaign {
+            id: c.id,
+            name: c.name,
+            state: c.state,
+            spec: c.spec_text,
+            created_by: c.created_by,
+            approved_by: c.approved_by.unwrap_or_default(),
+            priority: c.priority,
+            created_at: Some(to_timestamp(c.created_at)),
+            updated_at: Some(to_timestamp(c.updated_at)),
+            state_reason: c.state_reason,
+            current_wave: c.current_wave,
+            waves: Vec::new(),
+            launched_at: c.launched_at.map(to_timestamp),
+            wave_opened_at: c.wave_opened_at.map(to_timestamp),
+            target: String::new(),
+            last_error,
+            last_error_at,
+            failed_ticks,
+        }
+    }
+}
+
+fn entry_pb(e: CampaignEntry) -> pb::Campaign {
+    match e {
+        CampaignEntry::Readable(c) => (*c).into(),
+        CampaignEntry::Unreadable(u) => (*u).into(),
     }
 }
 
@@ -207,8 +253,9 @@ impl CampaignManagerRpc for CampaignManagerService {
         &self,
         req: Request<pb::GetCampaignRequest>,
     ) -> Result<Response<pb::Campaign>, Status> {
-        let c = self.manager.campaign(&req.into_inner().id).await?;
-        Ok(Response::new(c.into()))
+        let id = req.into_inner().id;
+        let entry = self.manager.store().get_campaign_entry(&id).await?;
+        Ok(Response::new(entry_pb(entry)))
     }
 
     async fn list_campaigns(
@@ -223,9 +270,9 @@ impl CampaignManagerRpc for CampaignManagerService {
                 .parse()
                 .map_err(|e: String| Status::invalid_argument(e))?]
         };
-        let campaigns = self.manager.store().list_campaigns(&states).await?;
+        let campaigns = self.manager.store().list_campaign_entries(&states).await?;
         Ok(Response::new(pb::ListCampaignsResponse {
-            campaigns: campaigns.into_iter().map(Into::into).collect(),
+            campaigns: campaigns.into_iter().map(entry_pb).collect(),
         }))
     }
 
@@ -387,7 +434,8 @@ impl CampaignManagerRpc for CampaignManagerService {
             .store()
             .list_audit(
                 (!r.entity_id.is_empty()).then_some(r.entity_id.as_str()),
-                (r.before > 0).then_some(r.before as i64),
+                // Ids are positive i64: a larger bound means "all of them".
+                (r.before > 0).then(|| i64::try_from(r.before).unwrap_or(i64::MAX)),
                 limit,
             )
             .await?;

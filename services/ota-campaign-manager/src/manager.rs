@@ -16,7 +16,7 @@ use pb::rule_engine_client::RuleEngineClient;
 use crate::model::{Campaign, CampaignState, Package, Plan, Transition};
 use crate::spec::{self, CampaignSpec, SpecError};
 use crate::status::StatusWriter;
-use crate::store::{Audit, OpenActionRow, StateChange, Store};
+use crate::store::{Audit, CampaignEntry, OpenActionRow, StateChange, Store};
 use crate::CampaignError;
 
 #[derive(Debug, Clone)]
@@ -130,16 +130,12 @@ impl CampaignManager {
     }
 
     pub async fn package(&self, id: &str) -> Result<Package, CampaignError> {
-        if let Some(p) = self.inner.packages.read().expect("cache").get(id) {
+        if let Some(p) = read(&self.inner.packages).get(id) {
             return Ok(p.clone());
         }
         let p = self.inner.store.get_package(id).await?;
         if p.in_use {
-            self.inner
-                .packages
-                .write()
-                .expect("cache")
-                .insert(p.id.clone(), p.clone());
+            write(&self.inner.packages).insert(p.id.clone(), p.clone());
         }
         Ok(p)
     }
@@ -263,6 +259,7 @@ impl CampaignManager {
             budget_at: None,
             created_at: now,
             updated_at: now,
+            rollout_error: None,
         };
         self.inner.store.insert_campaign(&c).await?;
         Ok(Ok(c))
@@ -418,7 +415,7 @@ impl CampaignManager {
 
     /// The campaign's rule set, compiled once per campaign.
     pub(crate) fn compiled(&self, c: &Campaign) -> Result<Arc<CompiledRuleSet>, CampaignError> {
-        if let Some(r) = self.inner.compiled.lock().expect("cache").get(&c.id) {
+        if let Some(r) = lock(&self.inner.compiled).get(&c.id) {
             return Ok(r.clone());
         }
         let compiled = CompiledRuleSet::compile(&rule_set(&c.plan.spec)).map_err(|errors| {
@@ -432,11 +429,7 @@ impl CampaignManager {
             }
         })?;
         let compiled = Arc::new(compiled);
-        self.inner
-            .compiled
-            .lock()
-            .expect("cache")
-            .insert(c.id.clone(), compiled.clone());
+        lock(&self.inner.compiled).insert(c.id.clone(), compiled.clone());
         Ok(compiled)
     }
 }
@@ -454,10 +447,12 @@ impl CampaignManager {
         for r in rows {
             let pkg = self.package(&r.package_id).await?;
             let (timeout, end) = self.deadline_rule(&r.campaign_id).await?;
+            // A deadline past the last representable date is no deadline:
+            // it can never pass.
             let by_timeout = match (r.staged_at, timeout) {
-                (Some(at), Some(t)) => chrono::Duration::from_std(t)
-                    .ok()
-                    .and_then(|t| crate::model::from_millis(at).checked_add_signed(t)),
+                (Some(at), Some(t)) => chrono::TimeDelta::from_std(t).ok().and_then(|t| {
+                    chrono::DateTime::from_timestamp_millis(at)?.checked_add_signed(t)
+                }),
                 _ => None,
             };
             let deadline = match (by_timeout, end) {
@@ -505,16 +500,22 @@ impl CampaignManager {
     }
 
     async fn deadline_rule(&self, campaign_id: &str) -> Result<Deadline, CampaignError> {
-        if let Some(d) = self.inner.deadlines.read().expect("cache").get(campaign_id) {
+        if let Some(d) = read(&self.inner.deadlines).get(campaign_id) {
             return Ok(*d);
         }
-        let c = self.campaign(campaign_id).await?;
+        let c = match self.inner.store.get_campaign_entry(campaign_id).await? {
+            CampaignEntry::Readable(c) => *c,
+            // Its actions still go to the vehicles that have them, with no
+            // deadline, rather than failing the documents of every vehicle
+            // that also has actions of other campaigns. Not cached: a fixed
+            // record is read again.
+            CampaignEntry::Unreadable(u) => {
+                tracing::warn!(campaign = %u.id, problem = %u.problem, "campaign cannot be read: its actions get no deadline");
+                return Ok((None, None));
+            }
+        };
         let d = (c.plan.spec.rollout.action_timeout, c.plan.spec.schedule.end);
-        self.inner
-            .deadlines
-            .write()
-            .expect("cache")
-            .insert(campaign_id.to_string(), d);
+        write(&self.inner.deadlines).insert(campaign_id.to_string(), d);
         Ok(d)
     }
 }
@@ -559,6 +560,20 @@ fn check_package(p: &pb::Package) -> Vec<String> {
         }
     }
     problems
+}
+
+// The caches hold plain values, whole after any panic: a panic the rollout
+// caught while one was held must not turn every later use into a panic.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+pub(crate) fn lock<T>(l: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    l.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Millisecond precision, as stored, so what is returned equals what is read

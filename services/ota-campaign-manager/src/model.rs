@@ -281,6 +281,51 @@ pub struct Campaign {
     pub budget_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Why the rollout's last ticks of this campaign failed, until one
+    /// succeeds.
+    pub rollout_error: Option<RolloutError>,
+}
+
+/// The rollout failing on one campaign: what went wrong last, when, and how
+/// many ticks in a row failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutError {
+    pub message: String,
+    pub at: DateTime<Utc>,
+    pub failed_ticks: u32,
+}
+
+/// A stored campaign this version cannot read (its plan or state does not
+/// parse: stored by a version that accepted more, or edited by hand). It
+/// can be shown, and the rollout pauses it, but never rolls it out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnreadableCampaign {
+    pub id: String,
+    pub name: String,
+    /// As stored, since it may be what does not parse.
+    pub state: String,
+    pub spec_text: String,
+    pub priority: i32,
+    pub created_by: String,
+    pub approved_by: Option<String>,
+    pub state_reason: String,
+    pub current_wave: i32,
+    pub wave_opened_at: Option<DateTime<Utc>>,
+    pub launched_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub rollout_error: Option<RolloutError>,
+    /// Why it cannot be read.
+    pub problem: String,
+}
+
+impl UnreadableCampaign {
+    pub fn error(&self) -> crate::CampaignError {
+        crate::CampaignError::Corrupt {
+            what: format!("campaign {}", self.id),
+            reason: self.problem.clone(),
+        }
+    }
 }
 
 impl Campaign {

@@ -5,7 +5,9 @@ use ota_common::vehicle::to_timestamp;
 use ota_proto::v1 as pb;
 
 use crate::manager::CampaignManager;
-use crate::model::{from_millis, ActionState};
+use chrono::{DateTime, Utc};
+
+use crate::model::ActionState;
 use crate::store::GroupCounts;
 use crate::CampaignError;
 
@@ -77,13 +79,13 @@ impl CampaignManager {
             .map(|(at, n, succeeded)| {
                 done += *n as u64;
                 ok += *succeeded as u64;
-                pb::CompletionPoint {
-                    at: Some(to_timestamp(from_millis(*at))),
+                Ok(pb::CompletionPoint {
+                    at: Some(to_timestamp(stored_time(id, "finish time", *at)?)),
                     finished: done,
                     succeeded: ok,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<_, CampaignError>>()?;
         Ok(pb::CampaignReport {
             campaign_id: c.id.clone(),
             by_state,
@@ -108,6 +110,12 @@ impl CampaignManager {
             },
             state_reason: c.state_reason,
             retries: data.retries,
+            last_error: c
+                .rollout_error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default(),
+            last_error_at: c.rollout_error.as_ref().map(|e| to_timestamp(e.at)),
         })
     }
 
@@ -133,11 +141,20 @@ impl CampaignManager {
                 attempts: r.attempts.max(0) as u32,
                 progress: r.progress.max(0) as u32,
                 message: r.message,
-                updated_at: Some(to_timestamp(from_millis(r.state_at))),
+                updated_at: Some(to_timestamp(stored_time(id, "state time", r.state_at)?)),
                 model: r.model,
                 region: r.region,
             });
         }
         Ok(out)
     }
+}
+
+/// A stored time in milliseconds, or the report's error: a value out of
+/// chrono's range is shown as what it is, not as 1970.
+fn stored_time(campaign: &str, what: &str, ms: i64) -> Result<DateTime<Utc>, CampaignError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| CampaignError::Corrupt {
+        what: format!("{what} of an action in campaign {campaign}"),
+        reason: format!("{ms} ms is not a representable time"),
+    })
 }

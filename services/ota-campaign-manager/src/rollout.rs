@@ -6,10 +6,21 @@
 //!
 //! Only one process runs the loop at a time: on PostgreSQL it holds an
 //! advisory lock; SQLite has a single process anyway.
+//!
+//! One campaign never stops the others: each campaign's step runs on its
+//! own, and an error or a panic in it is logged, counted
+//! (`ota_rollout_tick_failures_total{reason}`), recorded on that campaign
+//! (its `rollout_error`, cleared by its next good tick) and audited when a
+//! run of failures starts. After [`PAUSE_AFTER_FAILED_TICKS`] failures in a
+//! row the rollout pauses the campaign. Dates are computed with checked
+//! arithmetic: a duration that reaches past what chrono represents is an
+//! error of its campaign, never a panic or a wrapped value.
 
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::FutureExt;
 use ota_bus::{topics, SharedBus, VehicleEvent};
 use ota_db::Db;
 use sqlx::Connection;
@@ -19,8 +30,89 @@ use tokio::task::JoinHandle;
 use crate::manager::CampaignManager;
 use crate::model::{ActionState, Campaign, CampaignState, Transition};
 use crate::spec::{format_duration, Advance, ThresholdAction};
-use crate::store::{Audit, StateChange};
+use crate::store::{Audit, CampaignEntry, StateChange, MAX_ROLLOUT_ERROR_BYTES};
 use crate::CampaignError;
+
+/// Failed ticks in a row after which the rollout pauses a campaign. A
+/// failure that repeats this often belongs to the campaign (a value out of
+/// range, a plan this version cannot read, a bug its data runs into), not
+/// to a passing hiccup. Pausing takes its undelivered actions back from the
+/// vehicles and says why in the state reason and the audit log; resuming
+/// starts the count anew. Failures because the database is unavailable are
+/// shown but not counted: they hit every campaign alike and pass.
+pub const PAUSE_AFTER_FAILED_TICKS: u32 = 10;
+
+/// Why one campaign's tick failed.
+#[derive(Debug)]
+enum TickFailure {
+    Error(CampaignError),
+    Panic(String),
+}
+
+impl TickFailure {
+    /// The metric's `reason` label: a fixed set of values.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Panic(_) => "panic",
+            Self::Error(CampaignError::OutOfRange { .. }) => "out_of_range",
+            Self::Error(CampaignError::Corrupt { .. }) => "unreadable",
+            Self::Error(CampaignError::Unavailable(_)) => "unavailable",
+            Self::Error(CampaignError::Database(_)) => "database",
+            Self::Error(_) => "other",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::Error(e) => e.to_string(),
+            Self::Panic(p) => format!("the rollout panicked on this campaign: {p}"),
+        }
+    }
+}
+
+/// Runs one campaign's step so that its error or panic becomes a value.
+async fn isolated(
+    step: impl std::future::Future<Output = Result<(), CampaignError>>,
+) -> Result<(), TickFailure> {
+    match AssertUnwindSafe(step).catch_unwind().await {
+        Ok(r) => r.map_err(TickFailure::Error),
+        Err(p) => Err(TickFailure::Panic(panic_message(&*p))),
+    }
+}
+
+/// The text a panic carries, when it is text.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
+/// `d` as a chrono delta, or the campaign's error naming the setting.
+fn delta(campaign: &str, what: &str, d: Duration) -> Result<TimeDelta, CampaignError> {
+    TimeDelta::from_std(d).map_err(|_| out_of_range(campaign, what, d))
+}
+
+/// `now - d`, or the campaign's error naming the setting when that is no
+/// representable date.
+fn before(
+    campaign: &str,
+    what: &str,
+    now: DateTime<Utc>,
+    d: Duration,
+) -> Result<DateTime<Utc>, CampaignError> {
+    now.checked_sub_signed(delta(campaign, what, d)?)
+        .ok_or_else(|| out_of_range(campaign, what, d))
+}
+
+fn out_of_range(campaign: &str, what: &str, d: Duration) -> CampaignError {
+    CampaignError::OutOfRange {
+        campaign: campaign.to_string(),
+        what: format!("{what} {}", format_duration(d)),
+        reason: "it reaches past the dates the rollout can compute with (about 262,000 years either side of 1970)".to_string(),
+    }
+}
 
 /// Advisory lock key of the rollout leader ("ota" rollout).
 const LEADER_LOCK: i64 = 0x6f74_6172;
@@ -94,11 +186,18 @@ impl CampaignManager {
                 if !leader.check(this.inner.store.db()).await {
                     continue;
                 }
+                // A panic here must not end the loop: campaigns' own panics
+                // are caught in `tick`, this catches the rest.
                 if !resumed {
-                    resumed = this.resume_targeting().await.is_ok();
+                    resumed = matches!(
+                        AssertUnwindSafe(this.resume_targeting()).catch_unwind().await,
+                        Ok(Ok(_))
+                    );
                 }
-                if let Err(e) = this.tick().await {
-                    tracing::warn!(error = %e, "rollout tick failed");
+                match AssertUnwindSafe(this.tick()).catch_unwind().await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "rollout tick failed"),
+                    Err(p) => tracing::error!(panic = %panic_message(&*p), "rollout tick panicked; the loop goes on"),
                 }
             }
         }));
@@ -150,7 +249,16 @@ impl CampaignManager {
                     }
                 }
             }
-            match self.on_vehicles_changed(&vins).await {
+            let outcome = AssertUnwindSafe(self.on_vehicles_changed(&vins))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|p| {
+                    Err(CampaignError::Corrupt {
+                        what: "re-targeting of changed vehicles".into(),
+                        reason: format!("panicked: {}", panic_message(&*p)),
+                    })
+                });
+            match outcome {
                 Ok(()) => {
                     let ids: Vec<String> = messages.into_iter().map(|m| m.id).collect();
                     if let Err(e) = sub.ack(&ids).await {
@@ -166,20 +274,91 @@ impl CampaignManager {
         }
     }
 
-    /// One pass over every running campaign.
+    /// One pass over every running campaign, highest priority first. A
+    /// campaign whose step fails (an error, a panic, or a record that cannot
+    /// be read) gets the failure recorded on it; the others go on.
     pub async fn tick(&self) -> Result<(), CampaignError> {
-        let campaigns = self
+        let entries = self
             .inner
             .store
-            .list_campaigns(&[CampaignState::Running])
+            .list_campaign_entries(&[CampaignState::Running])
             .await?;
-        for c in campaigns {
-            let id = c.id.clone();
-            if let Err(e) = self.tick_campaign(c).await {
-                tracing::warn!(campaign = %id, error = %e, "rollout step failed");
+        let mut failing = 0u32;
+        for entry in entries {
+            let (id, had_error, outcome) = match entry {
+                CampaignEntry::Readable(c) => {
+                    let id = c.id.clone();
+                    let had_error = c.rollout_error.is_some();
+                    (id, had_error, isolated(self.tick_campaign(*c)).await)
+                }
+                CampaignEntry::Unreadable(u) => (
+                    u.id.clone(),
+                    u.rollout_error.is_some(),
+                    Err(TickFailure::Error(u.error())),
+                ),
+            };
+            match outcome {
+                Ok(()) if had_error => {
+                    if let Err(e) = self.inner.store.clear_rollout_error(&id, Utc::now()).await {
+                        tracing::warn!(campaign = %id, error = %e, "clearing the rollout error failed");
+                    } else {
+                        tracing::info!(campaign = %id, "the rollout of this campaign works again");
+                    }
+                }
+                Ok(()) => {}
+                Err(f) => {
+                    failing += 1;
+                    self.tick_failed(&id, f).await;
+                }
             }
         }
+        metrics::gauge!("ota_rollout_failing_campaigns").set(f64::from(failing));
         Ok(())
+    }
+
+    /// Counts, logs and records a failed tick of one campaign, and pauses
+    /// the campaign once it has failed too often in a row.
+    async fn tick_failed(&self, id: &str, f: TickFailure) {
+        let store = &self.inner.store;
+        let reason = f.reason();
+        let message = f.message();
+        metrics::counter!("ota_rollout_tick_failures_total", "reason" => reason).increment(1);
+        tracing::warn!(campaign = %id, reason, error = %message, "rollout step failed; the other campaigns go on");
+        let counts = !matches!(f, TickFailure::Error(CampaignError::Unavailable(_)));
+        let failed = match store
+            .record_rollout_failure(id, &message, counts, Utc::now())
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(campaign = %id, error = %e, "recording the rollout failure failed");
+                return;
+            }
+        };
+        if failed < PAUSE_AFTER_FAILED_TICKS {
+            return;
+        }
+        let why = format!("the rollout failed {failed} times in a row: {message}");
+        let why = crate::store::truncate(&why, MAX_ROLLOUT_ERROR_BYTES);
+        match store
+            .set_state_of(
+                id,
+                CampaignState::Running,
+                CampaignState::Paused,
+                StateChange::default(),
+                &Audit::system(why),
+                "auto-pause",
+            )
+            .await
+        {
+            Ok(true) => {
+                tracing::warn!(campaign = %id, failed, "campaign paused: its rollout keeps failing")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(campaign = %id, error = %e, "pausing the failing campaign failed")
+            }
+        }
     }
 
     async fn tick_campaign(&self, mut c: Campaign) -> Result<(), CampaignError> {
@@ -208,7 +387,7 @@ impl CampaignManager {
             }
         }
         if let Some(timeout) = rollout.action_timeout {
-            let cutoff = now - chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::MAX);
+            let cutoff = before(&c.id, "rollout.action_timeout", now, timeout)?;
             let (timed_out, retried) = store
                 .expire(
                     &c.id,
@@ -282,8 +461,9 @@ impl CampaignManager {
     async fn maybe_advance(&self, c: &Campaign, now: DateTime<Utc>) -> Result<(), CampaignError> {
         let rollout = &c.plan.spec.rollout;
         let opened = c.wave_opened_at.unwrap_or(now);
-        let soak = chrono::Duration::from_std(rollout.wave_soak).unwrap_or(chrono::Duration::MAX);
-        if now - opened < soak {
+        let soak = delta(&c.id, "rollout.wave_soak", rollout.wave_soak)?;
+        // A difference of two dates always fits a TimeDelta.
+        if now.signed_duration_since(opened) < soak {
             return Ok(());
         }
         let waves = self.inner.store.wave_counts(&c.id).await?;
@@ -342,7 +522,7 @@ impl CampaignManager {
         // does not turn into a burst.
         let cap = (per_second * 2.0 * self.inner.config.tick.as_secs_f64()).max(1.0);
         let since = c.budget_at.unwrap_or(now);
-        let elapsed = (now - since).num_milliseconds().max(0) as f64 / 1000.0;
+        let elapsed = now.signed_duration_since(since).num_milliseconds().max(0) as f64 / 1000.0;
         let mut budget = (c.release_budget + elapsed * per_second).min(cap);
         let limit = budget.floor() as u32;
         if limit > 0 {
@@ -397,5 +577,53 @@ fn percent(part: u64, whole: u64) -> f64 {
         0.0
     } else {
         part as f64 * 100.0 / whole as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_step_that_panics_becomes_a_failure_of_its_own() {
+        let f = isolated(async { panic!("boom at {}", 42) })
+            .await
+            .unwrap_err();
+        assert_eq!(f.reason(), "panic");
+        assert_eq!(
+            f.message(),
+            "the rollout panicked on this campaign: boom at 42"
+        );
+        let f = isolated(async { panic!("static text") }).await.unwrap_err();
+        assert!(f.message().ends_with(": static text"), "{}", f.message());
+        let f = isolated(async {
+            Err(CampaignError::Corrupt {
+                what: "campaign c".into(),
+                reason: "plan does not parse".into(),
+            })
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(f.reason(), "unreadable");
+        assert!(isolated(async { Ok(()) }).await.is_ok());
+    }
+
+    #[test]
+    fn date_arithmetic_out_of_range_is_an_error_naming_the_setting() {
+        let now = Utc::now();
+        let huge = Duration::from_secs(100_000_000 * 86_400);
+        let e = before("c1", "rollout.action_timeout", now, huge).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "campaign c1: rollout.action_timeout 2400000000h is out of range: it reaches past the dates the rollout can compute with (about 262,000 years either side of 1970)"
+        );
+        // Too large even for a TimeDelta.
+        let e = delta("c1", "rollout.wave_soak", Duration::from_secs(u64::MAX)).unwrap_err();
+        assert!(matches!(e, CampaignError::OutOfRange { .. }), "{e}");
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            before("c1", "rollout.action_timeout", now, day).unwrap(),
+            now - TimeDelta::days(1)
+        );
     }
 }

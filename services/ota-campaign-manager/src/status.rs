@@ -144,8 +144,18 @@ async fn apply(
         let rows = store.actions_by_id(&ids).await?;
         for row in rows.values() {
             if !retries.contains_key(&row.campaign_id) {
-                let c = store.get_campaign(&row.campaign_id).await?;
-                retries.insert(c.id.clone(), c.plan.spec.rollout.max_retries);
+                // A campaign that cannot be read must not fail the reports
+                // of other campaigns' vehicles batched with its own: its
+                // failures are final (no retries; not cached, so a repaired
+                // record counts again).
+                match store.get_campaign_entry(&row.campaign_id).await? {
+                    crate::store::CampaignEntry::Readable(c) => {
+                        retries.insert(c.id.clone(), c.plan.spec.rollout.max_retries);
+                    }
+                    crate::store::CampaignEntry::Unreadable(u) => {
+                        tracing::warn!(campaign = %u.id, problem = %u.problem, "campaign cannot be read: its failed actions are not retried");
+                    }
+                }
             }
         }
         let mut working: HashMap<String, Working> = HashMap::new();

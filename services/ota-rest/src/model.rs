@@ -114,6 +114,14 @@ pub struct Campaign {
     pub wave_opened_at: Option<DateTime<Utc>>,
     /// The campaign file as submitted.
     pub spec: String,
+    /// Why the rollout failed on this campaign at its last ticks; absent
+    /// once a tick of it succeeds. Other campaigns go on meanwhile.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+    /// Rollout ticks failed in a row (a database outage does not count); the
+    /// rollout pauses the campaign after 10.
+    #[serde(default)]
+    pub failed_ticks: u32,
 }
 
 impl From<pb::Campaign> for Campaign {
@@ -134,6 +142,9 @@ impl From<pb::Campaign> for Campaign {
             created_by: c.created_by,
             approved_by: (!c.approved_by.is_empty()).then_some(c.approved_by),
             spec: c.spec,
+            last_error: (!c.last_error.is_empty()).then_some(c.last_error),
+            last_error_at: c.last_error_at.as_ref().map(from_timestamp),
+            failed_ticks: c.failed_ticks,
         }
     }
 }
@@ -226,6 +237,9 @@ pub struct CampaignReport {
     pub name: String,
     pub state: String,
     pub state_reason: String,
+    /// As on [`Campaign`]: the rollout's current failure on this campaign.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
     pub total: u64,
     pub by_state: Vec<StateCount>,
     /// Failed, rejected and timed out over finished, in percent.
@@ -268,6 +282,8 @@ impl From<pb::CampaignReport> for CampaignReport {
             name: r.name,
             state: r.state,
             state_reason: r.state_reason,
+            last_error: (!r.last_error.is_empty()).then_some(r.last_error),
+            last_error_at: r.last_error_at.as_ref().map(from_timestamp),
             total: r.total,
             by_state: state_counts(r.by_state),
             failure_rate: r.failure_rate,

@@ -655,3 +655,113 @@ async fn openapi_paths_are_all_routed() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_failing_rollout_shows_on_its_campaign_on_sqlite() {
+    rollout_error_shows(api(ota_tests::db::sqlite().await).await).await;
+}
+
+#[tokio::test]
+async fn a_failing_rollout_shows_on_its_campaign_on_postgres() {
+    rollout_error_shows(api(ota_tests::db::postgres().await).await).await;
+}
+
+/// A campaign whose stored plan the rollout cannot compute with (an
+/// action_timeout of 100,000,000 days, stored before files were bounded)
+/// shows the rollout's error in GET /campaigns/{id}, in the listing and in
+/// the report that `ota campaigns status` reads.
+async fn rollout_error_shows(a: Api) {
+    let (s, _) = a
+        .json(
+            "POST",
+            "/api/v1/packages",
+            &a.engineer,
+            package("bms-fw", "2.3.1"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, c) = a.yaml("/api/v1/campaigns", &a.engineer, CAMPAIGN).await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let id = c["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        (&c["last_error"], &c["failed_ticks"]),
+        (&Value::Null, &json!(0))
+    );
+    for (action, token) in [("approve", &a.carol), ("launch", &a.engineer)] {
+        let (s, b) = a
+            .call(
+                "POST",
+                &format!("/api/v1/campaigns/{id}:{action}"),
+                token,
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+    let sql = "UPDATE campaigns SET plan = REPLACE(plan, '\"action_timeout\":\"72h\"', '\"action_timeout\":\"2400000000h\"') WHERE id = $1";
+    let db = &a._db.db;
+    let updated = match db {
+        ota_db::Db::Sqlite(p) => sqlx::query(sql)
+            .bind(&id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()),
+        ota_db::Db::Postgres(p) => sqlx::query(sql)
+            .bind(&id)
+            .execute(p)
+            .await
+            .map(|r| r.rows_affected()),
+    };
+    assert_eq!(updated.unwrap(), 1);
+
+    // The rollout, as the process running it would.
+    let vehicles = ota_common::peer::in_process(
+        ota_vehicle_store::grpc::VehicleStoreService::new(ota_vehicle_store::VehicleStore::new(
+            db,
+            ota_vehicle_store::Precedence::default(),
+        ))
+        .into_server(),
+    );
+    let rules = ota_common::peer::in_process(
+        ota_rule_engine::RuleEngineService::new(ota_rule_engine::StoreVehicles::new(
+            vehicles.clone(),
+        ))
+        .into_server(),
+    );
+    let rollout = ota_campaign_manager::CampaignManager::new(
+        ota_campaign_manager::store::Store::new(
+            db.clone(),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+        ),
+        rules,
+        std::sync::Arc::new(ota_rule_engine::StoreVehicles::new(vehicles)),
+        ota_campaign_manager::Config::default(),
+    );
+    rollout.tick().await.unwrap();
+
+    let (s, c) = a
+        .call("GET", &format!("/api/v1/campaigns/{id}"), &a.viewer, None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let error = c["last_error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        error.contains("rollout.action_timeout 2400000000h is out of range"),
+        "{c}"
+    );
+    assert_eq!(c["failed_ticks"], 1);
+    assert!(c["last_error_at"].is_string(), "{c}");
+    let (s, list) = a.call("GET", "/api/v1/campaigns", &a.viewer, None).await;
+    assert_eq!(s, StatusCode::OK, "{list}");
+    assert_eq!(list["campaigns"][0]["last_error"], error.as_str());
+    let (s, r) = a
+        .call(
+            "GET",
+            &format!("/api/v1/campaigns/{id}/report"),
+            &a.viewer,
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["last_error"], error.as_str());
+    assert!(r["last_error_at"].is_string(), "{r}");
+}

@@ -3,6 +3,7 @@
 //! parameters, TEXT JSON); bulk writes differ.
 
 mod actions;
+mod health;
 mod report;
 
 use std::sync::Arc;
@@ -13,11 +14,16 @@ use ota_db::{with_pool, Db};
 use serde_json::json;
 use tokio::sync::{Mutex, Notify};
 
-use crate::model::{from_millis, millis, Artifact, Campaign, CampaignState, Package, Plan};
+use crate::model::{
+    from_millis, millis, Artifact, Campaign, CampaignState, Package, Plan, RolloutError,
+    UnreadableCampaign,
+};
 use crate::CampaignError;
 
 pub use actions::{ActionRow, NewAction, OpenActionRow, ReportOutcome, StatusUpdate, WaveCounts};
 pub use report::{GroupCounts, ReportData};
+
+pub(crate) use health::truncate;
 
 /// VINs per staging event: keeps outbox payloads small.
 pub(crate) const VINS_PER_EVENT: usize = 1000;
@@ -227,37 +233,121 @@ struct CampaignRow {
     budget_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
+    last_error: Option<String>,
+    last_error_at: Option<i64>,
+    failed_ticks: i32,
 }
 
-const CAMPAIGN_COLUMNS: &str = "id, name, state, spec, plan, priority, created_by, approved_by, state_reason, current_wave, wave_opened_at, launched_at, targeted_at, release_budget, budget_at, created_at, updated_at";
+const CAMPAIGN_COLUMNS: &str = "id, name, state, spec, plan, priority, created_by, approved_by, state_reason, current_wave, wave_opened_at, launched_at, targeted_at, release_budget, budget_at, created_at, updated_at, last_error, last_error_at, failed_ticks";
+
+/// A stored time, or why it is not one. The rollout computes with these, so
+/// a value outside chrono's range is an error rather than 1970.
+fn stored_time(column: &str, ms: i64) -> Result<DateTime<Utc>, String> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| format!("{column} {ms} is not a representable time in milliseconds"))
+}
+
+fn stored_opt_time(column: &str, ms: Option<i64>) -> Result<Option<DateTime<Utc>>, String> {
+    ms.map(|ms| stored_time(column, ms)).transpose()
+}
 
 impl CampaignRow {
-    fn into_campaign(self) -> Result<Campaign, CampaignError> {
-        let corrupt = |reason: String| CampaignError::Corrupt {
-            what: format!("campaign {}", self.id),
-            reason,
-        };
-        Ok(Campaign {
-            state: self.state.parse().map_err(corrupt)?,
-            plan: serde_json::from_str::<Plan>(&self.plan).map_err(|e| corrupt(e.to_string()))?,
-            id: self.id,
-            name: self.name,
-            spec_text: self.spec,
-            priority: self.priority,
-            created_by: self.created_by,
-            approved_by: self.approved_by,
-            state_reason: self.state_reason,
-            current_wave: self.current_wave,
-            wave_opened_at: self.wave_opened_at.map(from_millis),
-            launched_at: self.launched_at.map(from_millis),
-            targeted_at: self.targeted_at.map(from_millis),
-            release_budget: self.release_budget,
-            budget_at: self.budget_at.map(from_millis),
-            created_at: from_millis(self.created_at),
-            updated_at: from_millis(self.updated_at),
+    /// The campaign, or what can be shown of it when part of it cannot be
+    /// read.
+    fn into_entry(self) -> CampaignEntry {
+        let parsed = (|| {
+            let state: CampaignState = self.state.parse()?;
+            let plan = serde_json::from_str::<Plan>(&self.plan)
+                .map_err(|e| format!("plan does not parse: {e}"))?;
+            let times = (
+                stored_opt_time("wave_opened_at", self.wave_opened_at)?,
+                stored_opt_time("launched_at", self.launched_at)?,
+                stored_opt_time("targeted_at", self.targeted_at)?,
+                stored_opt_time("budget_at", self.budget_at)?,
+                stored_time("created_at", self.created_at)?,
+                stored_time("updated_at", self.updated_at)?,
+            );
+            Ok::<_, String>((state, plan, times))
+        })();
+        let rollout_error = self.rollout_error();
+        match parsed {
+            Ok((
+                state,
+                plan,
+                (wave_opened_at, launched_at, targeted_at, budget_at, created_at, updated_at),
+            )) => CampaignEntry::Readable(Box::new(Campaign {
+                state,
+                plan,
+                id: self.id,
+                name: self.name,
+                spec_text: self.spec,
+                priority: self.priority,
+                created_by: self.created_by,
+                approved_by: self.approved_by,
+                state_reason: self.state_reason,
+                current_wave: self.current_wave,
+                wave_opened_at,
+                launched_at,
+                targeted_at,
+                release_budget: self.release_budget,
+                budget_at,
+                created_at,
+                updated_at,
+                rollout_error,
+            })),
+            Err(problem) => CampaignEntry::Unreadable(Box::new(UnreadableCampaign {
+                wave_opened_at: stored_opt_time("", self.wave_opened_at).ok().flatten(),
+                launched_at: stored_opt_time("", self.launched_at).ok().flatten(),
+                created_at: stored_time("", self.created_at).unwrap_or_default(),
+                updated_at: stored_time("", self.updated_at).unwrap_or_default(),
+                id: self.id,
+                name: self.name,
+                state: self.state,
+                spec_text: self.spec,
+                priority: self.priority,
+                created_by: self.created_by,
+                approved_by: self.approved_by,
+                state_reason: self.state_reason,
+                current_wave: self.current_wave,
+                rollout_error,
+                problem,
+            })),
+        }
+    }
+
+    fn rollout_error(&self) -> Option<RolloutError> {
+        let message = self.last_error.clone()?;
+        Some(RolloutError {
+            message,
+            at: self
+                .last_error_at
+                .and_then(DateTime::from_timestamp_millis)
+                .unwrap_or_default(),
+            failed_ticks: self.failed_ticks.max(0) as u32,
         })
     }
 }
+
+/// A campaign as stored: readable, or only good for showing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CampaignEntry {
+    Readable(Box<Campaign>),
+    Unreadable(Box<UnreadableCampaign>),
+}
+
+impl CampaignEntry {
+    /// The campaign, or the error saying why it cannot be read.
+    pub fn into_campaign(self) -> Result<Campaign, CampaignError> {
+        match self {
+            Self::Readable(c) => Ok(*c),
+            Self::Unreadable(u) => Err(u.error()),
+        }
+    }
+}
+
+/// Longest rollout error kept on a campaign, in bytes: a panic message or a
+/// database error can be long, and the campaign record is read often.
+pub const MAX_ROLLOUT_ERROR_BYTES: usize = 1000;
 
 /// What a campaign state change writes besides the state.
 #[derive(Debug, Default)]
@@ -341,7 +431,7 @@ impl Store {
         let detail = json!({"name": c.name, "packages": c.plan.packages}).to_string();
         let now = millis(c.created_at);
         write_tx!(self, tx => {
-            sqlx::query(&format!("INSERT INTO campaigns ({CAMPAIGN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, '', -1, NULL, NULL, NULL, 0, NULL, $8, $8)"))
+            sqlx::query(&format!("INSERT INTO campaigns ({CAMPAIGN_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, '', -1, NULL, NULL, NULL, 0, NULL, $8, $8, NULL, NULL, 0)"))
                 .bind(&c.id).bind(&c.name).bind(c.state.as_str()).bind(&c.spec_text).bind(&plan)
                 .bind(c.priority).bind(&c.created_by).bind(now)
                 .execute(&mut *tx).await?;
@@ -356,30 +446,64 @@ impl Store {
     }
 
     pub async fn get_campaign(&self, id: &str) -> Result<Campaign, CampaignError> {
+        self.get_campaign_entry(id).await?.into_campaign()
+    }
+
+    /// The campaign, or what can be shown of it when it cannot be read.
+    pub async fn get_campaign_entry(&self, id: &str) -> Result<CampaignEntry, CampaignError> {
         let row: Option<CampaignRow> = with_pool!(&self.db, pool => {
             sqlx::query_as(&format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns WHERE id = $1"))
                 .bind(id).fetch_optional(pool).await?
         });
-        row.ok_or_else(|| CampaignError::not_found("campaign", id))?
-            .into_campaign()
+        Ok(row
+            .ok_or_else(|| CampaignError::not_found("campaign", id))?
+            .into_entry())
     }
 
+    /// Campaigns in these states (all when empty), highest priority first.
+    /// One that cannot be read is left out, with a warning: it must not stop
+    /// the work on the others ([`list_campaign_entries`](Self::list_campaign_entries)
+    /// shows it).
     pub async fn list_campaigns(
         &self,
         states: &[CampaignState],
     ) -> Result<Vec<Campaign>, CampaignError> {
+        let entries = self.list_campaign_entries(states).await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| match e {
+                CampaignEntry::Readable(c) => Some(*c),
+                CampaignEntry::Unreadable(u) => {
+                    tracing::warn!(campaign = %u.id, problem = %u.problem, "skipping a campaign that cannot be read");
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Campaigns in these states (all when empty), highest priority first,
+    /// each readable or not.
+    pub async fn list_campaign_entries(
+        &self,
+        states: &[CampaignState],
+    ) -> Result<Vec<CampaignEntry>, CampaignError> {
+        // Filtered in SQL, so a row whose state does not parse never reaches
+        // a listing of particular states.
+        let names: Vec<String> = states.iter().map(|s| s.as_str().to_string()).collect();
         let rows: Vec<CampaignRow> = with_pool!(&self.db, pool => {
-            sqlx::query_as(&format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns ORDER BY priority DESC, created_at"))
-                .fetch_all(pool).await?
-        });
-        let mut out = Vec::new();
-        for row in rows {
-            let c = row.into_campaign()?;
-            if states.is_empty() || states.contains(&c.state) {
-                out.push(c);
+            let mut q = sqlx::QueryBuilder::new(format!("SELECT {CAMPAIGN_COLUMNS} FROM campaigns"));
+            if !names.is_empty() {
+                q.push(" WHERE state IN (");
+                let mut sep = q.separated(", ");
+                for n in &names {
+                    sep.push_bind(n);
+                }
+                q.push(")");
             }
-        }
-        Ok(out)
+            q.push(" ORDER BY priority DESC, created_at");
+            q.build_query_as().fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(CampaignRow::into_entry).collect())
     }
 
     /// Moves a campaign from `from` to `to` if it is still in `from`, with
@@ -394,9 +518,25 @@ impl Store {
         audit: &Audit,
         action: &str,
     ) -> Result<bool, CampaignError> {
+        self.set_state_of(&c.id, c.state, to, change, audit, action)
+            .await
+    }
+
+    /// [`set_state`](Self::set_state) by id, for a campaign that may not be
+    /// readable. Entering `running` (a resume) starts the count of failed
+    /// rollout ticks anew.
+    pub async fn set_state_of(
+        &self,
+        id: &str,
+        from: CampaignState,
+        to: CampaignState,
+        change: StateChange,
+        audit: &Audit,
+        action: &str,
+    ) -> Result<bool, CampaignError> {
         let now = Utc::now();
         let now_ms = millis(now);
-        let detail = json!({"from": c.state.as_str(), "to": to.as_str()}).to_string();
+        let detail = json!({"from": from.as_str(), "to": to.as_str()}).to_string();
         let reason = audit.reason.clone();
         let (changed, vins) = write_tx!(self, tx => {
             let updated = sqlx::query(
@@ -405,16 +545,17 @@ impl Store {
                  launched_at = CASE WHEN $5 THEN $3 ELSE launched_at END, \
                  current_wave = CASE WHEN $6 THEN 0 ELSE current_wave END, \
                  wave_opened_at = CASE WHEN $6 THEN $3 ELSE wave_opened_at END, \
-                 budget_at = CASE WHEN $6 THEN $3 ELSE budget_at END \
+                 budget_at = CASE WHEN $6 THEN $3 ELSE budget_at END, \
+                 failed_ticks = CASE WHEN $1 = 'running' THEN 0 ELSE failed_ticks END \
                  WHERE id = $7 AND state = $8")
                 .bind(to.as_str()).bind(&reason).bind(now_ms).bind(&change.approved_by)
-                .bind(change.launched).bind(change.open_first_wave).bind(&c.id).bind(c.state.as_str())
+                .bind(change.launched).bind(change.open_first_wave).bind(id).bind(from.as_str())
                 .execute(&mut *tx).await?.rows_affected();
             if updated == 0 {
                 (false, Vec::new())
             } else {
-                let vins = actions::on_campaign_state(Conn::from(&mut *tx), &c.id, to, now_ms).await?;
-                Conn::from(&mut *tx).audit(now_ms, audit, "campaign", &c.id, action, &detail).await?;
+                let vins = actions::on_campaign_state(Conn::from(&mut *tx), id, to, now_ms).await?;
+                Conn::from(&mut *tx).audit(now_ms, audit, "campaign", id, action, &detail).await?;
                 if !vins.is_empty() {
                     Conn::from(&mut *tx).enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
                 }

@@ -89,7 +89,13 @@ impl Store {
                 .bind(campaign_id).fetch_one(pool).await?
         });
         if let (Some(first), Some(last)) = span {
-            let width = ((last - first) / 60).max(1);
+            // Stored times are milliseconds this code wrote; one that is not
+            // fails this report instead of wrapping around.
+            let corrupt = || CampaignError::Corrupt {
+                what: format!("finish times of campaign {campaign_id}"),
+                reason: format!("{first}..{last} ms do not fit the report's arithmetic"),
+            };
+            let width = (last.checked_sub(first).ok_or_else(corrupt)? / 60).max(1);
             let rows: Vec<(i64, i64, i64)> = with_pool!(&self.db, pool => {
                 sqlx::query_as(
                     "SELECT (finished_at - $1) / $2, COUNT(*), SUM(CASE WHEN state = 'succeeded' THEN 1 ELSE 0 END) \
@@ -98,8 +104,15 @@ impl Store {
             });
             data.finished = rows
                 .into_iter()
-                .map(|(bucket, n, ok)| (first + (bucket + 1) * width, n, ok))
-                .collect();
+                .map(|(bucket, n, ok)| {
+                    let end = bucket
+                        .checked_add(1)
+                        .and_then(|b| b.checked_mul(width))
+                        .and_then(|d| first.checked_add(d))
+                        .ok_or_else(corrupt)?;
+                    Ok((end, n, ok))
+                })
+                .collect::<Result<_, CampaignError>>()?;
         }
         let retries: (Option<i64>,) = with_pool!(&self.db, pool => {
             sqlx::query_as("SELECT CAST(SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END) AS BIGINT) FROM actions WHERE campaign_id = $1")

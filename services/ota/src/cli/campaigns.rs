@@ -417,4 +417,11 @@ fn print_campaign(c: &Campaign) {
     );
     println!("launched   {}", when(c.launched_at));
     println!("updated    {}", when(c.updated_at));
+    if let Some(e) = &c.last_error {
+        println!(
+            "rollout    failing since {} ({} ticks in a row): {e}",
+            when(c.last_error_at),
+            c.failed_ticks
+        );
+    }
 }

@@ -113,6 +113,9 @@ fn state_line(r: &CampaignReport, problem: Option<&str>) -> String {
         "campaign {} is {}{reason}: {finished}/{} finished, failure rate {:.1}%",
         r.name, r.state, r.total, r.failure_rate
     );
+    if let Some(e) = &r.last_error {
+        line.push_str(&format!("; rollout failing: {e}"));
+    }
     if let Some(p) = problem {
         line.push_str(&format!("; refresh failed: {p}"));
     }
