@@ -479,6 +479,7 @@ impl CampaignManager {
                 }),
                 deadline: deadline.map(ota_common::vehicle::to_timestamp),
                 state: r.state,
+                attempt: r.attempts.max(1) as u32,
             };
             match out.last_mut() {
                 Some(v) if v.vin == r.vin => v.actions.push(action),

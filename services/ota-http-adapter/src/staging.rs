@@ -185,6 +185,7 @@ mod tests {
                 chrono::DateTime::from_timestamp(1_796_083_200, 0).unwrap(),
             )),
             state: "staged".into(),
+            attempt: 1,
         };
         let stored = ota_staging::document::build(VIN, &[open], 300)
             .unwrap()

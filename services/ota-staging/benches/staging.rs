@@ -180,6 +180,7 @@ fn open_actions(i: usize) -> Vec<pb::OpenAction> {
             nanos: 0,
         }),
         state: "pending".to_owned(),
+        attempt: 1,
     };
     let mut a = vec![one(0, "BMS", "bms-fw", 5)];
     if i.is_multiple_of(5) {

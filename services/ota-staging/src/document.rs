@@ -57,6 +57,9 @@ pub struct Action {
     pub package: Package,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline: Option<String>,
+    /// Present from the second attempt on: a retry of the same action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +86,8 @@ struct ActionRef<'a> {
     package: PackageRef<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     deadline: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempt: Option<u32>,
 }
 
 #[derive(Serialize)]
@@ -162,7 +167,13 @@ fn action_ref<'a>(vin: &str, a: &'a pb::OpenAction) -> Result<ActionRef<'a>, Sta
                 .collect(),
         },
         deadline: a.deadline.as_ref().map(|t| rfc3339(from_timestamp(t))),
+        attempt: retry(a.attempt),
     })
+}
+
+/// First attempts leave the field out, so their documents read as before.
+fn retry(attempt: u32) -> Option<u32> {
+    (attempt > 1).then_some(attempt)
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -284,6 +295,7 @@ impl Document {
                                 .collect(),
                         },
                         deadline: a.deadline.as_ref().map(|t| rfc3339(from_timestamp(t))),
+                        attempt: retry(a.attempt),
                     }
                 })
                 .collect(),
@@ -327,6 +339,7 @@ impl Document {
                             .collect(),
                     }),
                     deadline,
+                    attempt: a.attempt.unwrap_or(1),
                 })
             })
             .collect::<Result<Vec<_>, StagingError>>()?;
@@ -362,6 +375,7 @@ mod tests {
             }),
             deadline: None,
             state: "pending".into(),
+            attempt: 1,
         }
     }
 
@@ -514,6 +528,7 @@ mod tests {
                 nanos: 0,
             }),
             state: "pending".into(),
+            attempt: 1,
         };
         let vin = "WVWZZZE1ZMP000001";
         let stored = build(vin, &[action], 300).unwrap().unwrap();

@@ -64,6 +64,7 @@ pub struct OpenActionRow {
     pub state: String,
     pub staged_at: Option<i64>,
     pub priority: i32,
+    pub attempts: i32,
 }
 
 /// A status report's effect on one action, decided by the caller.
@@ -451,7 +452,7 @@ impl Store {
         let mut out = Vec::new();
         for chunk in vins.chunks(1000) {
             let rows: Vec<OpenActionRow> = with_pool!(&self.db, pool => {
-                let mut q = QueryBuilder::new("SELECT a.vin, a.id, a.campaign_id, a.ecu, a.package_id, a.state, a.staged_at, c.priority \
+                let mut q = QueryBuilder::new("SELECT a.vin, a.id, a.campaign_id, a.ecu, a.package_id, a.state, a.staged_at, c.priority, a.attempts \
                     FROM actions a JOIN campaigns c ON c.id = a.campaign_id WHERE a.open = 1 AND a.vin IN (");
                 let mut sep = q.separated(", ");
                 for v in chunk {
@@ -474,7 +475,7 @@ impl Store {
     ) -> Result<Vec<OpenActionRow>, CampaignError> {
         let limit = limit.max(1);
         let mut rows: Vec<OpenActionRow> = with_pool!(&self.db, pool => {
-            sqlx::query_as("SELECT a.vin, a.id, a.campaign_id, a.ecu, a.package_id, a.state, a.staged_at, c.priority \
+            sqlx::query_as("SELECT a.vin, a.id, a.campaign_id, a.ecu, a.package_id, a.state, a.staged_at, c.priority, a.attempts \
                 FROM actions a JOIN campaigns c ON c.id = a.campaign_id WHERE a.open = 1 AND a.vin > $1 ORDER BY a.vin LIMIT $2")
                 .bind(after_vin).bind(limit as i64).fetch_all(pool).await?
         });

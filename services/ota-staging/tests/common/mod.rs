@@ -144,6 +144,7 @@ pub fn action(id: &str, campaign: &str, priority: i32, version: &str) -> pb::Ope
         }),
         deadline: None,
         state: "pending".into(),
+        attempt: 1,
     }
 }
 

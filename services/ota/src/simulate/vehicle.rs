@@ -1,7 +1,7 @@
 //! One simulated vehicle: the protocol loop that finds its actions, and the
 //! install it carries out for each, whichever protocol reports it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -254,48 +254,17 @@ fn artifacts_of(package: &Value) -> Vec<(String, String, u64)> {
         .collect()
 }
 
-/// The actions a vehicle has taken on. One it failed is taken on again when
-/// the platform offers it anew after taking it back (a retry): a document
-/// still in flight when the failure was reported must not count as one.
+/// The actions a vehicle has taken on, each attempt once: a retry comes
+/// as the same action with the next `attempt` (DDI: a new action id), so a
+/// document still in flight when a failure was reported is not one.
 #[derive(Default)]
-struct Taken {
-    /// Action id to whether it failed and has since left the documents.
-    failed: HashMap<String, bool>,
-    finished: HashSet<String>,
-}
+struct Taken(HashSet<String>);
 
 impl Taken {
-    /// Notes the actions of a document; the ones to carry out now.
-    fn offered<'a>(&mut self, ids: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-        let ids: HashSet<&str> = ids.into_iter().collect();
-        for (id, gone) in self.failed.iter_mut() {
-            if !ids.contains(id.as_str()) {
-                *gone = true;
-            }
-        }
-        let mut out = Vec::new();
-        for id in ids {
-            if self.finished.contains(id) {
-                continue;
-            }
-            match self.failed.get(id) {
-                Some(false) => continue,
-                Some(true) => {
-                    self.failed.remove(id);
-                }
-                None => {}
-            }
-            out.push(id.to_owned());
-        }
-        out
-    }
-
-    fn outcome(&mut self, id: &str, ok: bool) {
-        if ok {
-            self.finished.insert(id.to_owned());
-        } else {
-            self.failed.insert(id.to_owned(), false);
-        }
+    /// Whether this attempt is new; it counts as taken from now on.
+    fn take(&mut self, a: &Value) -> bool {
+        let attempt = a["attempt"].as_u64().unwrap_or(1);
+        self.0.insert(format!("{}#{attempt}", action_id(a)))
     }
 }
 
@@ -340,17 +309,14 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                     .map(str::to_owned);
                 let doc: Value = r.json().await?;
                 wait = Duration::from_secs(doc["poll_after_s"].as_u64().unwrap_or(1));
-                let actions = doc["actions"].as_array().cloned().unwrap_or_default();
-                let todo = taken.offered(actions.iter().map(action_id));
-                for a in actions
-                    .iter()
-                    .filter(|a| todo.iter().any(|t| t == action_id(a)))
-                {
+                for a in doc["actions"].as_array().into_iter().flatten() {
+                    if !taken.take(a) {
+                        continue;
+                    }
                     let id = action_id(a).to_string();
                     f.notified(vin, a, at);
                     if f.receive_only {
                         f.received_only(&mut first);
-                        taken.outcome(&id, true);
                         continue;
                     }
                     let reporter = Reporter::Http {
@@ -369,7 +335,6 @@ async fn http(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                         &mut first,
                     )
                     .await?;
-                    taken.outcome(&id, ok);
                     if ok {
                         f.http
                             .put(format!("{}/v1/vehicles/{vin}/inventory", f.base))
@@ -430,11 +395,7 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
         }
         let poll: Value = r.json().await?;
         let wait = ddi_sleep(&poll).unwrap_or(Duration::from_secs(1));
-        let offered = poll["_links"]["deploymentBase"]["href"].as_str();
-        if offered.is_none() {
-            taken.offered(std::iter::empty());
-        }
-        if let Some(href) = offered {
+        if let Some(href) = poll["_links"]["deploymentBase"]["href"].as_str() {
             let d: Value = f
                 .http
                 .get(href)
@@ -449,12 +410,11 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                 .as_str()
                 .map(str::to_owned)
                 .unwrap_or_else(|| d["id"].to_string());
-            if !taken.offered([id.as_str()]).is_empty() {
+            if taken.take(&json!({ "action_id": id })) {
                 // DDI does not name the campaign: no latency from its launch.
                 f.notified(vin, &json!({ "action_id": id }), at);
                 if f.receive_only {
                     f.received_only(&mut first);
-                    taken.outcome(&id, true);
                     tokio::time::sleep(f.poll_every.unwrap_or(wait)).await;
                     continue;
                 }
@@ -495,7 +455,6 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                     &mut first,
                 )
                 .await?;
-                taken.outcome(&id, ok);
                 if ok {
                     for (ecu, version) in installed {
                         f.http
@@ -594,17 +553,14 @@ async fn mqtt(f: &Fleet, n: usize, vin: &str, token: &str) -> anyhow::Result<()>
         let mut taken = Taken::default();
         let mut first = true;
         while let Some((doc, at)) = rx.recv().await {
-            let actions = doc["actions"].as_array().cloned().unwrap_or_default();
-            let todo = taken.offered(actions.iter().map(action_id));
-            for a in actions
-                .iter()
-                .filter(|a| todo.iter().any(|t| t == action_id(a)))
-            {
+            for a in doc["actions"].as_array().into_iter().flatten() {
+                if !taken.take(a) {
+                    continue;
+                }
                 let id = action_id(a).to_string();
                 f.notified(vin, a, at);
                 if f.receive_only {
                     f.received_only(&mut first);
-                    taken.outcome(&id, true);
                     continue;
                 }
                 let reporter = Reporter::Mqtt {
@@ -623,7 +579,6 @@ async fn mqtt(f: &Fleet, n: usize, vin: &str, token: &str) -> anyhow::Result<()>
                     &mut first,
                 )
                 .await?;
-                taken.outcome(&id, ok);
                 if ok {
                     client
                         .publish(
@@ -666,25 +621,16 @@ mod outcome_tests {
     use super::*;
 
     #[test]
-    fn a_failed_action_is_taken_on_again_only_after_it_was_taken_back() {
-        let sorted = |mut v: Vec<String>| {
-            v.sort();
-            v
-        };
+    fn each_attempt_is_taken_once() {
         let mut t = Taken::default();
-        assert_eq!(sorted(t.offered(["a", "b"])), ["a", "b"]);
-        t.outcome("a", true);
-        t.outcome("b", false);
-        // A document sent before the failure was recorded still lists it.
-        assert!(t.offered(["a", "b"]).is_empty());
-        // Taken back, then offered again: a retry.
-        assert!(t.offered(["a"]).is_empty());
-        assert_eq!(t.offered(["a", "b"]), ["b"]);
-        t.outcome("b", true);
+        assert!(t.take(&json!({"action_id": "a"})));
         assert!(
-            t.offered(["a", "b"]).is_empty(),
-            "finished ones stay finished"
+            !t.take(&json!({"action_id": "a"})),
+            "seen again: not a retry"
         );
+        assert!(!t.take(&json!({"action_id": "a", "attempt": 1})));
+        assert!(t.take(&json!({"action_id": "a", "attempt": 2})), "a retry");
+        assert!(t.take(&json!({"action_id": "b"})));
     }
 
     #[test]
