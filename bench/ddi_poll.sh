@@ -102,7 +102,7 @@ YAML
 matched=$("$OTA" rules preview --output json "$TARGET" | python3 -c 'import json,sys; print(json.load(sys.stdin)["matched"])')
 id=$("$OTA" campaigns create -f "$WORK/campaign.yaml" --output json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-approver=$("$OTA" tokens create --role approver --name ddi-bench-approver 2>/dev/null)
+approver=$("$OTA" tokens create --role approver --principal ddi-bench-approver 2>/dev/null)
 "$OTA" --token "$approver" campaigns approve "$id" >/dev/null
 "$OTA" campaigns launch "$id" >/dev/null
 staged=0

@@ -98,7 +98,7 @@ setup() {
   # One campaign over the whole fleet, one ECU, so every vehicle ends up
   # with one staged action. The version is above every version in the
   # fleet, so no vehicle counts as already done.
-  approver=$(ota tokens create --role approver --name bench-approver --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  approver=$(ota tokens create --role approver --principal bench-approver --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
   local name=bench-bms
   ota packages add --name "$name" --version 9.0.0 --ecu BMS \
     --artifact "https://cdn.example.com/fw/$name-9.0.0.bin" --sha256 "$(printf '%s' "$name" | sha256sum | cut -d' ' -f1)" \

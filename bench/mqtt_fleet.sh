@@ -177,7 +177,7 @@ YAML
   done
   local id approver
   id=$(ota_cli campaigns create -f "$PREFIX-campaign.yaml" --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  approver=$(ota_cli tokens create --role approver --name ann --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  approver=$(ota_cli tokens create --role approver --principal ann --output json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
   ota_cli campaigns approve "$id" --token "$approver" --output json >/dev/null
 
   local deadline=$((SECONDS + 900)) s ready

@@ -80,7 +80,7 @@ call("POST", "/api/v1/packages", {"name": "bench-fw", "version": "9.0.0", "ecu":
      "artifacts": [{"url": "https://cdn.example/bench.bin", "sha256": "b" * 64, "size": 7}]})
 spec = "name: mqtt-reports\ntarget: 'true'\nrules:\n  - install: {package: bench-fw, version: 9.0.0, ecu: BMS}\nrollout:\n  max_per_minute: 1000000\n"
 cid = call("POST", "/api/v1/campaigns", raw=spec.encode())["id"]
-approver = call("POST", "/api/v1/tokens", {"name": "bench-approver", "role": "approver"})["token"]
+approver = call("POST", "/api/v1/tokens", {"principal": "bench-approver", "role": "approver"})["token"]
 call("POST", f"/api/v1/campaigns/{cid}:approve", {}, token=approver)
 call("POST", f"/api/v1/campaigns/{cid}:launch", {})
 for _ in range(300):

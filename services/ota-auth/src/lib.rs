@@ -1,7 +1,12 @@
 //! Who may call the management API: bearer tokens with a role (viewer <
-//! engineer < approver < admin). A token's secret is shown once at creation;
-//! only its SHA-256 is stored, so a leaked database leaks no credentials.
+//! engineer < approver < admin), each belonging to a principal (a person or
+//! a service). A token's secret is shown once at creation; only its SHA-256
+//! is stored, so a leaked database leaks no credentials. Issuing and
+//! revoking tokens, and provisioning principals, go into the audit log in
+//! the same transaction as the change.
 
+mod principal;
+mod token_file;
 pub mod vehicles;
 
 use std::collections::HashMap;
@@ -17,7 +22,10 @@ use ota_db::{with_pool, Db};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
+
+pub use principal::{PrincipalKind, ADMIN, SYSTEM};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -55,7 +63,8 @@ impl FromStr for Role {
             .find(|r| r.as_str() == s)
             .ok_or_else(|| {
                 AuthError::Invalid(format!(
-                    "unknown role {s:?}: expected viewer, engineer, approver or admin"
+                    "unknown role {:?}: expected viewer, engineer, approver or admin",
+                    principal::bounded(s)
                 ))
             })
     }
@@ -72,6 +81,19 @@ pub enum AuthError {
         needed: Role,
         have: Role,
         name: String,
+    },
+    /// Only a person can be the second pair of eyes.
+    #[error("{action} needs a person; token {name:?} belongs to the service {principal:?}")]
+    NotAPerson {
+        action: &'static str,
+        name: String,
+        principal: String,
+    },
+    #[error("principal {principal:?} is a {is}, not a {asked}")]
+    KindMismatch {
+        principal: String,
+        is: PrincipalKind,
+        asked: PrincipalKind,
     },
     #[error("token {0} not found")]
     NotFound(String),
@@ -101,7 +123,8 @@ impl CodedError for AuthError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::MissingToken | Self::BadToken => ErrorCode::Unauthenticated,
-            Self::Forbidden { .. } => ErrorCode::PermissionDenied,
+            Self::Forbidden { .. } | Self::NotAPerson { .. } => ErrorCode::PermissionDenied,
+            Self::KindMismatch { .. } => ErrorCode::Conflict,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Invalid(_) => ErrorCode::InvalidArgument,
             Self::Unavailable(_) => ErrorCode::Unavailable,
@@ -114,7 +137,11 @@ impl CodedError for AuthError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenInfo {
     pub id: String,
+    /// The token's label ("laptop", "ci-nightly"); says nothing about who.
     pub name: String,
+    /// Who the token belongs to: what the audit log and four-eyes use.
+    pub principal: String,
+    pub principal_kind: PrincipalKind,
     pub role: Role,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +160,18 @@ impl TokenInfo {
             })
         }
     }
+
+    /// For acts only a person may do (approving: a service has no eyes).
+    pub fn require_person(&self, action: &'static str) -> Result<(), AuthError> {
+        match self.principal_kind {
+            PrincipalKind::Person => Ok(()),
+            PrincipalKind::Service => Err(AuthError::NotAPerson {
+                action,
+                name: self.name.clone(),
+                principal: self.principal.clone(),
+            }),
+        }
+    }
 }
 
 /// A freshly created token: the only time the secret exists outside its owner.
@@ -141,6 +180,27 @@ pub struct NewToken {
     #[serde(flatten)]
     pub info: TokenInfo,
     pub token: String,
+    /// The principal did not exist before this token.
+    #[serde(default)]
+    pub principal_created: bool,
+}
+
+/// What `POST /api/v1/tokens` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    pub role: String,
+    /// The token's label; the principal's name when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Whose token: the caller's own principal when unset. Naming another
+    /// principal issues a token to them, provisioning them when new.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    /// A new principal's kind (person when unset); must match an existing
+    /// principal's kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 pub const TOKEN_PREFIX: &str = "ota_";
@@ -164,17 +224,82 @@ fn new_secret() -> String {
     format!("{TOKEN_PREFIX}{body}")
 }
 
-type TokenRow = (String, String, String, i64, Option<i64>);
+/// id, name, principal, kind, role, created_at, revoked_at
+type TokenRow = (String, String, String, String, String, i64, Option<i64>);
 
-fn from_row((id, name, role, created, revoked): TokenRow) -> Result<TokenInfo, AuthError> {
-    let ms = |v: i64| Utc.timestamp_millis_opt(v).single().unwrap_or_default();
+const TOKEN_SELECT: &str =
+    "SELECT t.id, t.name, t.principal, p.kind, t.role, t.created_at, t.revoked_at \
+     FROM api_tokens t JOIN principals p ON p.name = t.principal";
+
+fn millis_to_time(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+fn from_row(
+    (id, name, principal, kind, role, created, revoked): TokenRow,
+) -> Result<TokenInfo, AuthError> {
     Ok(TokenInfo {
         id,
         name,
+        principal,
+        principal_kind: kind.parse()?,
         role: role.parse()?,
-        created_at: ms(created),
-        revoked_at: revoked.map(ms),
+        created_at: millis_to_time(created),
+        revoked_at: revoked.map(millis_to_time),
     })
+}
+
+/// A token label: 1-64 printable characters, trimmed.
+fn check_label(name: &str) -> Result<&str, AuthError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(AuthError::Invalid(format!(
+            "invalid token name {:?}: use 1-64 printable characters",
+            principal::bounded(name)
+        )));
+    }
+    Ok(name)
+}
+
+/// Who changes tokens, as the audit log names them.
+struct By<'a> {
+    principal: &'a str,
+    /// The label of the token they used (none for the platform itself).
+    token: Option<&'a str>,
+}
+
+impl<'a> From<&'a TokenInfo> for By<'a> {
+    fn from(t: &'a TokenInfo) -> Self {
+        Self {
+            principal: &t.principal,
+            token: Some(&t.name),
+        }
+    }
+}
+
+const BY_SYSTEM: By<'static> = By {
+    principal: SYSTEM,
+    token: None,
+};
+
+/// One audit log entry, inside the transaction of the change it records.
+macro_rules! audit {
+    ($tx:expr, $at:expr, $by:expr, $entity:expr, $entity_id:expr, $action:expr, $detail:expr) => {{
+        let mut detail = $detail;
+        if let Some(token) = $by.token {
+            detail["by_token"] = json!(token);
+        }
+        sqlx::query("INSERT INTO audit_log (at, actor, entity, entity_id, action, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind($at)
+            .bind($by.principal)
+            .bind($entity)
+            .bind($entity_id)
+            .bind($action)
+            .bind("")
+            .bind(detail.to_string())
+            .execute(&mut *$tx)
+            .await?;
+    }};
 }
 
 /// How long a verified token is trusted without asking the database again.
@@ -210,43 +335,107 @@ impl TokenStore {
         &self.db
     }
 
+    /// Issues a token at `by`'s request: for `by`'s own principal unless the
+    /// request names another one, which is provisioned (as a person unless
+    /// it says otherwise) when new. Both are audited under `by`'s principal.
+    pub async fn issue(&self, by: &TokenInfo, req: &TokenRequest) -> Result<NewToken, AuthError> {
+        let role: Role = req.role.parse()?;
+        let kind = req
+            .kind
+            .as_deref()
+            .map(PrincipalKind::from_str)
+            .transpose()?;
+        let principal = req.principal.as_deref().unwrap_or(&by.principal);
+        let label = req.name.as_deref().unwrap_or(principal);
+        self.insert(By::from(by), principal, kind, label, role, new_secret())
+            .await
+    }
+
+    /// A token labelled `name` for the person `name` (provisioned by the
+    /// platform if new): for tools and tests that set up tokens directly.
     pub async fn create(&self, name: &str, role: Role) -> Result<NewToken, AuthError> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
-            return Err(AuthError::Invalid(format!(
-                "invalid token name {name:?}: use 1-64 printable characters"
-            )));
+        self.insert(BY_SYSTEM, name, None, name, role, new_secret())
+            .await
+    }
+
+    async fn insert(
+        &self,
+        by: By<'_>,
+        principal: &str,
+        kind: Option<PrincipalKind>,
+        label: &str,
+        role: Role,
+        secret: String,
+    ) -> Result<NewToken, AuthError> {
+        let label = check_label(label)?;
+        let known: Option<String> = with_pool!(&self.db, pool => {
+            sqlx::query_scalar("SELECT kind FROM principals WHERE name = $1")
+                .bind(principal)
+                .fetch_optional(pool)
+                .await?
+        });
+        if known.is_none() {
+            principal::check_new_name(principal)?;
         }
-        let secret = new_secret();
-        let info = TokenInfo {
-            id: uuid::Uuid::now_v7().to_string(),
-            name: name.to_owned(),
-            role,
-            created_at: Utc::now(),
-            revoked_at: None,
-        };
+        let now = Utc::now().timestamp_millis();
+        let id = uuid::Uuid::now_v7().to_string();
         let hash = hash_secret(&secret);
-        with_pool!(&self.db, pool => {
-            sqlx::query("INSERT INTO api_tokens (id, name, role, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&info.id)
-                .bind(&info.name)
+        let new_kind = kind.unwrap_or_default();
+        let (created, stored_kind) = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            // The write comes first so that SQLite takes its write lock at
+            // once (a read-then-write transaction can fail to upgrade).
+            let created = sqlx::query("INSERT INTO principals (name, kind, created_by, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT (name) DO NOTHING")
+                .bind(principal)
+                .bind(new_kind.as_str())
+                .bind(by.principal)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            let stored: String = sqlx::query_scalar("SELECT kind FROM principals WHERE name = $1")
+                .bind(principal)
+                .fetch_one(&mut *tx)
+                .await?;
+            let stored: PrincipalKind = stored.parse()?;
+            if let Some(asked) = kind.filter(|k| *k != stored) {
+                return Err(AuthError::KindMismatch {
+                    principal: principal.to_owned(),
+                    is: stored,
+                    asked,
+                });
+            }
+            if created {
+                audit!(tx, now, by, "principal", principal, "create", json!({"kind": new_kind}));
+            }
+            sqlx::query("INSERT INTO api_tokens (id, name, principal, role, token_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6)")
+                .bind(&id)
+                .bind(label)
+                .bind(principal)
                 .bind(role.as_str())
                 .bind(&hash)
-                .bind(info.created_at.timestamp_millis())
-                .execute(pool)
-                .await
-                .map(drop)?
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            audit!(tx, now, by, "token", &id, "create",
+                json!({"principal": principal, "name": label, "role": role}));
+            tx.commit().await?;
+            (created, stored)
         });
-        let info = TokenInfo {
-            created_at: Utc
-                .timestamp_millis_opt(info.created_at.timestamp_millis())
-                .single()
-                .unwrap_or_default(),
-            ..info
-        };
         Ok(NewToken {
-            info,
+            info: TokenInfo {
+                id,
+                name: label.to_owned(),
+                principal: principal.to_owned(),
+                principal_kind: stored_kind,
+                role,
+                created_at: millis_to_time(now),
+                revoked_at: None,
+            },
             token: secret,
+            principal_created: created,
         })
     }
 
@@ -262,7 +451,7 @@ impl TokenStore {
             }
         }
         let row: Option<TokenRow> = with_pool!(&self.db, pool => {
-            sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_tokens WHERE token_hash = $1")
+            sqlx::query_as(&format!("{TOKEN_SELECT} WHERE t.token_hash = $1"))
                 .bind(&hash)
                 .fetch_optional(pool)
                 .await?
@@ -282,39 +471,53 @@ impl TokenStore {
 
     pub async fn list(&self) -> Result<Vec<TokenInfo>, AuthError> {
         let rows: Vec<TokenRow> = with_pool!(&self.db, pool => {
-            sqlx::query_as("SELECT id, name, role, created_at, revoked_at FROM api_tokens ORDER BY created_at, id")
+            sqlx::query_as(&format!("{TOKEN_SELECT} ORDER BY t.created_at, t.id"))
                 .fetch_all(pool)
                 .await?
         });
         rows.into_iter().map(from_row).collect()
     }
 
-    pub async fn revoke(&self, id: &str) -> Result<TokenInfo, AuthError> {
+    /// Revokes a token at `by`'s request (audited; revoking twice keeps the
+    /// first time).
+    pub async fn revoke(&self, by: &TokenInfo, id: &str) -> Result<TokenInfo, AuthError> {
+        let by = By::from(by);
         let now = Utc::now().timestamp_millis();
-        let done = with_pool!(&self.db, pool => {
-            sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+        let row: Option<TokenRow> = with_pool!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(now)
                 .bind(id)
-                .execute(pool)
+                .execute(&mut *tx)
                 .await?
-                .rows_affected()
+                .rows_affected();
+            let row: Option<TokenRow> = sqlx::query_as(&format!("{TOKEN_SELECT} WHERE t.id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(r) = row.as_ref().filter(|_| done > 0) {
+                audit!(tx, now, by, "token", id, "revoke",
+                    json!({"principal": r.2, "name": r.1}));
+            }
+            tx.commit().await?;
+            row
         });
-        if done == 0 {
-            return Err(AuthError::NotFound(id.to_owned()));
-        }
+        let info = row
+            .map(from_row)
+            .transpose()?
+            .ok_or_else(|| AuthError::NotFound(principal::bounded(id)))?;
         self.cache
             .lock()
             .expect("auth cache")
-            .retain(|_, (info, _)| info.id != id);
-        self.list()
-            .await?
-            .into_iter()
-            .find(|t| t.id == id)
-            .ok_or_else(|| AuthError::NotFound(id.to_owned()))
+            .retain(|_, (cached, _)| cached.id != id);
+        Ok(info)
     }
 
-    /// On a database without any token, creates an admin token and writes it
-    /// to `dir/admin.token` (mode 0600). Returns the file written, if any.
+    /// On a database without any token, creates the admin's token and
+    /// writes it to `dir/admin.token` (mode 0600). Returns the file written,
+    /// if any. The file is written before the token exists, so a failed
+    /// write leaves no token nobody knows (the next start tries again); a
+    /// file already there, or a symlink, is replaced, never written through.
     pub async fn bootstrap(&self, dir: &Path) -> Result<Option<PathBuf>, AuthError> {
         let count: i64 = with_pool!(&self.db, pool => {
             sqlx::query_scalar("SELECT COUNT(*) FROM api_tokens").fetch_one(pool).await?
@@ -322,31 +525,27 @@ impl TokenStore {
         if count > 0 {
             return Ok(None);
         }
-        let token = self.create("bootstrap-admin", Role::Admin).await?;
+        let secret = new_secret();
         let path = dir.join("admin.token");
-        write_private(&path, &token.token).map_err(|source| AuthError::TokenFile {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let replaced =
+            token_file::write_private(&path, &secret).map_err(|source| AuthError::TokenFile {
+                path: path.display().to_string(),
+                source,
+            })?;
+        if replaced {
+            tracing::warn!(path = %path.display(), "replaced an earlier admin.token: the database has no tokens, so it was stale");
+        }
+        self.insert(
+            BY_SYSTEM,
+            ADMIN,
+            Some(PrincipalKind::Person),
+            "bootstrap-admin",
+            Role::Admin,
+            secret,
+        )
+        .await?;
         Ok(Some(path))
     }
-}
-
-fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    writeln!(f, "{content}")?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -373,6 +572,8 @@ mod tests {
         let t = TokenInfo {
             id: "1".into(),
             name: "ci".into(),
+            principal: "ci".into(),
+            principal_kind: PrincipalKind::Service,
             role: Role::Viewer,
             created_at: Utc::now(),
             revoked_at: None,
@@ -383,6 +584,12 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "this needs the engineer role; token \"ci\" has viewer"
+        );
+        let err = t.require_person("approving").unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PermissionDenied);
+        assert_eq!(
+            err.to_string(),
+            "approving needs a person; token \"ci\" belongs to the service \"ci\""
         );
     }
 

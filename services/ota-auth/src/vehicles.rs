@@ -329,8 +329,9 @@ impl VehicleCredentials {
         });
         if n == 0 && id.is_some() {
             return Err(AuthError::NotFound(format!(
-                "credential {} of vehicle {vin}",
-                id.unwrap_or_default()
+                "credential {} of vehicle {}",
+                crate::principal::bounded(id.unwrap_or_default()),
+                ota_common::vin::shown(vin)
             )));
         }
         self.forget(|identity| {

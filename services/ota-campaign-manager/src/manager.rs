@@ -36,7 +36,9 @@ impl Default for Config {
     }
 }
 
-/// Who asks: the token's name and role, as the REST layer authenticated it.
+/// Who asks: the principal (the person or service a token belongs to, not
+/// the token's own name) and the token's role, as the REST layer
+/// authenticated them.
 #[derive(Debug, Clone)]
 pub struct Actor {
     pub name: String,
@@ -297,9 +299,11 @@ impl CampaignManager {
                         actor.name, actor.role
                     )));
                 }
+                // Actors are principals (people or services), not tokens:
+                // another token of the creator is still the creator.
                 if actor.name == c.created_by {
                     return Err(CampaignError::Forbidden(format!(
-                        "{} created campaign {} and cannot approve it too: approval needs a second person",
+                        "{} created campaign {} and cannot approve it too, with any of their tokens: approval needs a second person",
                         actor.name, c.id
                     )));
                 }

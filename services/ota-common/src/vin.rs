@@ -6,6 +6,20 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Vin(String);
 
+/// The most characters of a rejected VIN a message echoes: enough to tell
+/// which one it was, while a megabyte of junk stays out of errors and logs.
+pub const SHOWN_CHARS: usize = 24;
+
+/// A possibly bad VIN as messages show it: at most [`SHOWN_CHARS`]
+/// characters, with `...` when it was cut.
+pub fn shown(s: &str) -> String {
+    match s.char_indices().nth(SHOWN_CHARS) {
+        Some((end, _)) => format!("{}...", &s[..end]),
+        None => s.to_owned(),
+    }
+}
+
+/// `vin` holds the input as [`shown`] cuts it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VinError {
     #[error("invalid vin {vin:?}: must be 17 characters, got {len}")]
@@ -18,14 +32,11 @@ impl Vin {
     pub fn parse(s: &str) -> Result<Self, VinError> {
         let len = s.chars().count();
         if len != 17 {
-            return Err(VinError::Length {
-                vin: s.to_owned(),
-                len,
-            });
+            return Err(VinError::Length { vin: shown(s), len });
         }
         if let Some((i, ch)) = s.chars().enumerate().find(|(_, c)| !is_vin_char(*c)) {
             return Err(VinError::Character {
-                vin: s.to_owned(),
+                vin: shown(s),
                 ch,
                 pos: i + 1,
             });
@@ -97,6 +108,21 @@ mod tests {
                 }
             );
         }
+    }
+
+    #[test]
+    fn errors_echo_a_bounded_prefix() {
+        let long = format!("WVWZZZE1ZMP000001{}", "X".repeat(1_000_000));
+        let err = Vin::parse(&long).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid vin \"WVWZZZE1ZMP000001XXXXXXX...\": must be 17 characters, got 1000017"
+        );
+        let bad_char = format!("É{}", "é".repeat(100));
+        let err = Vin::parse(&bad_char).unwrap_err().to_string();
+        assert!(err.len() < 200, "{err}");
+        assert_eq!(shown("WVWZZZ"), "WVWZZZ");
+        assert_eq!(shown(&"É".repeat(25)), format!("{}...", "É".repeat(24)));
     }
 
     #[test]

@@ -56,7 +56,8 @@ async fn authorize(
         if identity.vin != controller {
             return Err(DdiError::WrongVehicle {
                 token_vin: identity.vin,
-                controller: controller.to_owned(),
+                // The path segment is anything a caller sent.
+                controller: ota_common::vin::shown(controller),
             });
         }
     } else if scheme.eq_ignore_ascii_case("GatewayToken") {
@@ -67,8 +68,12 @@ async fn authorize(
         if !ok {
             return Err(DdiError::BadToken);
         }
-        ota_common::Vin::parse(controller)
-            .map_err(|e| DdiError::NotFound(format!("controller {controller:?} ({e})")))?;
+        ota_common::Vin::parse(controller).map_err(|e| {
+            DdiError::NotFound(format!(
+                "controller {:?} ({e})",
+                ota_common::vin::shown(controller)
+            ))
+        })?;
     } else {
         return Err(DdiError::MissingToken);
     }

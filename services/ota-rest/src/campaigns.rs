@@ -64,7 +64,7 @@ pub async fn create(
         .clone()
         .create_campaign(pb::CreateCampaignRequest {
             spec,
-            actor: who.name.clone(),
+            actor: who.principal.clone(),
         })
         .await?
         .into_inner();
@@ -76,7 +76,7 @@ pub async fn create(
     let c = r.campaign.ok_or_else(|| {
         tonic::Status::internal("the campaign manager answered neither a campaign nor errors")
     })?;
-    tracing::info!(by = %who.name, campaign = %c.id, name = %c.name, "campaign created");
+    tracing::info!(by = %who.principal, campaign = %c.id, name = %c.name, "campaign created");
     Ok((StatusCode::CREATED, Json(Campaign::from(c))).into_response())
 }
 
@@ -170,13 +170,17 @@ pub async fn action(
     if !ACTIONS.contains(&action) {
         return Err(RestError::UnknownAction(action.to_owned()));
     }
-    // Approval needs an approver; the campaign manager checks the role
-    // again and also that the approver is not the campaign's creator.
+    // Approval needs an approver who is a person (a service has no eyes);
+    // the campaign manager checks the role again and also that the
+    // approver's principal is not the campaign creator's.
     let who = caller.require(if action == "approve" {
         Role::Approver
     } else {
         Role::Engineer
     })?;
+    if action == "approve" {
+        who.require_person("approving")?;
+    }
     let body = body.map_err(|e| bytes_rejection(&s, e))?;
     let ReasonBody { reason } = if body.iter().all(u8::is_ascii_whitespace) {
         ReasonBody::default()
@@ -189,7 +193,7 @@ pub async fn action(
     };
     let req = pb::CampaignTransitionRequest {
         id: id.to_owned(),
-        actor: who.name.clone(),
+        actor: who.principal.clone(),
         reason,
         actor_role: who.role.to_string(),
     };
@@ -204,7 +208,7 @@ pub async fn action(
         _ => client.advance(req).await,
     }?
     .into_inner();
-    tracing::info!(by = %who.name, campaign = %c.id, action, state = %c.state, "campaign action");
+    tracing::info!(by = %who.principal, campaign = %c.id, action, state = %c.state, "campaign action");
     Ok(Json(Campaign::from(c)).into_response())
 }
 
@@ -230,11 +234,11 @@ pub async fn set_priority(
         .set_priority(pb::SetPriorityRequest {
             id,
             priority: body.priority,
-            actor: who.name.clone(),
+            actor: who.principal.clone(),
             reason: body.reason,
         })
         .await?
         .into_inner();
-    tracing::info!(by = %who.name, campaign = %c.id, priority = c.priority, "campaign priority set");
+    tracing::info!(by = %who.principal, campaign = %c.id, priority = c.priority, "campaign priority set");
     Ok(Json(c.into()))
 }

@@ -50,8 +50,8 @@ pub async fn import_vehicles(
         }
         (None, None) => Format::Ndjson,
     };
-    let source = q.source.unwrap_or_else(|| "api".into());
-    tracing::info!(by = %caller.0.name, %source, ?format, strict = q.strict, "import started");
+    let source = crate::vehicles::write_source(q.source)?;
+    tracing::info!(by = %caller.0.principal, %source, ?format, strict = q.strict, "import started");
 
     let (tx, rx) = mpsc::channel::<pb::ImportVehiclesRequest>(1024);
     let (fail_tx, fail_rx) = oneshot::channel::<RestError>();
@@ -146,7 +146,7 @@ async fn read_body(
                     let reason = if vin.is_empty() {
                         reason
                     } else {
-                        format!("{reason} (vin {vin})")
+                        format!("{reason} (vin {})", ota_common::vin::shown(&vin))
                     };
                     msg.item = Some(pb::import_vehicles_request::Item::ParseError(reason));
                 }

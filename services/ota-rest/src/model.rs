@@ -353,7 +353,7 @@ pub struct AuditEntry {
     pub id: u64,
     pub at: Option<DateTime<Utc>>,
     pub actor: String,
-    /// `campaign` or `package`.
+    /// `campaign`, `package`, `principal` or `token`.
     pub entity: String,
     pub entity_id: String,
     /// create, approve, launch, pause, resume, ...

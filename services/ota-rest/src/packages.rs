@@ -23,11 +23,11 @@ pub async fn create(
         .clone()
         .create_package(pb::CreatePackageRequest {
             package: Some(body.into()),
-            actor: who.name.clone(),
+            actor: who.principal.clone(),
         })
         .await?
         .into_inner();
-    tracing::info!(by = %who.name, package = %p.id, name = %p.name, version = %p.version, "package created");
+    tracing::info!(by = %who.principal, package = %p.id, name = %p.name, version = %p.version, "package created");
     Ok((StatusCode::CREATED, Json(Package::from(p))).into_response())
 }
 

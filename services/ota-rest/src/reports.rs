@@ -81,25 +81,39 @@ async fn csv_report(s: &RestState, req: pb::ReportRequest) -> Result<Response, R
         .into_response())
 }
 
+/// One CSV row. Text that came from vehicles, packages or engineers goes
+/// through [`text_cell`]; numbers and our own timestamps cannot start a
+/// formula and stay as they are.
 fn row_fields(r: &pb::VehicleActionRow) -> [String; 13] {
     [
-        r.vin.clone(),
-        r.action_id.clone(),
-        r.state.clone(),
+        text_cell(&r.vin),
+        text_cell(&r.action_id),
+        text_cell(&r.state),
         r.wave.to_string(),
-        r.ecu.clone(),
-        r.package.clone(),
-        r.version.clone(),
+        text_cell(&r.ecu),
+        text_cell(&r.package),
+        text_cell(&r.version),
         r.attempts.to_string(),
         r.progress.to_string(),
-        r.message.clone(),
+        text_cell(&r.message),
         r.updated_at
             .as_ref()
             .map(|t| from_timestamp(t).to_rfc3339_opts(SecondsFormat::AutoSi, true))
             .unwrap_or_default(),
-        r.model.clone(),
-        r.region.clone(),
+        text_cell(&r.model),
+        text_cell(&r.region),
     ]
+}
+
+/// A text cell a spreadsheet will not run: one starting with `=`, `+`, `-`,
+/// `@`, a tab or a carriage return (a failure message a vehicle sent, say)
+/// gets a leading `'`, as OWASP advises against CSV injection.
+fn text_cell(s: &str) -> String {
+    if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    }
 }
 
 fn csv_lines<I, R>(records: I) -> Bytes
@@ -165,4 +179,19 @@ pub async fn audit(
         entries: entries.into_iter().map(Into::into).collect(),
         next_before,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::text_cell;
+
+    #[test]
+    fn cells_that_a_spreadsheet_would_run_are_quoted() {
+        for risky in ["=1+1", "+1", "-1", "@SUM(A1)", "\tx", "\rx"] {
+            assert_eq!(text_cell(risky), format!("'{risky}"), "{risky:?}");
+        }
+        for plain in ["", "ID.4", "2.3.1", "install failed: =1", "'quoted"] {
+            assert_eq!(text_cell(plain), plain);
+        }
+    }
 }

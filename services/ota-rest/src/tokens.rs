@@ -1,29 +1,32 @@
+//! `/api/v1/tokens`: an admin issues tokens (for themselves by default, or
+//! for another principal they name, provisioning them when new), lists and
+//! revokes them. The token store audits every one of these.
+
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::StatusCode;
-use ota_auth::{Role, TokenInfo};
-use serde::Deserialize;
+use ota_auth::{Role, TokenInfo, TokenRequest};
 
 use crate::{Caller, RestError, RestState};
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    name: String,
-    role: String,
-}
 
 pub async fn create(
     caller: Caller,
     State(s): State<RestState>,
-    body: Result<Json<CreateToken>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<TokenRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, RestError> {
-    caller.require(Role::Admin)?;
+    let by = caller.require(Role::Admin)?;
     let Json(body) = body?;
-    let role: Role = body.role.parse()?;
-    let token = s.tokens.create(&body.name, role).await?;
-    tracing::info!(by = %caller.0.name, name = %token.info.name, role = %role, "token created");
+    let token = s.tokens.issue(by, &body).await?;
+    tracing::info!(
+        by = %by.principal,
+        by_token = %by.name,
+        principal = %token.info.principal,
+        principal_created = token.principal_created,
+        name = %token.info.name,
+        role = %token.info.role,
+        "token created"
+    );
     Ok((StatusCode::CREATED, Json(token)).into_response())
 }
 
@@ -40,8 +43,8 @@ pub async fn revoke(
     State(s): State<RestState>,
     Path(id): Path<String>,
 ) -> Result<Json<TokenInfo>, RestError> {
-    caller.require(Role::Admin)?;
-    let t = s.tokens.revoke(&id).await?;
-    tracing::info!(by = %caller.0.name, name = %t.name, "token revoked");
+    let by = caller.require(Role::Admin)?;
+    let t = s.tokens.revoke(by, &id).await?;
+    tracing::info!(by = %by.principal, principal = %t.principal, name = %t.name, "token revoked");
     Ok(Json(t))
 }

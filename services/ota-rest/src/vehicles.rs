@@ -89,6 +89,25 @@ struct PutResult {
     created: bool,
 }
 
+/// The source a vehicle's own reports use, and only they: precedence lets
+/// `vehicle` win the ECU software fields, so an engineer writing under it
+/// could overrule what vehicles say about themselves.
+pub(crate) const VEHICLE_SOURCE: &str = "vehicle";
+
+/// The source of an engineer's write: `api` unless named, never `vehicle`.
+/// Refused as a bad argument (400), not as a lack of permission: no role
+/// may write as the vehicle through this API.
+pub(crate) fn write_source(source: Option<String>) -> Result<String, RestError> {
+    let source = source.unwrap_or_else(|| "api".into());
+    if source == VEHICLE_SOURCE {
+        return Err(RestError::Invalid(format!(
+            "source {VEHICLE_SOURCE:?} is reserved for what vehicles report about themselves; \
+             name where the data comes from instead (e.g. manufacturing, dealer, api)"
+        )));
+    }
+    Ok(source)
+}
+
 /// Writes what the caller says about one vehicle (source `api` unless
 /// `?source=` names another). The body is a vehicle record; its `vin` may be
 /// left out but must match the path when given.
@@ -100,6 +119,7 @@ pub async fn put(
     body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Response, RestError> {
     caller.require(Role::Engineer)?;
+    let source = write_source(q.source)?;
     let Json(mut body) = body?;
     let obj = body
         .as_object_mut()
@@ -110,9 +130,12 @@ pub async fn put(
         }
         Some(v) if v.as_str() == Some(vin.as_str()) => {}
         Some(v) => {
+            let body_vin = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
             return Err(RestError::Invalid(format!(
-                "vin {v} in the body does not match {vin:?} in the path"
-            )))
+                "vin {:?} in the body does not match {:?} in the path",
+                ota_common::vin::shown(&body_vin),
+                ota_common::vin::shown(&vin)
+            )));
         }
     }
     let patch: VehiclePatch = serde_json::from_value(body)
@@ -121,7 +144,7 @@ pub async fn put(
         .vehicles
         .clone()
         .upsert(pb::UpsertVehicleRequest {
-            source: q.source.unwrap_or_else(|| "api".into()),
+            source,
             vehicle: Some(patch.into()),
         })
         .await?

@@ -90,7 +90,12 @@ impl ImportSummary {
     fn reject(&mut self, line: u64, vin: String, reason: String) {
         self.rejected += 1;
         if self.errors.len() < MAX_LISTED_ERRORS {
-            self.errors.push(ImportError { line, vin, reason });
+            // A bad VIN can be any size; the summary echoes a bounded prefix.
+            self.errors.push(ImportError {
+                line,
+                vin: ota_common::vin::shown(&vin),
+                reason,
+            });
         }
     }
 }

@@ -208,5 +208,50 @@ fn cli_packages_campaign_files_and_audit() {
     let out = s.cli(&token, &["audit", "--entity", id, "--output", "json"]);
     let page: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(page["entries"][0]["action"], "create");
-    assert_eq!(page["entries"][0]["actor"], "bootstrap-admin");
+    assert_eq!(page["entries"][0]["actor"], "admin");
+
+    // Another token of the creator, whatever its name, is still the creator.
+    let out = s.cli(
+        &token,
+        &["tokens", "create", "--role", "approver", "--name", "ann"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = s.cli(&token, &["campaigns", "approve", id, "--token", &second]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admin created campaign") && stderr.contains("(HTTP 403)"),
+        "{stderr}"
+    );
+    // The quickstart's second person, word for word.
+    let out = s.cli(
+        &token,
+        &[
+            "tokens",
+            "create",
+            "--role",
+            "approver",
+            "--principal",
+            "ann",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("created person \"ann\""), "{stderr}");
+    let ann = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let out = s.cli(&token, &["campaigns", "approve", id, "--token", &ann]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = s.cli(&token, &["audit", "--entity", id, "--output", "json"]);
+    let page: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(page["entries"][0]["action"], "approve");
+    assert_eq!(page["entries"][0]["actor"], "ann");
 }

@@ -89,7 +89,12 @@ fn key(vin: &str) -> Option<Key> {
 }
 
 fn key_or_error(vin: &str) -> Result<Key, StagingError> {
-    key(vin).ok_or_else(|| StagingError::Invalid(format!("vin {vin:?} is not 17 bytes")))
+    key(vin).ok_or_else(|| {
+        StagingError::Invalid(format!(
+            "vin {:?} is not 17 bytes",
+            ota_common::vin::shown(vin)
+        ))
+    })
 }
 
 fn etag_string(etag: &[u8]) -> String {

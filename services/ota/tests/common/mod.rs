@@ -228,7 +228,7 @@ pub async fn create_approve_launch(http: &str, admin: &str, spec: &str) -> Strin
     let approver = post(
         api("/tokens"),
         admin,
-        json!({"name": "ann", "role": "approver"}),
+        json!({"principal": "ann", "role": "approver"}),
     )
     .await;
     post(
