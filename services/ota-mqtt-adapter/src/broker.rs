@@ -269,7 +269,16 @@ impl Refusal {
 /// get the reason code and string, MQTT 3.1.1 a plain PUBACK (it has no
 /// other), for publishes that sending again cannot help.
 fn refuse(code: PublishAckReason, reason: &str) -> PublishAclResult {
-    PublishAclResult(PublishResult::reason_code(code, Some(reason.into()), false))
+    // A reason string in every refusal, kept short.
+    let end = reason
+        .char_indices()
+        .nth(200)
+        .map_or(reason.len(), |(i, _)| i);
+    PublishAclResult(PublishResult::reason_code(
+        code,
+        Some(reason[..end].into()),
+        false,
+    ))
 }
 
 /// Equal without an early exit.
@@ -374,7 +383,17 @@ impl Acl {
         match outcome {
             // Recorded reports go nowhere else: nobody subscribes to them.
             Outcome::Recorded => PublishAclResult::allow(),
-            Outcome::Rejected(reason) => refuse(PublishAckReason::PayloadFormatInvalid, reason),
+            Outcome::Rejected(reason, detail) => {
+                let code = match reason {
+                    "payload" | "too_large" | "vin" | "invalid" => {
+                        PublishAckReason::PayloadFormatInvalid
+                    }
+                    // Well formed, but refused (an unknown action, another
+                    // vehicle's action, ...).
+                    _ => PublishAckReason::ImplementationSpecificError,
+                };
+                refuse(code, &detail)
+            }
             Outcome::Limited(wait) if mqtt5 => refuse(
                 PublishAckReason::QuotaExceeded,
                 &format!(

@@ -50,8 +50,9 @@ pub(crate) enum Outcome {
     Recorded,
     /// Refused for good (garbage, unknown action, ...): counted, logged and
     /// acknowledged, since sending it again cannot help. The reason is the
-    /// `reason` label of `ota_mqtt_rejected_total`.
-    Rejected(&'static str),
+    /// `reason` label of `ota_mqtt_rejected_total`, the detail what was
+    /// wrong (for an MQTT 5 reason string).
+    Rejected(&'static str, String),
     /// Over the vehicle's report budget: not recorded, counted; the same
     /// report is welcome again after this long.
     Limited(Duration),
@@ -121,7 +122,7 @@ impl Ingest {
                             .await;
                         let presence =
                             matches!(this.topics.parse(&p.topic), Some((_, Kind::Presence)));
-                        if presence && matches!(outcome, Outcome::Rejected(_)) {
+                        if presence && matches!(outcome, Outcome::Rejected(..)) {
                             this.clear_retained(&p.topic).await;
                         }
                         if connection.load(Ordering::SeqCst) == on {
@@ -231,7 +232,7 @@ impl Recorder {
             Err(Rejected::Refused(reason, detail)) => {
                 metrics::counter!("ota_mqtt_rejected_total", "reason" => reason).increment(1);
                 tracing::warn!(topic, reason, detail, "MQTT report rejected");
-                Outcome::Rejected(reason)
+                Outcome::Rejected(reason, detail)
             }
             Err(Rejected::Limited(vin, wait)) => {
                 metrics::counter!("ota_mqtt_rejected_total", "reason" => "rate_limited")
