@@ -60,7 +60,8 @@ serve() {
   local dir="$OUT/mqtt-reports-$label"
   rm -rf "$dir"
   env OTA_DATA_DIR="$dir" OTA_DATABASE_URL="$(fresh_pg_db "mqtt_$label" 2>/dev/null)" OTA_HTTP_ADDR=$HTTP \
-    OTA_GRPC_ADDR=127.0.0.1:19151 OTA_MQTT_LISTEN=127.0.0.1:$EMBEDDED_PORT OTA_LOG=warn "$@" \
+    OTA_GRPC_ADDR=127.0.0.1:19151 OTA_MQTT_LISTEN=127.0.0.1:$EMBEDDED_PORT OTA_LOG=warn \
+    OTA_ADAPTERS__REPORT_RATE_PER_S=1000000 OTA_ADAPTERS__REPORT_BURST=1000000 "$@" \
     "$OTA" serve >"$OUT/mqtt-reports-$label.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do curl -fs "http://$HTTP/readyz" >/dev/null 2>&1 && break; sleep 0.1; done

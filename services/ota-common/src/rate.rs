@@ -1,6 +1,14 @@
-//! Per-vehicle request rate, for the vehicle-facing APIs (HTTP and DDI): a
-//! token bucket keyed by VIN. Keying by IP would throttle whole fleets at
-//! once, since thousands of vehicles share one carrier NAT address.
+//! Per-vehicle request rate, for every vehicle-facing protocol (HTTP, DDI,
+//! MQTT): token buckets keyed by VIN. Keying by IP would throttle whole
+//! fleets at once, since thousands of vehicles share one carrier NAT
+//! address.
+//!
+//! One policy ([`VehicleLimits`]) with two budgets per vehicle: polls (what
+//! a device repeats in a loop: fetching its actions or deployment) and
+//! reports (every write: status, inventory, DDI feedback and configData,
+//! MQTT status, inventory and presence). Reports get their own, larger
+//! budget, so a vehicle that polls eagerly can still report, and one that
+//! reports in a loop cannot write the database without bound.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -20,12 +28,92 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+impl RateLimit {
+    /// Polls: `adapters.vehicle_rate_per_s`, `adapters.vehicle_burst`.
+    pub const POLLS: Self = Self {
+        per_second: 2.0,
+        burst: 10,
+    };
+    /// Reports: `adapters.report_rate_per_s`, `adapters.report_burst`. A
+    /// whole install (accepted, a few progress steps, the outcome, the new
+    /// inventory) fits in the burst.
+    pub const REPORTS: Self = Self {
+        per_second: 5.0,
+        burst: 20,
+    };
+}
+
 impl Default for RateLimit {
     fn default() -> Self {
-        Self {
-            per_second: 2.0,
-            burst: 10,
+        Self::POLLS
+    }
+}
+
+/// Which of a vehicle's budgets a request takes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Budget {
+    Poll,
+    Report,
+}
+
+impl Budget {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Poll => "poll",
+            Self::Report => "report",
         }
+    }
+}
+
+/// The rates of both budgets.
+#[derive(Debug, Clone, Copy)]
+pub struct VehicleRates {
+    pub polls: RateLimit,
+    pub reports: RateLimit,
+}
+
+impl Default for VehicleRates {
+    fn default() -> Self {
+        Self {
+            polls: RateLimit::POLLS,
+            reports: RateLimit::REPORTS,
+        }
+    }
+}
+
+/// Both budgets of every vehicle. One instance is shared by the adapters of
+/// a process, so speaking another protocol does not buy a vehicle more.
+pub struct VehicleLimits {
+    polls: Limiter,
+    reports: Limiter,
+}
+
+impl VehicleLimits {
+    pub fn new(rates: VehicleRates) -> Self {
+        Self {
+            polls: Limiter::new(rates.polls),
+            reports: Limiter::new(rates.reports),
+        }
+    }
+
+    /// Takes one request from the vehicle's `budget`; `Err` says how long
+    /// until the next one is allowed. Refusals are counted in
+    /// `ota_vehicle_rate_limited_total{budget}`.
+    pub fn check(&self, vin: &str, budget: Budget) -> Result<(), Duration> {
+        let limiter = match budget {
+            Budget::Poll => &self.polls,
+            Budget::Report => &self.reports,
+        };
+        limiter.check(vin).inspect_err(|_| {
+            metrics::counter!("ota_vehicle_rate_limited_total", "budget" => budget.as_str())
+                .increment(1);
+        })
+    }
+}
+
+impl Default for VehicleLimits {
+    fn default() -> Self {
+        Self::new(VehicleRates::default())
     }
 }
 
@@ -148,6 +236,26 @@ mod tests {
             );
         }
         assert!(l.check_at("A", later).is_err());
+    }
+
+    #[test]
+    fn polls_and_reports_are_separate_budgets() {
+        let l = VehicleLimits::new(VehicleRates {
+            polls: RateLimit {
+                per_second: 0.001,
+                burst: 1,
+            },
+            reports: RateLimit {
+                per_second: 0.001,
+                burst: 2,
+            },
+        });
+        assert!(l.check("A", Budget::Poll).is_ok());
+        assert!(l.check("A", Budget::Poll).is_err());
+        assert!(l.check("A", Budget::Report).is_ok(), "polls used up");
+        assert!(l.check("A", Budget::Report).is_ok());
+        assert!(l.check("A", Budget::Report).is_err());
+        assert!(l.check("B", Budget::Report).is_ok(), "per vehicle");
     }
 
     #[test]

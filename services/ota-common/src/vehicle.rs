@@ -130,8 +130,62 @@ fn scalar_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String
         .collect()
 }
 
-const MAX_TEXT: usize = 256;
-const MAX_ENTRIES: usize = 256;
+/// Bounds of one vehicle's record: of what one write may carry, and of the
+/// record all writes together leave behind (the vehicle store refuses a
+/// write that would grow a field past its bound). The rule engine's cost
+/// model reads them too: a `vehicle` holds at most this much.
+///
+/// Tags a vehicle carries (a write replaces the list).
+pub const MAX_TAGS: usize = 256;
+/// Attributes a vehicle carries, from all sources together.
+pub const MAX_ATTRIBUTES: usize = 256;
+/// ECUs a vehicle carries, from all sources together.
+pub const MAX_ECUS: usize = 256;
+/// Bytes of a name: a tag, an attribute key, an ECU name.
+pub const MAX_KEY_LEN: usize = 64;
+/// Bytes of a value: an attribute value, an ECU's hw or sw, and the scalar
+/// fields (model, platform, ...).
+pub const MAX_VALUE_LEN: usize = 256;
+
+/// A bound of [`Vehicle`] that the merged record would pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundExceeded {
+    /// `tags`, `attributes` or `ecus`.
+    pub field: &'static str,
+    /// Entries the record would hold.
+    pub count: usize,
+    pub limit: usize,
+}
+
+impl Vehicle {
+    /// Checks the merged record against [`MAX_TAGS`], [`MAX_ATTRIBUTES`]
+    /// and [`MAX_ECUS`]. `before` is the record as stored: a field already
+    /// past its bound (written before the bound existed) may stay as large
+    /// as it is, but not grow. Names and values are bounded by
+    /// [`VehiclePatch::validate`], which every write passes.
+    pub fn check_bounds(&self, before: Option<&Vehicle>) -> Result<(), BoundExceeded> {
+        let counts = |v: &Vehicle| [v.tags.len(), v.attributes.len(), v.ecus.len()];
+        let now = counts(self);
+        let was = before.map_or([0; 3], counts);
+        for (i, (field, limit)) in [
+            ("tags", MAX_TAGS),
+            ("attributes", MAX_ATTRIBUTES),
+            ("ecus", MAX_ECUS),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if now[i] > limit && now[i] > was[i] {
+                return Err(BoundExceeded {
+                    field,
+                    count: now[i],
+                    limit,
+                });
+            }
+        }
+        Ok(())
+    }
+}
 
 impl VehiclePatch {
     /// Checks everything a store relies on; the message names the bad value.
@@ -155,16 +209,16 @@ impl VehiclePatch {
             }
         }
         if let Some(tags) = &self.tags {
-            if tags.len() > MAX_ENTRIES {
-                return Err(format!("too many tags: {} (max {MAX_ENTRIES})", tags.len()));
+            if tags.len() > MAX_TAGS {
+                return Err(format!("too many tags: {} (max {MAX_TAGS})", tags.len()));
             }
             for t in tags {
                 check_name("tag", t)?;
             }
         }
-        if self.attributes.len() > MAX_ENTRIES {
+        if self.attributes.len() > MAX_ATTRIBUTES {
             return Err(format!(
-                "too many attributes: {} (max {MAX_ENTRIES})",
+                "too many attributes: {} (max {MAX_ATTRIBUTES})",
                 self.attributes.len()
             ));
         }
@@ -172,9 +226,9 @@ impl VehiclePatch {
             check_name("attribute name", k)?;
             check_text(&format!("attributes.{k}"), v)?;
         }
-        if self.ecus.len() > MAX_ENTRIES {
+        if self.ecus.len() > MAX_ECUS {
             return Err(format!(
-                "too many ecus: {} (max {MAX_ENTRIES})",
+                "too many ecus: {} (max {MAX_ECUS})",
                 self.ecus.len()
             ));
         }
@@ -191,8 +245,8 @@ impl VehiclePatch {
 }
 
 fn check_text(field: &str, v: &str) -> Result<(), String> {
-    if v.len() > MAX_TEXT {
-        return Err(format!("{field} is longer than {MAX_TEXT} bytes"));
+    if v.len() > MAX_VALUE_LEN {
+        return Err(format!("{field} is longer than {MAX_VALUE_LEN} bytes"));
     }
     if v.chars().any(char::is_control) {
         return Err(format!("{field} {v:?} contains control characters"));
@@ -204,15 +258,26 @@ fn check_text(field: &str, v: &str) -> Result<(), String> {
 /// keys, so they are restricted to a safe, printable alphabet.
 fn check_name(what: &str, v: &str) -> Result<(), String> {
     let ok = !v.is_empty()
-        && v.len() <= 64
+        && v.len() <= MAX_KEY_LEN
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '/'));
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "{what} {v:?} must be 1-64 characters of A-Z, a-z, 0-9, _ - : /"
+            "{what} {:?} must be 1-{MAX_KEY_LEN} characters of A-Z, a-z, 0-9, _ - : /",
+            clip(v)
         ))
+    }
+}
+
+/// The start of a rejected value, so an error message stays short however
+/// long the value was.
+fn clip(v: &str) -> String {
+    const SHOWN: usize = MAX_KEY_LEN + 16;
+    match v.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}...", &v[..end]),
+        None => v.to_owned(),
     }
 }
 
@@ -402,6 +467,47 @@ mod tests {
         p.model_year = None;
         p.ecus.insert("B MS".into(), EcuPatch::default());
         assert!(p.validate().unwrap_err().starts_with("ecu name \"B MS\""));
+    }
+
+    #[test]
+    fn a_long_bad_name_is_clipped_in_the_message() {
+        let mut p = VehiclePatch {
+            vin: "WVWZZZE1ZMP000001".into(),
+            ..Default::default()
+        };
+        p.attributes.insert("k".repeat(10_000), "v".into());
+        let err = p.validate().unwrap_err();
+        assert!(err.starts_with("attribute name \"kkk"), "{err}");
+        assert!(err.len() < 200, "{} bytes", err.len());
+    }
+
+    #[test]
+    fn the_merged_record_may_not_grow_past_a_bound() {
+        let now = Utc::now();
+        let mut v = Vehicle::new("WVWZZZE1ZMP000001", now);
+        for i in 0..MAX_ATTRIBUTES {
+            v.attributes.insert(format!("a{i}"), "x".into());
+        }
+        assert_eq!(v.check_bounds(None), Ok(()), "at the bound is within it");
+        let before = v.clone();
+        v.attributes.insert("one-more".into(), "x".into());
+        assert_eq!(
+            v.check_bounds(Some(&before)),
+            Err(BoundExceeded {
+                field: "attributes",
+                count: MAX_ATTRIBUTES + 1,
+                limit: MAX_ATTRIBUTES
+            })
+        );
+        // A record stored past the bound before it existed keeps working,
+        // as long as it does not grow.
+        let legacy = v.clone();
+        v.attributes.insert("a0".into(), "changed".into());
+        assert_eq!(v.check_bounds(Some(&legacy)), Ok(()));
+        v.ecus = (0..=MAX_ECUS)
+            .map(|i| (format!("E{i}"), Ecu::default()))
+            .collect();
+        assert_eq!(v.check_bounds(Some(&legacy)).unwrap_err().field, "ecus");
     }
 
     #[test]

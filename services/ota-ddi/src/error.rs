@@ -17,9 +17,12 @@ pub enum DdiError {
         token_vin: String,
         controller: String,
     },
-    #[error("controller {controller} is over its request rate; retry in {retry_after_s} s")]
+    /// Over the poll or the report budget; a refused report was not
+    /// recorded.
+    #[error("controller {controller} is over its {budget} rate; retry in {retry_after_s} s")]
     RateLimited {
         controller: String,
+        budget: &'static str,
         retry_after_s: u64,
     },
     #[error("unknown tenant {0:?}: this server has only \"default\"")]

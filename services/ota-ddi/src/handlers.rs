@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
 use ota_artifacts::hosted_sha256;
 use ota_auth::AuthError;
+use ota_common::rate::Budget;
 use ota_proto::v1 as pb;
 use ota_staging::document::{Action, Artifact};
 use serde::de::DeserializeOwned;
@@ -29,11 +30,16 @@ struct Caller {
     base: String,
 }
 
+/// Checks the tenant and the caller, then takes one request from the
+/// controller's `budget` (None: not counted). Counted after
+/// authentication, so nobody can use up another controller's budget
+/// without its secret.
 async fn authorize(
     s: &Inner,
     tenant: &str,
     controller: &str,
     headers: &HeaderMap,
+    budget: Option<Budget>,
 ) -> Result<Caller> {
     if !tenant.eq_ignore_ascii_case(TENANT) {
         return Err(DdiError::UnknownTenant(tenant.to_owned()));
@@ -76,6 +82,15 @@ async fn authorize(
         })?;
     } else {
         return Err(DdiError::MissingToken);
+    }
+    if let Some(budget) = budget {
+        if let Err(wait) = s.limits.check(controller, budget) {
+            return Err(DdiError::RateLimited {
+                controller: controller.to_owned(),
+                budget: budget.as_str(),
+                retry_after_s: ota_common::rate::retry_after_s(wait),
+            });
+        }
     }
     let base = if s.base_url.is_empty() {
         let host = headers
@@ -130,18 +145,7 @@ pub(crate) async fn poll(
     headers: HeaderMap,
 ) -> Result<Response> {
     let s = &s.inner;
-    let c = authorize(s, &tenant, &controller, &headers).await?;
-    // The poll is what a device repeats in a loop, so it is what the rate
-    // covers; feedback, downloads and the deployment follow an action and
-    // are bounded by it (and a refused feedback would be a lost report).
-    // Counted after authentication, so nobody can use up another
-    // controller's budget without its secret.
-    if let Err(wait) = s.limiter.check(&c.vin) {
-        return Err(DdiError::RateLimited {
-            controller: c.vin,
-            retry_after_s: ota_common::rate::retry_after_s(wait),
-        });
-    }
+    let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Poll)).await?;
     let doc = s.staging.document(&c.vin).await?;
     let mut links = Map::new();
     // Until staging has caught up with the device's final report, the
@@ -280,7 +284,7 @@ pub(crate) async fn deployment_base(
     headers: HeaderMap,
 ) -> Result<Response> {
     let s = &s.inner;
-    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Poll)).await?;
     let action = find_action(s, &c.vin, &action_id)
         .await?
         .ok_or_else(|| not_found(&c.vin, &action_id))?;
@@ -342,7 +346,7 @@ pub(crate) async fn deployment_feedback(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode> {
     let s = &s.inner;
-    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Report)).await?;
     let feedback: Feedback = parse(body, "feedback")?;
     let (state, progress) = model::state_of(&feedback.status);
     let res = s
@@ -374,7 +378,7 @@ pub(crate) async fn cancel_action(
     headers: HeaderMap,
 ) -> Result<Response> {
     let s = &s.inner;
-    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Poll)).await?;
     s.memory
         .get(&c.vin)
         .filter(|x| x.action_id == action_id && x.finished.is_none())
@@ -389,7 +393,7 @@ pub(crate) async fn cancel_feedback(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode> {
     let s = &s.inner;
-    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Report)).await?;
     let feedback: Feedback = parse(body, "feedback")?;
     let known = s
         .memory
@@ -416,7 +420,7 @@ pub(crate) async fn config_data(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode> {
     let s = &s.inner;
-    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Report)).await?;
     let config: ConfigData = parse(body, "configData")?;
     let remove = config.mode == Some(Mode::Remove);
     let mut attributes = std::collections::HashMap::new();
@@ -452,7 +456,7 @@ pub(crate) async fn installed_base(
     headers: HeaderMap,
 ) -> Result<Response> {
     let s = &s.inner;
-    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Poll)).await?;
     let seen = s.memory.get(&c.vin).filter(|x| x.action_id == action_id);
     let (chunk, status) = match find_action(s, &c.vin, &action_id).await? {
         Some(action) => (chunk(s, &c, &action, true).await?, "running".to_owned()),
@@ -484,14 +488,18 @@ pub(crate) async fn installed_base(
 }
 
 /// A hosted artifact of one of the caller's open actions (the module id is
-/// the action id), with Range support.
+/// the action id), with Range support. Not counted against a budget: a
+/// device on a poor link resumes a download with Range again and again,
+/// and refusing a resume costs more than serving it. What a download costs
+/// is bandwidth, which a request rate does not bound; it is served only
+/// for an artifact of the caller's own open action.
 pub(crate) async fn download(
     State(s): State<DdiState>,
     Path((tenant, controller, action_id, filename)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let s = &s.inner;
-    let c = authorize(s, &tenant, &controller, &headers).await?;
+    let c = authorize(s, &tenant, &controller, &headers, None).await?;
     let action = find_action(s, &c.vin, &action_id)
         .await?
         .ok_or_else(|| not_found(&c.vin, &action_id))?;

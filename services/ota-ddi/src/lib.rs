@@ -17,7 +17,7 @@ use axum::routing::{get, post, put};
 use ota_artifacts::ArtifactStore;
 use ota_auth::vehicles::VehicleCredentials;
 use ota_common::peer::Peer;
-use ota_common::rate::{Limiter, RateLimit};
+use ota_common::rate::VehicleLimits;
 use ota_proto::v1 as pb;
 use ota_staging::StagingPeer;
 use pb::campaign_manager_client::CampaignManagerClient;
@@ -48,9 +48,10 @@ pub(crate) struct Inner {
     /// Hosted artifacts are recognised by it too.
     pub base_url: String,
     pub memory: seen::Memory,
-    /// Polls per controller, as on the HTTP vehicle API: a device polling in
-    /// a tight loop must not take the server's capacity from the fleet.
-    pub limiter: Limiter,
+    /// Each controller's budgets, as on the HTTP vehicle API and MQTT: a
+    /// device polling or reporting in a tight loop must not take the
+    /// server's capacity (or its database) from the fleet.
+    pub limits: Arc<VehicleLimits>,
     last_seq: AtomicU64,
     /// SHA-1 and MD5 of hosted artifacts by SHA-256. Every deploymentBase
     /// answer carries them, and reading them from the disk store takes a
@@ -87,7 +88,7 @@ impl DdiState {
                 gateway_token: gateway_token.filter(|t| !t.is_empty()),
                 base_url: base_url.trim_end_matches('/').to_owned(),
                 memory: seen::Memory::default(),
-                limiter: Limiter::new(RateLimit::default()),
+                limits: Arc::new(VehicleLimits::default()),
                 last_seq: AtomicU64::new(0),
                 digests: Mutex::default(),
             }),
@@ -96,12 +97,17 @@ impl DdiState {
 }
 
 impl DdiState {
-    /// Polls each controller may make (default: `RateLimit::default()`); a
-    /// GatewayToken caller is counted per controller it acts for.
-    pub fn with_rate_limit(mut self, limit: RateLimit) -> Self {
+    /// The budgets of every controller (default:
+    /// `VehicleRates::default()`), shared with the other vehicle adapters
+    /// of the process. A GatewayToken caller is counted per controller it
+    /// acts for. Polls: the poll, `deploymentBase`, `cancelAction` and
+    /// `installedBase` (each one staged-document lookup, what a device
+    /// repeats in a loop). Reports: feedback and `configData`. Artifact
+    /// downloads are not counted (see `handlers::download`).
+    pub fn with_limits(mut self, limits: Arc<VehicleLimits>) -> Self {
         Arc::get_mut(&mut self.inner)
-            .expect("the rate limit is set while the state is built, before it is shared")
-            .limiter = Limiter::new(limit);
+            .expect("the limits are set while the state is built, before it is shared")
+            .limits = limits;
         self
     }
 }

@@ -6,6 +6,7 @@ mod common;
 use common::{vin, Platform, GATEWAY, POLL_S};
 use hawkbit::ddi::{Client, ClientAuthorization, Execution, Finished, Mode};
 use ota_campaign_manager::model::ActionState;
+use ota_common::rate::{RateLimit, VehicleRates};
 use serde_json::json;
 
 macro_rules! on_both {
@@ -228,6 +229,133 @@ async fn a_controller_over_its_request_rate_gets_429(p: Platform) {
         get(&p.controller_url(&vin(1)), Some(&other)).await.status(),
         200
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_a_controller_over_its_report_budget_gets_429() {
+    let p = Platform::with_rates(ota_tests::db::sqlite().await, tight()).await;
+    a_controller_over_its_report_budget_gets_429(p).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_a_controller_over_its_report_budget_gets_429() {
+    let p = Platform::with_rates(ota_tests::db::postgres().await, tight()).await;
+    a_controller_over_its_report_budget_gets_429(p).await;
+}
+
+/// Budgets that do not refill during a test: 4 polls, 5 reports.
+fn tight() -> VehicleRates {
+    VehicleRates {
+        polls: RateLimit {
+            per_second: 0.001,
+            burst: 4,
+        },
+        reports: RateLimit {
+            per_second: 0.001,
+            burst: 5,
+        },
+    }
+}
+
+/// The attack: a burst of 40 configData PUTs, each a database write. Five
+/// are written, the rest get 429 with Retry-After and write nothing; then
+/// feedback is refused the same way, while polls (a budget of their own)
+/// and other controllers carry on. deploymentBase counts as a poll;
+/// artifact downloads are not counted.
+async fn a_controller_over_its_report_budget_gets_429(p: Platform) {
+    let tokens = p.fleet(2).await;
+    let campaign = p.launch().await;
+    let own = format!("TargetToken {}", tokens[0]);
+    let base = p.controller_url(&vin(0));
+    let config = |i: usize, auth: &str, url: &str| {
+        reqwest::Client::new()
+            .put(format!("{url}/configData"))
+            .header("authorization", auth.to_owned())
+            .header("content-type", "application/json")
+            .body(json!({"mode": "merge", "data": {format!("burst{i}"): "x"}}).to_string())
+            .send()
+    };
+    let (mut written, mut limited) = (0, None);
+    for i in 0..40 {
+        let res = config(i, &own, &base).await.unwrap();
+        match res.status().as_u16() {
+            200 => written += 1,
+            429 => limited = Some(res),
+            other => panic!("configData {i}: {other}"),
+        }
+    }
+    assert_eq!(written, 5);
+    let limited = limited.expect("the rest were refused");
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait >= 1);
+    let body: serde_json::Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "resource_exhausted");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(msg.contains(&vin(0)) && msg.contains("report"), "{msg}");
+    let v = p.vehicles.get(&vin(0)).await.unwrap();
+    let burst = v
+        .attributes
+        .keys()
+        .filter(|k| k.starts_with("burst"))
+        .count();
+    assert_eq!(burst, 5, "refused configData wrote nothing");
+    assert_eq!(
+        v.ecus["BMS"].sw, "2.2.0",
+        "the rest of the record is intact"
+    );
+
+    // Feedback shares the report budget: refused, not recorded.
+    let (action, state) = p.action_of(&campaign, &vin(0)).await;
+    let res = post(
+        &format!("{base}/deploymentBase/{action}/feedback"),
+        &own,
+        json!({"status": {"execution": "closed", "result": {"finished": "failure"}}}).to_string(),
+    )
+    .await;
+    assert_eq!(res.status(), 429);
+    assert_eq!(
+        p.action_of(&campaign, &vin(0)).await.1,
+        state,
+        "not recorded"
+    );
+
+    // Polls have their own budget: the poll and deploymentBase count,
+    // downloads do not.
+    assert_eq!(get(&base, Some(&own)).await.status(), 200);
+    let deployment: serde_json::Value = get(&format!("{base}/deploymentBase/{action}"), Some(&own))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let href = deployment["deployment"]["chunks"][0]["artifacts"][0]["_links"]["download-http"]
+        ["href"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(get(&base, Some(&own)).await.status(), 200);
+    assert_eq!(
+        get(&format!("{base}/installedBase/{action}"), Some(&own))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(get(&base, Some(&own)).await.status(), 429, "the fifth poll");
+    for _ in 0..3 {
+        let res = get(&href, Some(&own)).await;
+        assert_eq!(res.status(), 200, "downloads are not counted");
+        assert_eq!(res.bytes().await.unwrap(), p.firmware);
+    }
+
+    // Another controller has budgets of its own.
+    let other = format!("TargetToken {}", tokens[1]);
+    let res = config(0, &other, &p.controller_url(&vin(1))).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let v1 = p.vehicles.get(&vin(1)).await.unwrap();
+    assert_eq!(v1.attributes["burst0"], "x");
 }
 
 async fn feedback_errors_and_legacy_fields(p: Platform) {

@@ -23,8 +23,14 @@ pub enum AdapterError {
     Invalid(String),
     #[error("request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
-    #[error("vehicle {vin} is over its request rate; retry in {retry_after_s} s")]
-    RateLimited { vin: String, retry_after_s: u64 },
+    /// Over the poll or the report budget; a refused report was not
+    /// recorded.
+    #[error("vehicle {vin} is over its {budget} rate; retry in {retry_after_s} s")]
+    RateLimited {
+        vin: String,
+        budget: &'static str,
+        retry_after_s: u64,
+    },
     /// Credential lookups failing for another reason than a bad secret.
     #[error("{0}")]
     Auth(AuthError),

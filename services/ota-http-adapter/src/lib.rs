@@ -28,13 +28,18 @@ use ota_staging::StagingPeer;
 pub use error::AdapterError;
 pub use mqtt::MqttSuperuser;
 pub use ota_common::rate::RateLimit;
+use ota_common::rate::{VehicleLimits, VehicleRates};
 
 #[derive(Debug, Clone)]
 pub struct AdapterConfig {
     /// Largest request body; larger get 413.
     pub max_body_bytes: usize,
-    /// Requests per vehicle; over it get 429 with Retry-After.
+    /// Polls (`GET .../actions`) per vehicle; over it get 429 with
+    /// Retry-After.
     pub rate_limit: RateLimit,
+    /// Reports (status, inventory) per vehicle; over it get 429 with
+    /// Retry-After, and nothing is recorded.
+    pub report_rate_limit: RateLimit,
     /// Each vehicle is told `poll_after_s` scaled into [1 - this, 1 + this]
     /// (at most 0.5), so a fleet does not poll in waves.
     pub poll_jitter: f64,
@@ -47,7 +52,8 @@ impl Default for AdapterConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 16 * 1024,
-            rate_limit: RateLimit::default(),
+            rate_limit: RateLimit::POLLS,
+            report_rate_limit: RateLimit::REPORTS,
             poll_jitter: 0.2,
             mqtt_superuser: None,
         }
@@ -66,7 +72,7 @@ struct Inner {
     campaigns: CampaignManagerClient<Peer>,
     vehicles: VehicleStoreClient<Peer>,
     config: AdapterConfig,
-    limiter: ota_common::rate::Limiter,
+    limits: Arc<VehicleLimits>,
     delivered: delivered::Delivered,
 }
 
@@ -86,10 +92,23 @@ impl AdapterState {
                 delivered: delivered::Delivered::new(campaigns.clone()),
                 campaigns,
                 vehicles: VehicleStoreClient::new(vehicle_store),
-                limiter: ota_common::rate::Limiter::new(config.rate_limit),
+                limits: Arc::new(VehicleLimits::new(VehicleRates {
+                    polls: config.rate_limit,
+                    reports: config.report_rate_limit,
+                })),
                 config,
             }),
         }
+    }
+
+    /// Takes the vehicles' budgets from `limits` instead of the config's
+    /// rates, so the adapters of one process share them: a vehicle gets no
+    /// more by switching protocols.
+    pub fn with_limits(mut self, limits: Arc<VehicleLimits>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("the limits are set while the state is built, before it is shared")
+            .limits = limits;
+        self
     }
 
     pub fn config(&self) -> &AdapterConfig {

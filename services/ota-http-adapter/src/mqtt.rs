@@ -59,6 +59,26 @@ pub struct AclRequest {
     topic: String,
     #[serde(default)]
     action: String,
+    /// Whether the message to publish is retained (EMQX: `${retain}`).
+    /// A broker that does not send it cannot be kept from retaining
+    /// reports here (see the README on external brokers).
+    #[serde(default, deserialize_with = "flag")]
+    retain: Option<bool>,
+}
+
+/// A broker's boolean as JSON `true`/`1` or as the text of a placeholder
+/// (`"true"`, `"1"`). Anything else counts as set: a value this side cannot
+/// read must not let a retained report through.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    Ok(match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Bool(b)) => Some(b),
+        Some(serde_json::Value::Number(n)) => Some(n.as_u64() != Some(0)),
+        Some(serde_json::Value::String(s)) => {
+            Some(!matches!(s.trim(), "" | "0" | "false" | "False" | "FALSE"))
+        }
+        Some(_) => Some(true),
+    })
 }
 
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -130,7 +150,7 @@ pub async fn acl(
     }
     let allowed = r.clientid == r.username
         && Vin::parse(&r.username).is_ok()
-        && vehicle_may(&r.username, &r.action, &r.topic);
+        && vehicle_may(&r.username, &r.action, &r.topic, r.retain.unwrap_or(false));
     Ok(Json(if allowed {
         Decision::allow(false)
     } else {
@@ -139,8 +159,10 @@ pub async fn acl(
 }
 
 /// Exact topics only: a wildcard subscription could reach other vehicles'
-/// topics, so it is never one of these.
-fn vehicle_may(vin: &str, action: &str, topic: &str) -> bool {
+/// topics, so it is never one of these. Only presence may be retained
+/// (`online` on connect, `offline` as the will); a retained status or
+/// inventory report would be replayed to every later subscriber.
+fn vehicle_may(vin: &str, action: &str, topic: &str, retain: bool) -> bool {
     let Some(rest) = topic
         .strip_prefix(TOPIC_PREFIX)
         .and_then(|t| t.strip_prefix('/'))
@@ -151,7 +173,7 @@ fn vehicle_may(vin: &str, action: &str, topic: &str) -> bool {
     };
     match action {
         "subscribe" => rest == "actions",
-        "publish" => PUBLISH.contains(&rest),
+        "publish" => PUBLISH.contains(&rest) && (!retain || rest == "presence"),
         _ => false,
     }
 }
@@ -165,24 +187,53 @@ mod tests {
     #[test]
     fn a_vehicle_reaches_only_its_own_topics() {
         let t = |rest: &str| format!("{TOPIC_PREFIX}/{VIN}/{rest}");
-        assert!(vehicle_may(VIN, "subscribe", &t("actions")));
+        let may = |action: &str, topic: &str| vehicle_may(VIN, action, topic, false);
+        assert!(may("subscribe", &t("actions")));
         for p in PUBLISH {
-            assert!(vehicle_may(VIN, "publish", &t(p)));
-            assert!(!vehicle_may(VIN, "subscribe", &t(p)));
+            assert!(may("publish", &t(p)));
+            assert!(!may("subscribe", &t(p)));
         }
-        assert!(!vehicle_may(VIN, "publish", &t("actions")));
-        assert!(!vehicle_may(VIN, "subscribe", &t("#")));
-        assert!(!vehicle_may(
-            VIN,
-            "subscribe",
-            &format!("{TOPIC_PREFIX}/+/actions")
-        ));
-        assert!(!vehicle_may(
-            VIN,
+        assert!(!may("publish", &t("actions")));
+        assert!(!may("subscribe", &t("#")));
+        assert!(!may("subscribe", &format!("{TOPIC_PREFIX}/+/actions")));
+        assert!(!may(
             "subscribe",
             &format!("{TOPIC_PREFIX}/WVWZZZE1ZMP000002/actions")
         ));
-        assert!(!vehicle_may(VIN, "all", &t("actions")));
+        assert!(!may("all", &t("actions")));
+        // Only presence may be retained.
+        assert!(vehicle_may(VIN, "publish", &t("presence"), true));
+        assert!(!vehicle_may(VIN, "publish", &t("status"), true));
+        assert!(!vehicle_may(VIN, "publish", &t("inventory"), true));
+    }
+
+    #[test]
+    fn the_retain_flag_is_read_in_every_shape_a_broker_sends() {
+        let retain = |v: serde_json::Value| {
+            serde_json::from_value::<AclRequest>(serde_json::json!({ "retain": v }))
+                .unwrap()
+                .retain
+        };
+        for set in [
+            serde_json::json!(true),
+            serde_json::json!(1),
+            serde_json::json!("true"),
+            serde_json::json!("1"),
+            serde_json::json!("yes?"),
+        ] {
+            assert_eq!(retain(set.clone()), Some(true), "{set}");
+        }
+        for unset in [
+            serde_json::json!(false),
+            serde_json::json!(0),
+            serde_json::json!("false"),
+            serde_json::json!("0"),
+        ] {
+            assert_eq!(retain(unset.clone()), Some(false), "{unset}");
+        }
+        assert_eq!(retain(serde_json::Value::Null), None);
+        let missing: AclRequest = serde_json::from_str("{}").unwrap();
+        assert_eq!(missing.retain, None);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::request::Parts;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
+use ota_common::rate::Budget;
 use ota_common::Vin;
 use ota_proto::v1 as pb;
 use serde::de::DeserializeOwned;
@@ -19,7 +20,8 @@ use crate::{AdapterError, AdapterState};
 
 /// A request made by the vehicle its path names: the bearer token is a
 /// valid credential of exactly that VIN, and the vehicle is within its
-/// request rate.
+/// budget: reads (the poll) take from its poll budget, writes (status and
+/// inventory reports) from its report budget.
 pub struct Authed {
     pub vin: String,
 }
@@ -50,9 +52,14 @@ impl FromRequestParts<AdapterState> for Authed {
         }
         // Counted after authentication, so nobody can use up another
         // vehicle's budget without its secret.
-        if let Err(wait) = state.inner.limiter.check(&vin) {
+        let budget = match parts.method {
+            http::Method::GET | http::Method::HEAD => Budget::Poll,
+            _ => Budget::Report,
+        };
+        if let Err(wait) = state.inner.limits.check(&vin, budget) {
             return Err(AdapterError::RateLimited {
                 vin,
+                budget: budget.as_str(),
                 retry_after_s: ota_common::rate::retry_after_s(wait),
             });
         }

@@ -144,3 +144,43 @@ async fn acl_limits_a_vehicle_to_its_own_topics() {
         "allow"
     );
 }
+
+/// The EMQX template `{"clientid": "${clientid}", "username": "${username}",
+/// "topic": "${topic}", "action": "${action}", "retain": "${retain}"}`: a
+/// vehicle may retain only its presence, never a report (a retained report
+/// is replayed to every later subscriber and kept by the broker for good).
+#[tokio::test]
+async fn acl_refuses_retained_reports() {
+    let e = env().await;
+    let v = vin(0);
+    let own = |rest: &str| format!("ota/v1/vehicles/{v}/{rest}");
+    let acl = |topic: String, retain: Value| {
+        let e = &e;
+        let v = v.clone();
+        async move {
+            e.post(
+                "/v1/mqtt/acl",
+                json!({"clientid": v, "username": v, "topic": topic, "action": "publish",
+                       "qos": "1", "retain": retain}),
+            )
+            .await["result"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    for t in ["status", "inventory"] {
+        for retained in [json!("true"), json!(true), json!(1)] {
+            assert_eq!(
+                acl(own(t), retained.clone()).await,
+                "deny",
+                "{t} {retained}"
+            );
+        }
+        assert_eq!(acl(own(t), json!("false")).await, "allow", "{t}");
+    }
+    assert_eq!(acl(own("presence"), json!("true")).await, "allow");
+    assert_eq!(acl(own("presence"), json!("false")).await, "allow");
+    // The service still answers, and the vehicle's other rights are intact.
+    assert_eq!(e.acl(&v, "subscribe", &own("actions")).await, "allow");
+}

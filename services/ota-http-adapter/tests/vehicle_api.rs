@@ -42,6 +42,10 @@ fn roomy() -> AdapterConfig {
             per_second: 100.0,
             burst: 100,
         },
+        report_rate_limit: RateLimit {
+            per_second: 100.0,
+            burst: 100,
+        },
         ..AdapterConfig::default()
     }
 }
@@ -442,6 +446,99 @@ async fn over_the_rate_a_vehicle_gets_429_and_others_do_not() {
     assert_eq!(body["error"]["code"], "resource_exhausted");
     assert!(message(&body).contains(&a), "{body}");
     assert_eq!(e.get_actions(&b, &tb).await.status(), StatusCode::OK);
+}
+
+/// Reports have a budget of their own, larger than the polls' in
+/// production (here: polls roomy, reports 5): a burst of 40 inventory
+/// reports writes 5, the rest get 429 with Retry-After and write nothing,
+/// and neither the vehicle's polls nor other vehicles' reports suffer.
+#[tokio::test]
+async fn over_its_report_budget_a_vehicle_gets_429_and_nothing_is_written() {
+    let config = AdapterConfig {
+        report_rate_limit: RateLimit {
+            per_second: 0.01,
+            burst: 5,
+        },
+        ..roomy()
+    };
+    let e = env_with(ota_tests::db::sqlite().await, config).await;
+    let (a, b) = (vin(0), vin(1));
+    let (ta, tb) = (e.token(&a).await, e.token(&b).await);
+    let put = |v: &str, token: &str, i: usize| {
+        e.http
+            .put(e.url(&format!("/v1/vehicles/{v}/inventory")))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(json!({"attributes": {format!("burst{i}"): "x"}}).to_string())
+            .send()
+    };
+    let mut written = 0;
+    let mut limited = None;
+    for i in 0..40 {
+        let res = put(&a, &ta, i).await.unwrap();
+        match res.status() {
+            StatusCode::OK => written += 1,
+            StatusCode::TOO_MANY_REQUESTS => limited = Some(res),
+            other => panic!("report {i}: {other}"),
+        }
+    }
+    assert_eq!(written, 5, "the burst, and not one more");
+    let res = limited.expect("the rest were refused");
+    assert!(
+        res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "resource_exhausted");
+    assert!(
+        message(&body).contains(&a) && message(&body).contains("report"),
+        "{body}"
+    );
+    let stored = e.p.vehicles.get(&a).await.unwrap();
+    let burst: Vec<_> = stored
+        .attributes
+        .keys()
+        .filter(|k| k.starts_with("burst"))
+        .collect();
+    assert_eq!(burst.len(), 5, "refused reports wrote nothing: {burst:?}");
+    assert_eq!(
+        stored.ecus["BMS"].sw, "2.2.0",
+        "the rest of the record is intact"
+    );
+
+    // Status reports share the report budget.
+    let action = e.action_of(&a).await;
+    let (s, _) = e
+        .status(
+            &a,
+            &action,
+            &ta,
+            json!({"state": "accepted", "seq": 1}).to_string(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        e.p.actions(&e.campaign)
+            .await
+            .iter()
+            .all(|(_, _, s)| s != "accepted"),
+        "the refused status report was not recorded"
+    );
+    // Polls are a separate budget; other vehicles have their own.
+    assert_eq!(e.get_actions(&a, &ta).await.status(), StatusCode::OK);
+    assert_eq!(put(&b, &tb, 0).await.unwrap().status(), StatusCode::OK);
+    assert!(e
+        .p
+        .vehicles
+        .get(&b)
+        .await
+        .unwrap()
+        .attributes
+        .contains_key("burst0"));
 }
 
 #[tokio::test]

@@ -1,6 +1,10 @@
 //! The embedded broker: rmqtt with the retainer and shared-subscription
 //! plugins, and hooks that authenticate vehicles by their token and confine
-//! each to its own topics.
+//! each to its own topics and to what the contract lets it say there:
+//! reports on `status` and `inventory` (never retained), `online` or
+//! `offline` on `presence` (the will: `offline`). Vehicles connect on the
+//! public listener, whose packets are small; the adapter on a loopback
+//! listener of its own, since a staged document may be larger.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -8,17 +12,17 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ota_auth::vehicles::VehicleCredentials;
-use rmqtt::codec::v5::SubscribeAckReason;
+use rmqtt::codec::v5::{PublishAckReason, SubscribeAckReason};
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
-use rmqtt::types::{AuthResult, ConnectInfo, PublishAclResult, SubscribeAclResult};
+use rmqtt::types::{AuthResult, ConnectInfo, PublishAclResult, PublishResult, SubscribeAclResult};
 use tokio::task::JoinHandle;
 
 use crate::ingest::{Outcome, Recorder};
 use crate::topics::{Kind, Topics};
-use crate::MqttError;
+use crate::{MqttError, MAX_RETAINED_BYTES};
 
 /// How long a vehicle's report waits for the platform before the vehicle is
 /// disconnected (and sends it again after reconnecting).
@@ -35,22 +39,50 @@ pub(crate) struct Superuser {
     pub password: String,
 }
 
+/// Where the broker listens and what it holds at most.
+pub(crate) struct Limits {
+    pub listen: SocketAddr,
+    /// Sessions (vehicles), 0: no limit.
+    pub max_sessions: usize,
+    /// Largest packet on the public listener.
+    pub max_packet_bytes: usize,
+    /// Retained messages, 0: no limit.
+    pub max_retained: usize,
+}
+
 #[derive(Clone)]
 pub(crate) struct Broker {
+    /// The public listener, for vehicles.
     pub addr: SocketAddr,
+    /// The adapter's own listener, on loopback.
+    pub internal: SocketAddr,
     scx: ServerContext,
     run: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
+/// The retainer's settings: how many messages it keeps, and how large one
+/// may be (a larger one is forwarded but not kept).
+fn retainer_config(max_retained: usize) -> String {
+    format!(
+        "max_retained_messages = {}\nmax_payload_size = \"{}B\"\n",
+        isize::try_from(max_retained).unwrap_or(isize::MAX),
+        MAX_RETAINED_BYTES
+    )
+}
+
 impl Broker {
     pub async fn start(
-        addr: SocketAddr,
+        limits: Limits,
         superuser: Superuser,
         credentials: VehicleCredentials,
         recorder: Arc<Recorder>,
-        max_sessions: usize,
     ) -> Result<Self, MqttError> {
-        let max_payload = recorder.max_payload;
+        let Limits {
+            listen: addr,
+            max_sessions,
+            max_packet_bytes,
+            max_retained,
+        } = limits;
         let scx = ServerContext::new()
             // Busy checking refuses connections while the process is loaded
             // (a burst of reconnecting vehicles is exactly when it must not).
@@ -62,6 +94,7 @@ impl Broker {
                 0 => 0,
                 n => isize::try_from(n).map_or(isize::MAX, |n| n.saturating_add(1)),
             })
+            .plugins_config_map_add("rmqtt-retainer", retainer_config(max_retained))
             .build()
             .await;
         rmqtt_retainer::register(&scx, true, false)
@@ -71,9 +104,55 @@ impl Broker {
             .await
             .map_err(|e| MqttError::Internal(format!("shared subscription plugin: {e}")))?;
 
+        let listen_err = |addr: SocketAddr| {
+            move |e: rmqtt::Error| MqttError::Listen {
+                addr,
+                reason: e.to_string(),
+            }
+        };
+        let public = Builder::new()
+            .name("ota/tcp")
+            .laddr(addr)
+            // A restart must not wait out TIME_WAIT; SO_REUSEADDR still
+            // refuses a port another process listens on.
+            .reuseaddr(Some(true))
+            .allow_anonymous(false)
+            // The session cap is checked as a handshake starts and counts
+            // the session only when it ends, so it can be overrun by the
+            // handshakes in flight: few of them keep that within the open
+            // files `ota serve` keeps for the rest of the server.
+            .max_handshaking_limit(MAX_HANDSHAKES)
+            // Read whole before any hook sees it: what a vehicle may send
+            // at most. Larger closes the connection.
+            .max_packet_size(u32::try_from(max_packet_bytes).unwrap_or(u32::MAX))
+            .bind()
+            .map_err(listen_err(addr))?
+            .tcp()
+            .map_err(listen_err(addr))?;
+        let bound = public.local_addr().map_err(|e| MqttError::Listen {
+            addr,
+            reason: e.to_string(),
+        })?;
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let internal = Builder::new()
+            .name("ota/adapter")
+            .laddr(loopback)
+            .allow_anonymous(false)
+            .max_packet_size(MAX_RETAINED_BYTES as u32)
+            .bind()
+            .map_err(listen_err(loopback))?
+            .tcp()
+            .map_err(listen_err(loopback))?;
+        let internal_addr = internal.local_addr().map_err(|e| MqttError::Listen {
+            addr: loopback,
+            reason: e.to_string(),
+        })?;
+
         let register = scx.extends.hook_mgr().register();
         let acl = Arc::new(Acl {
-            superuser,
+            superuser_name: superuser.username,
+            superuser_digest: ota_auth::secret_digest(&superuser.password),
+            internal_listener: internal_addr.port(),
             credentials,
             topics: recorder.topics.clone(),
             recorder,
@@ -89,35 +168,9 @@ impl Broker {
         }
         register.start().await;
 
-        let listen_err = |e: rmqtt::Error| MqttError::Listen {
-            addr,
-            reason: e.to_string(),
-        };
-        let listener = Builder::new()
-            .name("ota/tcp")
-            .laddr(addr)
-            // A restart must not wait out TIME_WAIT; SO_REUSEADDR still
-            // refuses a port another process listens on.
-            .reuseaddr(Some(true))
-            .allow_anonymous(false)
-            // The session cap is checked as a handshake starts and counts
-            // the session only when it ends, so it can be overrun by the
-            // handshakes in flight: few of them keep that within the open
-            // files `ota serve` keeps for the rest of the server.
-            .max_handshaking_limit(MAX_HANDSHAKES)
-            // Well above the adapter's own payload limit, so an oversized
-            // report still reaches it and is counted instead of vanishing.
-            .max_packet_size((max_payload * 64).max(1024 * 1024) as u32)
-            .bind()
-            .map_err(listen_err)?
-            .tcp()
-            .map_err(listen_err)?;
-        let bound = listener.local_addr().map_err(|e| MqttError::Listen {
-            addr,
-            reason: e.to_string(),
-        })?;
         let server = MqttServer::new(scx.clone())
-            .listener_by_id(listener, bound.port())
+            .listener_by_id(public, bound.port())
+            .listener_by_id(internal, internal_addr.port())
             .build();
         // Never `start()`: it exits the process when the server fails.
         let run = tokio::spawn(async move {
@@ -128,6 +181,7 @@ impl Broker {
         tracing::info!(addr = %bound, "embedded MQTT broker listening");
         Ok(Self {
             addr: bound,
+            internal: internal_addr,
             scx,
             run: Arc::new(Mutex::new(Some(run))),
         })
@@ -165,7 +219,12 @@ impl Broker {
 }
 
 struct Acl {
-    superuser: Superuser,
+    superuser_name: String,
+    /// Compared by digest, in constant time: the answer time says nothing
+    /// about how much of a guessed password was right, nor its length.
+    superuser_digest: [u8; 32],
+    /// The adapter's loopback listener, where only the superuser gets in.
+    internal_listener: rmqtt::types::ListenerId,
     credentials: VehicleCredentials,
     topics: Topics,
     /// Records status and inventory before the broker acknowledges them, so
@@ -178,29 +237,90 @@ struct Acl {
 
 struct AclHandler(Arc<Acl>);
 
+/// What a vehicle may say on its presence topic.
+const PRESENCE: [&[u8]; 2] = [b"online", b"offline"];
+/// What its will may say there.
+const PRESENCE_WILL: &[u8] = b"offline";
+const MQTT_LEVEL_5: u8 = 5;
+
+/// Why a vehicle's publish is refused before anything is recorded.
+enum Refusal {
+    /// Not one of its own report topics.
+    Acl,
+    /// A retained status or inventory report.
+    Retain,
+    /// A presence other than `online` or `offline`.
+    Presence,
+}
+
+impl Refusal {
+    /// The `reason` label of `ota_mqtt_rejected_total`, and the MQTT 5
+    /// reason code.
+    fn reason(&self) -> (&'static str, PublishAckReason) {
+        match self {
+            Self::Acl => ("acl", PublishAckReason::NotAuthorized),
+            Self::Retain => ("retain", PublishAckReason::NotAuthorized),
+            Self::Presence => ("presence", PublishAckReason::PayloadFormatInvalid),
+        }
+    }
+}
+
+/// A refusal acknowledged without closing the connection: MQTT 5 clients
+/// get the reason code and string, MQTT 3.1.1 a plain PUBACK (it has no
+/// other), for publishes that sending again cannot help.
+fn refuse(code: PublishAckReason, reason: &str) -> PublishAclResult {
+    // A reason string in every refusal, kept short.
+    let end = reason
+        .char_indices()
+        .nth(200)
+        .map_or(reason.len(), |(i, _)| i);
+    PublishAclResult(PublishResult::reason_code(
+        code,
+        Some(reason[..end].into()),
+        false,
+    ))
+}
+
+/// Equal without an early exit.
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 impl Acl {
+    fn is_superuser_password(&self, password: &[u8]) -> bool {
+        let Ok(password) = std::str::from_utf8(password) else {
+            return false;
+        };
+        constant_time_eq(&ota_auth::secret_digest(password), &self.superuser_digest)
+    }
+
     async fn authenticate(&self, c: &ConnectInfo) -> AuthResult {
         let user = c.username().map(|u| u.as_ref()).unwrap_or_default();
         let password = c.password().map(|p| p.as_ref()).unwrap_or_default();
-        if user == self.superuser.username {
-            return if password == self.superuser.password.as_bytes() {
+        if user == self.superuser_name {
+            return if self.is_superuser_password(password) {
                 AuthResult::Allow(true, None)
             } else {
                 AuthResult::BadUsernameOrPassword
             };
         }
+        if c.id().lid == self.internal_listener {
+            return AuthResult::NotAuthorized;
+        }
         let client_id: &str = c.client_id().as_ref();
         if user.is_empty() || client_id != user {
             return AuthResult::NotAuthorized;
         }
-        // A Last Will is published without the publish ACL, so its topic is
-        // checked here: a vehicle may only leave its own presence behind.
+        // A Last Will is published without the publish ACL, so it is
+        // checked here: a vehicle may only leave `offline` on its own
+        // presence behind.
         if let Some(will) = c.last_will() {
-            let topic: &str = match will {
-                rmqtt::types::LastWill::V3(w) => w.topic.as_ref(),
-                rmqtt::types::LastWill::V5(w) => w.topic.as_ref(),
+            let (topic, message): (&str, &[u8]) = match will {
+                rmqtt::types::LastWill::V3(w) => (w.topic.as_ref(), w.message.as_ref()),
+                rmqtt::types::LastWill::V5(w) => (w.topic.as_ref(), w.message.as_ref()),
             };
-            if topic != self.topics.topic(user, Kind::Presence) {
+            if topic != self.topics.topic(user, Kind::Presence) || message != PRESENCE_WILL {
+                metrics::counter!("ota_mqtt_rejected_total", "reason" => "will").increment(1);
                 return AuthResult::NotAuthorized;
             }
         }
@@ -219,18 +339,32 @@ impl Acl {
         }
     }
 
-    /// A vehicle may publish only its own reports.
-    fn may_publish(&self, client_id: &str, topic: &str) -> bool {
-        matches!(
-            self.topics.parse(topic),
-            Some((vin, Kind::Status | Kind::Inventory | Kind::Presence)) if vin == client_id
-        )
+    /// What a vehicle may publish: only on its own report topics, and
+    /// only what the contract says there. `None`: go on and record it.
+    fn check_publish(&self, client_id: &str, p: &rmqtt::types::Publish) -> Option<Refusal> {
+        let kind = match self.topics.parse(p.topic.as_ref()) {
+            Some((vin, k @ (Kind::Status | Kind::Inventory | Kind::Presence)))
+                if vin == client_id =>
+            {
+                k
+            }
+            _ => return Some(Refusal::Acl),
+        };
+        match kind {
+            // A retained report would be kept by the broker for good and
+            // replayed to every later subscriber.
+            Kind::Status | Kind::Inventory if p.retain => Some(Refusal::Retain),
+            Kind::Presence if !PRESENCE.contains(&p.payload.as_ref()) => Some(Refusal::Presence),
+            _ => None,
+        }
     }
 
     /// Status and inventory are recorded here, and the broker sends PUBACK
     /// only after this returns. A platform that stays unavailable gets the
     /// vehicle disconnected without an ack, so it sends the report again.
-    async fn record(&self, p: &rmqtt::types::Publish) -> PublishAclResult {
+    /// Presence goes on to the adapter's subscription (it is recorded
+    /// there, whether the vehicle or the broker, for a will, sent it).
+    async fn record(&self, p: &rmqtt::types::Publish, mqtt5: bool) -> PublishAclResult {
         if !matches!(
             self.topics.parse(p.topic.as_ref()),
             Some((_, Kind::Status | Kind::Inventory))
@@ -249,8 +383,31 @@ impl Acl {
         match outcome {
             // Recorded reports go nowhere else: nobody subscribes to them.
             Outcome::Recorded => PublishAclResult::allow(),
-            Outcome::Rejected => PublishAclResult::rejected(false, None),
-            Outcome::Unavailable => PublishAclResult::rejected(true, None),
+            Outcome::Rejected(reason, detail) => {
+                let code = match reason {
+                    "payload" | "too_large" | "vin" | "invalid" => {
+                        PublishAckReason::PayloadFormatInvalid
+                    }
+                    // Well formed, but refused (an unknown action, another
+                    // vehicle's action, ...).
+                    _ => PublishAckReason::ImplementationSpecificError,
+                };
+                refuse(code, &detail)
+            }
+            Outcome::Limited(wait) if mqtt5 => refuse(
+                PublishAckReason::QuotaExceeded,
+                &format!(
+                    "over the report rate; not recorded, send it again in {} s",
+                    ota_common::rate::retry_after_s(wait)
+                ),
+            ),
+            // MQTT 3.1.1 has no negative PUBACK: any PUBACK tells the
+            // vehicle its report is delivered, and it would never send it
+            // again. So no PUBACK: the connection closes, and the vehicle
+            // sends the report again once it reconnected (a 3.1.1 client
+            // with a persistent session must), by which time its budget
+            // has refilled.
+            Outcome::Limited(_) | Outcome::Unavailable => PublishAclResult::rejected(true, None),
         }
     }
 
@@ -286,12 +443,23 @@ impl Handler for AclHandler {
             }
             Parameter::MessagePublishCheckAcl(s, p) => {
                 let client_id: &str = s.id.client_id.as_ref();
-                let r = if acl.may_publish(client_id, p.topic.as_ref()) {
-                    acl.record(p).await
-                } else {
-                    metrics::counter!("ota_mqtt_rejected_total", "reason" => "acl").increment(1);
-                    tracing::info!(client_id = %s.id.client_id, topic = %p.topic, "MQTT publish denied");
-                    PublishAclResult::rejected(false, None)
+                let r = match acl.check_publish(client_id, p) {
+                    None => {
+                        let mqtt5 = match s.connect_info().await {
+                            Ok(c) => c.proto_ver() == MQTT_LEVEL_5,
+                            Err(_) => false,
+                        };
+                        acl.record(p, mqtt5).await
+                    }
+                    Some(refusal) => {
+                        let (reason, code) = refusal.reason();
+                        metrics::counter!("ota_mqtt_rejected_total", "reason" => reason)
+                            .increment(1);
+                        tracing::info!(client_id = %s.id.client_id, topic = %p.topic, reason, "MQTT publish refused");
+                        // Acknowledged (with a reason code over MQTT 5):
+                        // sending it again cannot help.
+                        refuse(code, reason)
+                    }
                 };
                 (false, Some(HookResult::PublishAclResult(r)))
             }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ota_common::rate::{Budget, VehicleLimits};
 use ota_common::Vin;
 use ota_proto::v1 as pb;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
@@ -39,6 +40,8 @@ pub(crate) struct Recorder {
     pub backends: Backends,
     /// VINs that came online: their document is published if needed.
     pub ensure: mpsc::Sender<String>,
+    /// Every report takes from its vehicle's report budget.
+    pub limits: Arc<VehicleLimits>,
 }
 
 /// What became of one report.
@@ -46,8 +49,13 @@ pub(crate) struct Recorder {
 pub(crate) enum Outcome {
     Recorded,
     /// Refused for good (garbage, unknown action, ...): counted, logged and
-    /// acknowledged, since sending it again cannot help.
-    Rejected,
+    /// acknowledged, since sending it again cannot help. The reason is the
+    /// `reason` label of `ota_mqtt_rejected_total`, the detail what was
+    /// wrong (for an MQTT 5 reason string).
+    Rejected(&'static str, String),
+    /// Over the vehicle's report budget: not recorded, counted; the same
+    /// report is welcome again after this long.
+    Limited(Duration),
     /// The platform stayed unavailable past the caller's patience: the
     /// report must not be acknowledged.
     Unavailable,
@@ -80,12 +88,13 @@ struct EcuReport {
     sw: String,
 }
 
-/// Why a report was dropped (acknowledged without being recorded): the
-/// `reason` label of `ota_mqtt_rejected_total`. `Unavailable` is the
-/// exception: the platform did not answer in time, nothing is acknowledged.
+/// Why a report was not recorded: refused (the `reason` label of
+/// `ota_mqtt_rejected_total`), over the vehicle's report budget, or the
+/// platform did not answer in time.
 #[derive(Debug)]
 enum Rejected {
     Refused(&'static str, String),
+    Limited(String, Duration),
     Unavailable,
 }
 
@@ -107,9 +116,15 @@ impl Ingest {
                 let (this, connection) = (this.clone(), connection.clone());
                 workers.spawn(async move {
                     while let Some((p, on)) = rx.recv().await {
-                        this.recorder
+                        let outcome = this
+                            .recorder
                             .record(&p.topic, &p.payload, p.retain, None)
                             .await;
+                        let presence =
+                            matches!(this.topics.parse(&p.topic), Some((_, Kind::Presence)));
+                        if presence && matches!(outcome, Outcome::Rejected(..)) {
+                            this.clear_retained(&p.topic).await;
+                        }
                         if connection.load(Ordering::SeqCst) == on {
                             if let Err(e) = this.client.ack(&p).await {
                                 tracing::debug!(error = %e, "acknowledging an MQTT report");
@@ -179,6 +194,23 @@ impl Ingest {
     }
 }
 
+impl Ingest {
+    /// An external broker may have retained a presence that is neither
+    /// `online` nor `offline` (the ACL hook cannot see payloads): the
+    /// adapter, which may publish anywhere, deletes it, so it is not
+    /// replayed to later subscribers. The deletion (an empty retained
+    /// message) comes back here and is ignored.
+    async fn clear_retained(&self, topic: &str) {
+        if let Err(e) = self
+            .client
+            .publish(topic, QoS::AtLeastOnce, true, Vec::new())
+            .await
+        {
+            tracing::warn!(topic, error = %e, "clearing an invalid retained presence");
+        }
+    }
+}
+
 impl Recorder {
     /// Records one report. A transient failure is retried for `patience`
     /// (`None`: until it works), the report unacknowledged meanwhile.
@@ -200,7 +232,13 @@ impl Recorder {
             Err(Rejected::Refused(reason, detail)) => {
                 metrics::counter!("ota_mqtt_rejected_total", "reason" => reason).increment(1);
                 tracing::warn!(topic, reason, detail, "MQTT report rejected");
-                Outcome::Rejected
+                Outcome::Rejected(reason, detail)
+            }
+            Err(Rejected::Limited(vin, wait)) => {
+                metrics::counter!("ota_mqtt_rejected_total", "reason" => "rate_limited")
+                    .increment(1);
+                tracing::info!(%vin, topic, retry_in_ms = wait.as_millis() as u64, "MQTT report over the vehicle's report budget; not recorded");
+                Outcome::Limited(wait)
             }
             Err(Rejected::Unavailable) => {
                 tracing::warn!(
@@ -232,6 +270,29 @@ impl Recorder {
         let vin = Vin::parse(vin)
             .map_err(|e| Rejected::Refused("vin", e.to_string()))?
             .to_string();
+        let online = match (kind, payload) {
+            (Kind::Presence, b"online") => true,
+            (Kind::Presence, b"offline") => false,
+            // The deletion of a retained presence (the adapter's own, see
+            // `Ingest::clear_retained`, or the vehicle's): nothing to record.
+            (Kind::Presence, b"") => return Ok(()),
+            (Kind::Presence, _) => {
+                return Err(Rejected::Refused(
+                    "presence",
+                    format!("presence of {vin} is neither online nor offline"),
+                ))
+            }
+            _ => false,
+        };
+        // A retained presence is replayed on every (re)subscribe; it says
+        // nothing about when the vehicle was last seen, and was no request
+        // of the vehicle's.
+        if kind == Kind::Presence && retain {
+            return Ok(());
+        }
+        if let Err(wait) = self.limits.check(&vin, Budget::Report) {
+            return Err(Rejected::Limited(vin, wait));
+        }
         match kind {
             Kind::Status => {
                 let r: StatusReport = serde_json::from_slice(payload)
@@ -268,16 +329,6 @@ impl Recorder {
                 self.report_inventory(req, give_up).await
             }
             Kind::Presence => {
-                let online = match payload {
-                    b"online" => true,
-                    b"offline" => false,
-                    _ => return Err(Rejected::Refused("payload", format!("presence of {vin}"))),
-                };
-                // A retained presence is replayed on every (re)subscribe; it
-                // says nothing about when the vehicle was last seen.
-                if retain {
-                    return Ok(());
-                }
                 if online {
                     let _ = self.ensure.try_send(vin.clone());
                 }

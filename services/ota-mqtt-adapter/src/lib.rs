@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use ota_auth::vehicles::VehicleCredentials;
 use ota_common::peer::Peer;
+use ota_common::rate::VehicleLimits;
 use ota_common::{CodedError, ErrorCode};
 use ota_proto::v1::campaign_manager_client::CampaignManagerClient;
 use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
@@ -28,10 +29,22 @@ pub use topics::Topics;
 
 /// Payloads larger than this are rejected unread.
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024;
+/// Largest packet a vehicle may send the embedded broker: a report at
+/// [`MAX_PAYLOAD_BYTES`] with room to spare, so a somewhat larger one still
+/// reaches the adapter and is counted; anything larger closes the
+/// connection before it is read whole.
+pub const MAX_PACKET_BYTES: usize = 64 * 1024;
+/// Largest message the embedded broker retains, and largest packet the
+/// adapter itself may send it (a staged document); the adapter reaches the
+/// broker on a loopback listener of its own for that.
+pub const MAX_RETAINED_BYTES: usize = 1024 * 1024;
+/// Retained messages the embedded broker keeps by default: each vehicle
+/// leaves two (its document and its presence).
+pub const MAX_RETAINED: usize = 10_000_000;
 /// The bus consumer group that republishes staged documents.
 pub const GROUP: &str = "mqtt-adapter";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MqttAdapterConfig {
     /// Where the embedded broker listens (`OTA_MQTT_LISTEN`).
     pub listen: SocketAddr,
@@ -59,6 +72,33 @@ pub struct MqttAdapterConfig {
     /// may open leaves none for the HTTP API, the database or its health
     /// checks. 0: no limit.
     pub max_sessions: usize,
+    /// Largest packet a vehicle may send the embedded broker
+    /// ([`MAX_PACKET_BYTES`]).
+    pub max_packet_bytes: usize,
+    /// Retained messages the embedded broker keeps ([`MAX_RETAINED`]);
+    /// past it, messages on new topics are no longer retained. 0: no limit.
+    pub max_retained: usize,
+    /// The vehicles' budgets, shared with the HTTP and DDI adapters of the
+    /// process: status, inventory and presence reports take from the
+    /// report budget.
+    pub limits: Arc<VehicleLimits>,
+}
+
+impl std::fmt::Debug for MqttAdapterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttAdapterConfig")
+            .field("listen", &self.listen)
+            .field("external_url", &self.external_url)
+            .field("username", &self.username)
+            .field("client_id", &self.client_id)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("share_group", &self.share_group)
+            .field("max_payload_bytes", &self.max_payload_bytes)
+            .field("max_sessions", &self.max_sessions)
+            .field("max_packet_bytes", &self.max_packet_bytes)
+            .field("max_retained", &self.max_retained)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for MqttAdapterConfig {
@@ -73,6 +113,9 @@ impl Default for MqttAdapterConfig {
             share_group: "ota".to_owned(),
             max_payload_bytes: MAX_PAYLOAD_BYTES,
             max_sessions: 0,
+            max_packet_bytes: MAX_PACKET_BYTES,
+            max_retained: MAX_RETAINED,
+            limits: Arc::new(VehicleLimits::default()),
         }
     }
 }
@@ -172,6 +215,7 @@ pub async fn start(
         max_payload: config.max_payload_bytes,
         backends: backends.clone(),
         ensure: ensure_tx,
+        limits: config.limits.clone(),
     });
 
     let (options, broker) = match &config.external_url {
@@ -197,18 +241,20 @@ pub async fn start(
                 password: config.password.clone().unwrap_or_else(random_secret),
             };
             let b = broker::Broker::start(
-                config.listen,
+                broker::Limits {
+                    listen: config.listen,
+                    max_sessions: config.max_sessions,
+                    max_packet_bytes: config.max_packet_bytes,
+                    max_retained: config.max_retained,
+                },
                 superuser.clone(),
                 credentials,
                 recorder.clone(),
-                config.max_sessions,
             )
             .await?;
-            let target = if b.addr.ip().is_unspecified() {
-                SocketAddr::from(([127, 0, 0, 1], b.addr.port()))
-            } else {
-                b.addr
-            };
+            // The adapter's own listener: documents may be larger than
+            // what a vehicle may send.
+            let target = b.internal;
             let mut o = MqttOptions::new(&config.client_id, target.ip().to_string(), target.port());
             o.set_credentials(superuser.username, superuser.password);
             (o, Some(b))

@@ -1,6 +1,8 @@
-//! Against the real Mosquitto at 127.0.0.1:1883 (a test fails when it is not
-//! running): shared subscriptions, retained documents, and no acknowledged
-//! report lost when the adapter stops mid-stream. Each test uses its own
+//! Against the real Mosquitto at `OTA_TEST_MQTT_URL` (default
+//! 127.0.0.1:1883; a test fails when it is not running): shared
+//! subscriptions, retained documents, and no acknowledged report lost when
+//! the adapter stops mid-stream; what vehicles may not do there (retained
+//! garbage presence, reports past their budget). Each test uses its own
 //! topic prefix, share group and VINs, so parallel runs never collide.
 
 mod common;
@@ -14,7 +16,7 @@ use rumqttc::{Packet, QoS};
 
 fn external(prefix: &str, client_id: &str) -> MqttAdapterConfig {
     MqttAdapterConfig {
-        external_url: Some(format!("mqtt://{MOSQUITTO}")),
+        external_url: Some(format!("mqtt://{}", mosquitto())),
         client_id: client_id.to_owned(),
         topic_prefix: prefix.to_owned(),
         share_group: unique("g"),
@@ -23,7 +25,8 @@ fn external(prefix: &str, client_id: &str) -> MqttAdapterConfig {
 }
 
 fn mosquitto_client(id: &str) -> Vehicle {
-    let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", 1883);
+    let addr = mosquitto();
+    let mut o = rumqttc::MqttOptions::new(id, addr.ip().to_string(), addr.port());
     o.set_keep_alive(Duration::from_secs(5))
         .set_inflight(200)
         .set_max_packet_size(1024 * 1024, 1024 * 1024);
@@ -175,6 +178,155 @@ async fn no_acknowledged_report_is_lost_when_the_adapter_restarts() {
         "{} of {N} recorded ({recorded_before_restart} before the restart)",
         p.count(&campaign, ActionState::Downloading).await
     );
+    adapter.stop().await;
+}
+
+/// An external broker cannot be told about payloads by the ACL hook, so a
+/// vehicle may get garbage retained on its presence topic there: the
+/// adapter deletes it as soon as it sees it, and records nothing.
+#[tokio::test]
+async fn the_adapter_deletes_garbage_retained_on_a_presence_topic() {
+    require_mosquitto();
+    let p = Platform::new().await;
+    p.campaign(2).await;
+    let prefix = unique("ota-test");
+    let (adapter, _s) = p.start(external(&prefix, &unique("adapter"))).await;
+    let vins: Vec<String> = (0..2).map(|i| p.vin(i)).collect();
+    let presence = |vin: &str| format!("{prefix}/{vin}/presence");
+    let seen_before = p.vehicles.get(&vins[0]).await.unwrap().last_seen;
+
+    let mut fleet = mosquitto_client(&unique("fleet"));
+    fleet.connack().await.unwrap();
+    // The adapter's subscriptions are in place once a presence arrives.
+    fleet
+        .client
+        .publish(presence(&vins[1]), QoS::AtLeastOnce, true, "online")
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            p.vehicles.get(&vins[1]).await.unwrap().last_seen.is_some()
+        })
+        .await,
+        "adapter consumes"
+    );
+    fleet
+        .client
+        .publish(
+            presence(&vins[0]),
+            QoS::AtLeastOnce,
+            true,
+            vec![b'x'; 100 * 1024],
+        )
+        .await
+        .unwrap();
+
+    let replayed = |topic: String| async move {
+        let mut c = mosquitto_client(&unique("late"));
+        c.connack().await.unwrap();
+        c.client.subscribe(&topic, QoS::AtLeastOnce).await.unwrap();
+        c.expect(Duration::from_millis(800), |ev| match ev {
+            Ok(Packet::Publish(m)) if m.retain => Some(m.payload.clone()),
+            _ => None,
+        })
+        .await
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let t = presence(&vins[0]);
+            async move { replayed(t).await.is_none() }
+        })
+        .await,
+        "the garbage is no longer retained"
+    );
+    assert_eq!(
+        p.vehicles.get(&vins[0]).await.unwrap().last_seen,
+        seen_before,
+        "and nothing was recorded for it"
+    );
+    assert_eq!(
+        replayed(presence(&vins[1])).await.as_deref(),
+        Some(&b"online"[..]),
+        "another vehicle's presence is untouched"
+    );
+    adapter.stop().await;
+    clear_retained(&prefix, &vins).await;
+}
+
+/// With an external broker the vehicle's PUBACK comes from the broker, so
+/// the adapter can only drop reports past the budget: not recorded,
+/// counted, and the adapter's own copy acknowledged (redelivering it would
+/// not refill the budget). The broker's own rate limit is what tells the
+/// vehicle (see the README).
+#[tokio::test]
+async fn reports_past_the_budget_through_an_external_broker_are_not_recorded() {
+    require_mosquitto();
+    let p = Platform::new().await;
+    let campaign = p.campaign(2).await;
+    let prefix = unique("ota-test");
+    let limits = std::sync::Arc::new(ota_common::rate::VehicleLimits::new(
+        ota_common::rate::VehicleRates {
+            reports: ota_common::rate::RateLimit {
+                per_second: 0.001,
+                burst: 3,
+            },
+            ..Default::default()
+        },
+    ));
+    let (adapter, _s) = p
+        .start(MqttAdapterConfig {
+            limits,
+            ..external(&prefix, &unique("adapter"))
+        })
+        .await;
+    let (a, b) = (p.vin(0), p.vin(1));
+    let (action_a, action_b) = (
+        p.action_of(&campaign, &a).await,
+        p.action_of(&campaign, &b).await,
+    );
+    let mut fleet = mosquitto_client(&unique("fleet"));
+    fleet.connack().await.unwrap();
+    let report = |action: &str, seq: u64| serde_json::json!({"action_id": action, "state": "downloading", "progress": seq, "message": "", "seq": seq});
+    // In order: one lane per vehicle keeps them so.
+    for seq in 1..=10 {
+        fleet
+            .publish_json(&format!("{prefix}/{a}/status"), report(&action_a, seq))
+            .await;
+    }
+    fleet
+        .publish_json(&format!("{prefix}/{b}/status"), report(&action_b, 1))
+        .await;
+    let last_seq = |vin: String| {
+        let p = &p;
+        let campaign = campaign.clone();
+        async move {
+            p.manager
+                .store()
+                .campaign_rows(&campaign, "", 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|r| r.vin == vin)
+                .map(|r| r.last_seq)
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            last_seq(b.clone()).await == Some(1)
+        })
+        .await,
+        "another vehicle's report is recorded"
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            last_seq(a.clone()).await == Some(3)
+        })
+        .await,
+        "the budget's worth is recorded"
+    );
+    // The rest were handled (and dropped) right after, in order.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(last_seq(a.clone()).await, Some(3), "and not one more");
     adapter.stop().await;
 }
 

@@ -6,6 +6,18 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Invalid(String),
+    /// A write that would grow the merged record past one of the bounds
+    /// of `ota_common::vehicle`; nothing of it was written.
+    #[error(
+        "vehicle {vin}: {field} would hold {count} entries, above the limit of {limit}; \
+         the write was refused"
+    )]
+    Bound {
+        vin: String,
+        field: &'static str,
+        count: usize,
+        limit: usize,
+    },
     #[error("database unavailable: {0}")]
     Unavailable(sqlx::Error),
     #[error("database error: {0}")]
@@ -29,7 +41,7 @@ impl CodedError for StoreError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::NotFound(_) => ErrorCode::NotFound,
-            Self::Invalid(_) => ErrorCode::InvalidArgument,
+            Self::Invalid(_) | Self::Bound { .. } => ErrorCode::InvalidArgument,
             Self::Unavailable(_) => ErrorCode::Unavailable,
             Self::Database(_) | Self::Corrupt { .. } => ErrorCode::Internal,
             Self::Stream(_) => ErrorCode::Unavailable,

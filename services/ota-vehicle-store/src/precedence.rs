@@ -112,6 +112,9 @@ pub struct Merged {
     pub vehicle: Vehicle,
     pub created: bool,
     pub changed: bool,
+    /// The vehicle as it was (None: it is new), for a caller that refuses
+    /// the result.
+    pub before: Option<Vehicle>,
 }
 
 /// Applies what `source` says in `patch` to `current` (None: a new vehicle).
@@ -175,6 +178,7 @@ pub fn merge(
         vehicle: v,
         created,
         changed,
+        before,
     }
 }
 

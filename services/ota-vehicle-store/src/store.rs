@@ -100,6 +100,10 @@ impl ImportSummary {
     }
 }
 
+/// One record of a merged batch: its line, and whether it created / changed
+/// its vehicle, or why it was refused.
+type MergeFlag = (u64, Result<(bool, bool), StoreError>);
+
 /// The vehicle inventory over one of the database backends.
 #[derive(Clone)]
 pub struct VehicleStore {
@@ -201,12 +205,14 @@ impl VehicleStore {
         patch.validate().map_err(StoreError::Invalid)?;
         let mut tx = self.backend.begin().await?;
         let vin = patch.vin.clone();
-        let (flags, mut touched) = self
+        let (mut flags, mut touched) = self
             .merge_batch(&mut *tx, source, vec![(0, patch)], false)
             .await?;
+        let (_, written) = flags.pop().expect("one flag per record");
+        let (created, _) = written?;
         tx.commit().await?;
         let vehicle = touched.remove(&vin).expect("merged vehicle is returned");
-        Ok((vehicle, flags[0].0))
+        Ok((vehicle, created))
     }
 
     /// A vehicle's own report of its ECUs and attributes; the vehicle must
@@ -215,9 +221,10 @@ impl VehicleStore {
         patch.validate().map_err(StoreError::Invalid)?;
         let mut tx = self.backend.begin().await?;
         let vin = patch.vin.clone();
-        let (_, mut touched) = self
+        let (mut flags, mut touched) = self
             .merge_batch(&mut *tx, "vehicle", vec![(0, patch)], true)
             .await?;
+        flags.pop().expect("one flag per record").1?;
         tx.commit().await?;
         Ok(touched.remove(&vin).expect("merged vehicle is returned"))
     }
@@ -258,18 +265,23 @@ impl VehicleStore {
                     .await?;
             }
         }
+        if !(strict && summary.rejected > 0) {
+            self.write_import_batch(&mut open, source, strict, &mut batch, &mut summary)
+                .await?;
+        }
+        // The last batch may have refused a line too (a record over a bound
+        // shows only once merged).
         if strict && summary.rejected > 0 {
             summary.aborted = true;
             summary.imported = 0;
             summary.updated = 0;
             summary.unchanged = 0;
-        } else {
-            self.write_import_batch(&mut open, source, strict, &mut batch, &mut summary)
-                .await?;
-            if let Some(tx) = open {
-                tx.commit().await?;
-            }
+        } else if let Some(tx) = open {
+            tx.commit().await?;
         }
+        // Lines refused while their batch was merged were listed after the
+        // parse errors of later lines.
+        summary.errors.sort_by_key(|e| e.line);
         for (outcome, n) in [
             ("imported", summary.imported),
             ("updated", summary.updated),
@@ -311,11 +323,18 @@ impl VehicleStore {
         let (flags, _) = self
             .merge_batch(&mut *tx, source, std::mem::take(batch), false)
             .await?;
-        for (created, changed) in &flags {
-            match (created, changed) {
-                (true, _) => summary.imported += 1,
-                (false, true) => summary.updated += 1,
-                (false, false) => summary.unchanged += 1,
+        for (line, written) in flags {
+            match written {
+                Ok((true, _)) => summary.imported += 1,
+                Ok((false, true)) => summary.updated += 1,
+                Ok((false, false)) => summary.unchanged += 1,
+                Err(e) => {
+                    let vin = match &e {
+                        StoreError::Bound { vin, .. } => vin.clone(),
+                        _ => String::new(),
+                    };
+                    summary.reject(line, vin, e.to_string());
+                }
             }
         }
         if strict {
@@ -327,16 +346,19 @@ impl VehicleStore {
         Ok(())
     }
 
-    /// Loads, merges and saves one batch inside `tx`. Returns whether each
-    /// record (in input order) created / changed its vehicle, and the final
-    /// state of every vehicle the batch touched.
+    /// Loads, merges and saves one batch inside `tx`. Returns, for each
+    /// record in input order with its line, whether it created / changed
+    /// its vehicle or why it was refused (a record that would grow its
+    /// vehicle past a bound of `ota_common::vehicle` leaves it as it was,
+    /// and the batch goes on), and the final state of every vehicle the
+    /// batch touched.
     async fn merge_batch(
         &self,
         tx: &mut dyn WriteTx,
         source: &str,
         batch: Vec<(u64, VehiclePatch)>,
         touch: bool,
-    ) -> Result<(Vec<(bool, bool)>, HashMap<String, Vehicle>), StoreError> {
+    ) -> Result<(Vec<MergeFlag>, HashMap<String, Vehicle>), StoreError> {
         // Stored timestamps have millisecond precision; what a write returns
         // must equal what a later read gives.
         let now = Utc::now().trunc_subsecs(3);
@@ -353,17 +375,35 @@ impl VehicleStore {
         // onto the earlier ones' result.
         let mut dirty: BTreeMap<String, Vehicle> = BTreeMap::new();
         let mut flags = Vec::with_capacity(batch.len());
-        for (_, patch) in &batch {
+        for (line, patch) in &batch {
             let (prior, was_dirty) = match dirty.remove(&patch.vin) {
                 Some(v) => (Some(v), true),
                 None => (current.remove(&patch.vin), false),
             };
             let mut m = merge(prior, patch, source, &self.precedence, now);
+            if let Err(b) = m.vehicle.check_bounds(m.before.as_ref()) {
+                flags.push((
+                    *line,
+                    Err(StoreError::Bound {
+                        vin: patch.vin.clone(),
+                        field: b.field,
+                        count: b.count,
+                        limit: b.limit,
+                    }),
+                ));
+                if let Some(v) = m.before {
+                    match was_dirty {
+                        true => dirty.insert(patch.vin.clone(), v),
+                        false => current.insert(patch.vin.clone(), v),
+                    };
+                }
+                continue;
+            }
             if touch {
                 m.vehicle.last_seen = Some(now);
                 m.changed = true;
             }
-            flags.push((m.created, m.changed));
+            flags.push((*line, Ok((m.created, m.changed))));
             if m.changed || m.created || was_dirty {
                 dirty.insert(patch.vin.clone(), m.vehicle);
             } else {

@@ -2,7 +2,7 @@
 //! embedded SQLite file and the real PostgreSQL.
 
 use futures::stream;
-use ota_common::vehicle::{EcuPatch, VehiclePatch};
+use ota_common::vehicle::{EcuPatch, VehiclePatch, MAX_ATTRIBUTES, MAX_ECUS, MAX_VALUE_LEN};
 use ota_common::{CodedError, ErrorCode};
 use ota_vehicle_store::{
     ImportItem, ImportSummary, Precedence, StoreError, VehicleFilter, VehicleStore,
@@ -437,6 +437,207 @@ async fn vin_scan_lists_every_vin_in_order_with_filters(store: VehicleStore) {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
 }
 
+/// `n` attributes `{prefix}{i}`.
+fn attributes(prefix: &str, n: usize) -> std::collections::BTreeMap<String, String> {
+    (0..n)
+        .map(|i| (format!("{prefix}{i}"), "x".into()))
+        .collect()
+}
+
+fn report(n: u32, attributes: std::collections::BTreeMap<String, String>) -> VehiclePatch {
+    VehiclePatch {
+        vin: vin(n),
+        attributes,
+        ..Default::default()
+    }
+}
+
+/// The attack: report after report of new attributes, each report within
+/// the per-write bound, used to grow one record without limit.
+async fn inventory_reports_cannot_grow_a_record_past_its_bounds(store: VehicleStore) {
+    let mut base = patch(50);
+    base.attributes = attributes("color", 1);
+    store.upsert("manufacturing", base).await.unwrap();
+    store.upsert("manufacturing", patch(51)).await.unwrap();
+    let other = store.get(&vin(51)).await.unwrap();
+
+    let half = MAX_ATTRIBUTES / 2;
+    store
+        .report_inventory(report(50, attributes("a", half)))
+        .await
+        .expect("within the bound");
+    for round in 0..20 {
+        let err = store
+            .report_inventory(report(50, attributes(&format!("r{round}-"), half + 1)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidArgument);
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&vin(50))
+                && msg.contains("attributes")
+                && msg.contains(&MAX_ATTRIBUTES.to_string()),
+            "names the vehicle, the field and the limit: {msg}"
+        );
+    }
+    let v = store.get(&vin(50)).await.unwrap();
+    assert_eq!(v.attributes.len(), half + 1, "nothing of a refused report");
+    assert_eq!(v.attributes["color0"], "x", "the valid part is intact");
+    assert_eq!(v.ecus["BMS"].sw, "2.2.0");
+    assert_eq!(
+        store.get(&vin(51)).await.unwrap(),
+        other,
+        "others untouched"
+    );
+
+    // Up to the bound exactly is fine, and changing what is there always is.
+    let room = MAX_ATTRIBUTES - v.attributes.len();
+    store
+        .report_inventory(report(50, attributes("b", room)))
+        .await
+        .expect("fills the record to the bound");
+    let mut change = report(50, attributes("a", 3));
+    change.attributes.values_mut().for_each(|v| *v = "y".into());
+    change.ecus.insert(
+        "BMS".into(),
+        EcuPatch {
+            hw: None,
+            sw: Some("2.3.1".into()),
+        },
+    );
+    let v = store.report_inventory(change).await.unwrap();
+    assert_eq!(
+        (v.attributes.len(), v.attributes["a0"].as_str()),
+        (MAX_ATTRIBUTES, "y")
+    );
+    assert_eq!(v.ecus["BMS"].sw, "2.3.1");
+    let err = store
+        .report_inventory(report(50, attributes("c", 1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Bound {
+                field: "attributes",
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Names and values are bounded on this path as on every other.
+    let long = report(50, [("k".to_owned(), "v".repeat(MAX_VALUE_LEN + 1))].into());
+    let err = store.report_inventory(long).await.unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "attributes.k is longer than {MAX_VALUE_LEN} bytes"
+        )),
+        "{err}"
+    );
+}
+
+/// The same bound on upserts (ECUs here) and on imports, where the line
+/// that would pass it is rejected and the others go on.
+async fn upserts_and_imports_cannot_grow_a_record_past_its_bounds(store: VehicleStore) {
+    let ecus = |prefix: &str, n: usize| -> std::collections::BTreeMap<String, EcuPatch> {
+        (0..n)
+            .map(|i| {
+                let e = EcuPatch {
+                    hw: Some("H".into()),
+                    sw: Some("1".into()),
+                };
+                (format!("{prefix}{i}"), e)
+            })
+            .collect()
+    };
+    store.upsert("manufacturing", patch(60)).await.unwrap();
+    let mut grow = patch(60);
+    grow.ecus = ecus("E", MAX_ECUS - 3);
+    store.upsert("dealer", grow).await.expect("up to the bound");
+    let mut over = patch(60);
+    over.ecus = ecus("F", 1);
+    let err = store.upsert("dealer", over).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidArgument);
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&vin(60)) && msg.contains("ecus") && msg.contains(&MAX_ECUS.to_string()),
+        "{msg}"
+    );
+    let full = store.get(&vin(60)).await.unwrap();
+    assert_eq!(full.ecus.len(), MAX_ECUS);
+
+    store.upsert("manufacturing", patch(61)).await.unwrap();
+    let mut renamed = patch(61);
+    renamed.country = Some("PL".into());
+    let mut over = patch(60);
+    over.attributes = attributes("n", MAX_ATTRIBUTES);
+    over.ecus = ecus("G", 2);
+    // Vehicle 62 is new: its first line fills it, its second would pass the
+    // bound, its third changes a field (merged onto the first).
+    let mut first = patch(62);
+    first.attributes = attributes("a", MAX_ATTRIBUTES);
+    let second = report(62, attributes("b", 1));
+    let third = VehiclePatch {
+        vin: vin(62),
+        country: Some("CZ".into()),
+        ..Default::default()
+    };
+    let lines = vec![
+        record(1, patch(63)),
+        record(2, over.clone()),
+        record(3, renamed),
+        record(4, first),
+        record(5, second),
+        record(6, third),
+    ];
+    let s = import(&store, "manufacturing", false, lines.clone()).await;
+    assert_eq!((s.imported, s.updated, s.rejected), (2, 2, 2), "{s:?}");
+    assert_eq!(
+        s.errors
+            .iter()
+            .map(|e| (e.line, e.vin.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(2, vin(60).as_str()), (5, vin(62).as_str())]
+    );
+    assert!(s.errors[0].reason.contains("ecus"), "{:?}", s.errors[0]);
+    assert!(
+        s.errors[1].reason.contains("attributes"),
+        "{:?}",
+        s.errors[1]
+    );
+    assert_eq!(
+        store.get(&vin(60)).await.unwrap(),
+        full,
+        "refused line left no trace"
+    );
+    assert_eq!(
+        store.get(&vin(61)).await.unwrap().country.as_deref(),
+        Some("PL")
+    );
+    let v62 = store.get(&vin(62)).await.unwrap();
+    assert_eq!(v62.attributes.len(), MAX_ATTRIBUTES);
+    assert_eq!(v62.country.as_deref(), Some("CZ"), "the line after goes on");
+    store.get(&vin(63)).await.expect("the line before is in");
+
+    // Strict: the refused line rejects the whole file.
+    let mut changed = patch(63);
+    changed.model = Some("ID.7".into());
+    let s = import(
+        &store,
+        "manufacturing",
+        true,
+        vec![record(1, changed), record(2, over)],
+    )
+    .await;
+    assert!(s.aborted);
+    assert_eq!(s.errors.iter().map(|e| e.line).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        store.get(&vin(63)).await.unwrap().model.as_deref(),
+        Some("ID.3")
+    );
+}
+
 async fn writes_announce_the_changed_vehicles_in_the_outbox(store: VehicleStore, db: ota_db::Db) {
     store.upsert("manufacturing", patch(1)).await.unwrap();
     store.upsert("manufacturing", patch(2)).await.unwrap();
@@ -512,4 +713,6 @@ conformance!(
     list_rejects_bad_limits_and_cursors,
     invalid_source_is_rejected,
     vin_scan_lists_every_vin_in_order_with_filters,
+    inventory_reports_cannot_grow_a_record_past_its_bounds,
+    upserts_and_imports_cannot_grow_a_record_past_its_bounds,
 );

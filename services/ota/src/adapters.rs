@@ -63,6 +63,21 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
         ),
     };
     let public_url = i.cfg.public_url();
+    // One set of budgets per vehicle for all three adapters of this
+    // process: a vehicle gets no more by switching protocols.
+    let a = &i.cfg.adapters;
+    let limits = Arc::new(ota_common::rate::VehicleLimits::new(
+        ota_common::rate::VehicleRates {
+            polls: ota_common::rate::RateLimit {
+                per_second: a.vehicle_rate_per_s,
+                burst: a.vehicle_burst,
+            },
+            reports: ota_common::rate::RateLimit {
+                per_second: a.report_rate_per_s,
+                burst: a.report_burst,
+            },
+        },
+    ));
 
     if http {
         let superuser = match (&i.cfg.mqtt_username, &i.cfg.mqtt_password) {
@@ -72,13 +87,7 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
             }),
             _ => None,
         };
-        // The same budget per vehicle on both vehicle APIs.
-        let rate_limit = ota_common::rate::RateLimit {
-            per_second: i.cfg.adapters.vehicle_rate_per_s,
-            burst: i.cfg.adapters.vehicle_burst,
-        };
         let config = ota_http_adapter::AdapterConfig {
-            rate_limit,
             mqtt_superuser: superuser,
             ..Default::default()
         };
@@ -88,7 +97,8 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
             campaigns.clone(),
             vehicles.clone(),
             config,
-        );
+        )
+        .with_limits(limits.clone());
         let store: Arc<dyn ota_artifacts::ArtifactStore> =
             Arc::new(ota_artifacts::DiskStore::new(&i.cfg.data_dir));
         let ddi = ota_ddi::DdiState::new(
@@ -100,7 +110,7 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
             i.cfg.adapters.ddi_gateway_token.clone(),
             public_url.clone(),
         )
-        .with_rate_limit(rate_limit);
+        .with_limits(limits.clone());
         out.router = out
             .router
             .merge(ota_http_adapter::router(state))
@@ -124,6 +134,9 @@ pub async fn start(i: Inputs<'_>) -> anyhow::Result<Adapters> {
             max_sessions: i.cfg.adapters.mqtt_max_sessions.unwrap_or_else(|| {
                 crate::files::broker_sessions(i.open_files, i.cfg.http.max_connections)
             }),
+            max_packet_bytes: a.mqtt_max_packet_bytes,
+            max_retained: a.mqtt_max_retained,
+            limits,
             ..Default::default()
         };
         let backends = ota_mqtt_adapter::Backends {

@@ -200,6 +200,17 @@ pub struct AdapterSettings {
     pub vehicle_rate_per_s: f64,
     /// Requests a vehicle may make in a burst.
     pub vehicle_burst: u32,
+    /// Reports (status, inventory, DDI feedback and configData, MQTT
+    /// status, inventory and presence) per second each vehicle may make,
+    /// sustained: a budget of their own, apart from the polls.
+    pub report_rate_per_s: f64,
+    /// Reports a vehicle may make in a burst.
+    pub report_burst: u32,
+    /// Largest MQTT packet a vehicle may send the embedded broker.
+    pub mqtt_max_packet_bytes: usize,
+    /// Retained messages the embedded broker keeps (two per vehicle: its
+    /// document and its presence); 0: no limit.
+    pub mqtt_max_retained: usize,
     /// hawkBit gateway token: may act for any controller. Unset: only the
     /// vehicles' own tokens.
     pub ddi_gateway_token: Option<String>,
@@ -212,11 +223,38 @@ pub struct AdapterSettings {
 impl Default for AdapterSettings {
     fn default() -> Self {
         Self {
-            vehicle_rate_per_s: 2.0,
-            vehicle_burst: 10,
+            vehicle_rate_per_s: ota_common::rate::RateLimit::POLLS.per_second,
+            vehicle_burst: ota_common::rate::RateLimit::POLLS.burst,
+            report_rate_per_s: ota_common::rate::RateLimit::REPORTS.per_second,
+            report_burst: ota_common::rate::RateLimit::REPORTS.burst,
+            mqtt_max_packet_bytes: ota_mqtt_adapter::MAX_PACKET_BYTES,
+            mqtt_max_retained: ota_mqtt_adapter::MAX_RETAINED,
             ddi_gateway_token: None,
             mqtt_max_sessions: None,
         }
+    }
+}
+
+impl AdapterSettings {
+    fn validate(&self) -> anyhow::Result<()> {
+        for (key, rate, burst) in [
+            ("vehicle", self.vehicle_rate_per_s, self.vehicle_burst),
+            ("report", self.report_rate_per_s, self.report_burst),
+        ] {
+            if !(rate.is_finite() && rate > 0.0) || burst == 0 {
+                bail!(
+                    "invalid configuration: adapters.{key}_rate_per_s and adapters.{key}_burst must be above 0 (got {rate} and {burst})"
+                );
+            }
+        }
+        // MQTT's own ceiling is 256 MiB; below 1 KiB no report fits.
+        if !(1024..=268_435_455).contains(&self.mqtt_max_packet_bytes) {
+            bail!(
+                "invalid configuration: adapters.mqtt_max_packet_bytes: {} is outside 1024..=268435455",
+                self.mqtt_max_packet_bytes
+            );
+        }
+        Ok(())
     }
 }
 
@@ -446,6 +484,7 @@ impl Config {
         {
             bail!("invalid configuration: http.metrics_token: must be at least 16 characters (a guessable token protects nothing)");
         }
+        self.adapters.validate()?;
         Ok(())
     }
 
@@ -570,6 +609,36 @@ mod tests {
                 err.contains("bus.claim_timeout_ms: 0 is below 100"),
                 "{err}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API
+    fn vehicle_budgets_and_broker_bounds_come_from_the_environment() {
+        Jail::expect_with(|jail| {
+            jail.set_env("OTA_ADAPTERS__REPORT_RATE_PER_S", "0.5");
+            jail.set_env("OTA_ADAPTERS__REPORT_BURST", "7");
+            jail.set_env("OTA_ADAPTERS__MQTT_MAX_PACKET_BYTES", "32768");
+            jail.set_env("OTA_ADAPTERS__MQTT_MAX_RETAINED", "1000");
+            let a = load(None, Figment::new()).unwrap().adapters;
+            assert_eq!((a.report_rate_per_s, a.report_burst), (0.5, 7));
+            assert_eq!(
+                (a.mqtt_max_packet_bytes, a.mqtt_max_retained),
+                (32768, 1000)
+            );
+            assert_eq!((a.vehicle_rate_per_s, a.vehicle_burst), (2.0, 10));
+
+            jail.set_env("OTA_ADAPTERS__REPORT_BURST", "0");
+            let err = load(None, Figment::new()).unwrap_err().to_string();
+            assert!(
+                err.contains("adapters.report_burst must be above 0"),
+                "{err}"
+            );
+            jail.set_env("OTA_ADAPTERS__REPORT_BURST", "7");
+            jail.set_env("OTA_ADAPTERS__MQTT_MAX_PACKET_BYTES", "10");
+            let err = load(None, Figment::new()).unwrap_err().to_string();
+            assert!(err.contains("adapters.mqtt_max_packet_bytes: 10"), "{err}");
             Ok(())
         });
     }

@@ -18,6 +18,7 @@ use ota_campaign_manager::model::{ActionState, Transition};
 use ota_campaign_manager::store::Store;
 use ota_campaign_manager::{Actor, CampaignManager, Config};
 use ota_common::peer;
+use ota_common::rate::{VehicleLimits, VehicleRates};
 use ota_common::vehicle::VehiclePatch;
 use ota_ddi::{router, DdiState};
 use ota_proto::v1 as pb;
@@ -50,16 +51,21 @@ pub struct Platform {
 
 impl Platform {
     pub async fn new(db: TestDb) -> Self {
-        Self::build(db, false).await
+        Self::build(db, false, VehicleRates::default()).await
     }
 
     /// Staging reached over its gRPC client instead of the in-process
     /// lookup, as in a split deployment.
     pub async fn with_remote_staging(db: TestDb) -> Self {
-        Self::build(db, true).await
+        Self::build(db, true, VehicleRates::default()).await
     }
 
-    async fn build(db: TestDb, remote_staging: bool) -> Self {
+    /// Budgets per controller other than the defaults.
+    pub async fn with_rates(db: TestDb, rates: VehicleRates) -> Self {
+        Self::build(db, false, rates).await
+    }
+
+    async fn build(db: TestDb, remote_staging: bool, rates: VehicleRates) -> Self {
         let vehicles = VehicleStore::new(db.db(), Precedence::default());
         let vehicle_peer =
             peer::in_process(VehicleStoreService::new(vehicles.clone()).into_server());
@@ -113,7 +119,8 @@ impl Platform {
             artifacts.clone(),
             Some(GATEWAY.to_owned()),
             base.clone(),
-        );
+        )
+        .with_limits(Arc::new(VehicleLimits::new(rates)));
         let app = router(state);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {

@@ -25,7 +25,19 @@ use ota_vehicle_store::{Precedence, VehicleStore};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 
-pub const MOSQUITTO: &str = "127.0.0.1:1883";
+/// The Mosquitto of the external-broker tests: `OTA_TEST_MQTT_URL`
+/// (`mqtt://host:port`), by default 127.0.0.1:1883.
+pub fn mosquitto() -> SocketAddr {
+    let url = std::env::var("OTA_TEST_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".into());
+    let hostport = url
+        .strip_prefix("mqtt://")
+        .or_else(|| url.strip_prefix("tcp://"))
+        .unwrap_or(&url)
+        .trim_end_matches('/');
+    hostport
+        .parse()
+        .unwrap_or_else(|e| panic!("OTA_TEST_MQTT_URL {url:?} is not mqtt://IP:PORT: {e}"))
+}
 
 pub struct Platform {
     pub manager: CampaignManager,
@@ -216,10 +228,9 @@ pub fn unique(prefix: &str) -> String {
 
 /// Fails the test loudly when Mosquitto is not running.
 pub fn require_mosquitto() {
-    if let Err(e) =
-        std::net::TcpStream::connect_timeout(&MOSQUITTO.parse().unwrap(), Duration::from_secs(2))
-    {
-        panic!("Mosquitto is required at {MOSQUITTO} but is not reachable: {e} (run scripts/test.sh, which starts it)");
+    let addr = mosquitto();
+    if let Err(e) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+        panic!("Mosquitto is required at {addr} (OTA_TEST_MQTT_URL) but is not reachable: {e} (run scripts/test.sh, which starts it)");
     }
 }
 
