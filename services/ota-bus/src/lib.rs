@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use ota_common::{CodedError, ErrorCode};
 
-pub use events::{topics, StagedEvent, StagingEvent, VehicleEvent};
+pub use events::{topics, Install, InstalledEvent, StagedEvent, StagingEvent, VehicleEvent};
 pub use memory::MemoryBus;
 pub use redis::RedisBus;
 

@@ -12,6 +12,7 @@
 
 mod error;
 pub mod grpc;
+mod installed;
 pub mod manager;
 pub mod model;
 mod report;

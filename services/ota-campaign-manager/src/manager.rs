@@ -64,6 +64,9 @@ pub(crate) struct Inner {
     deadlines: RwLock<HashMap<String, Deadline>>,
     /// Campaign ids whose targeting scan runs in this process.
     pub scanning: Mutex<std::collections::HashSet<String>>,
+    /// Where finished installs are recorded (see `installed`); unset in
+    /// tests that have no vehicle store.
+    pub inventory: Option<pb::vehicle_store_client::VehicleStoreClient<Peer>>,
 }
 
 impl CampaignManager {
@@ -85,8 +88,21 @@ impl CampaignManager {
                 compiled: Mutex::new(HashMap::new()),
                 deadlines: RwLock::new(HashMap::new()),
                 scanning: Mutex::new(Default::default()),
+                inventory: None,
             }),
         }
+    }
+
+    /// Records finished installs in the inventory through this vehicle
+    /// store (in this process or remote); needs the bus of
+    /// `spawn_background`.
+    pub fn with_inventory(mut self, vehicle_store: Peer) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("the inventory is set while the manager is built, before it is shared")
+            .inventory = Some(pb::vehicle_store_client::VehicleStoreClient::new(
+            vehicle_store,
+        ));
+        self
     }
 
     pub fn store(&self) -> &Store {

@@ -201,6 +201,16 @@ impl CampaignManager {
                 }
             }
         }));
+        if let (Some(bus), Some(inventory)) = (&bus, &self.inner.inventory) {
+            let (this, bus, inventory) = (self.clone(), bus.clone(), inventory.clone());
+            let mut stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    _ = this.consume_installed_events(bus, inventory) => {}
+                    _ = stop.wait_for(|v| *v) => {}
+                }
+            }));
+        }
         if let Some(bus) = bus {
             let this = self.clone();
             let mut stop = shutdown;

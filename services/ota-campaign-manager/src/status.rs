@@ -207,6 +207,8 @@ async fn apply(
                 progress: w.progress,
                 message: w.message.clone(),
                 restaged: w.restaged,
+                ecu: w.row.ecu.clone(),
+                package_id: w.row.package_id.clone(),
             })
             .collect();
         let outcomes = store.write_status(&updates, Utc::now()).await?;

@@ -74,6 +74,14 @@ impl Vehicle {
 
 /// What one source says about one vehicle. Absent fields say nothing; they
 /// never clear a value another source set.
+
+/// The source of a vehicle's own inventory reports.
+pub const VEHICLE_SOURCE: &str = "vehicle";
+/// The source of ECU software versions recorded when a vehicle reports an
+/// install action succeeded; the vehicle store ranks it as
+/// [`VEHICLE_SOURCE`].
+pub const INSTALL_SOURCE: &str = "install";
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VehiclePatch {

@@ -60,11 +60,14 @@ pub(crate) struct Broker {
     run: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
-/// The retainer's settings: how many messages it keeps, and how large one
-/// may be (a larger one is forwarded but not kept).
+/// The retainer's settings: how many messages it keeps, how large one may
+/// be (a larger one is forwarded but not kept), and that they never expire.
+/// Without the TTL of 0 a retained message inherits its listener's message
+/// expiry (5 minutes): a vehicle connecting later would find no document,
+/// and the publisher does not send an unchanged one again.
 fn retainer_config(max_retained: usize) -> String {
     format!(
-        "max_retained_messages = {}\nmax_payload_size = \"{}B\"\n",
+        "max_retained_messages = {}\nmax_payload_size = \"{}B\"\nretained_message_ttl = \"0s\"\n",
         isize::try_from(max_retained).unwrap_or(isize::MAX),
         MAX_RETAINED_BYTES
     )

@@ -37,6 +37,8 @@ pub struct Precedence {
     pub fields: BTreeMap<String, Vec<String>>,
 }
 
+pub use ota_common::vehicle::{INSTALL_SOURCE, VEHICLE_SOURCE};
+
 impl Default for Precedence {
     fn default() -> Self {
         let vehicle_first = vec![
@@ -84,6 +86,14 @@ impl Precedence {
 
     fn rank(&self, group: &str, source: &str) -> usize {
         let list = self.fields.get(group).unwrap_or(&self.default);
+        // A finished install is the vehicle saying what it now runs, through
+        // its status report: it ranks as the vehicle's own reports, so the
+        // later of the two wins, while provenance still tells them apart.
+        let source = if source == INSTALL_SOURCE {
+            VEHICLE_SOURCE
+        } else {
+            source
+        };
         list.iter().position(|s| s == source).unwrap_or(list.len())
     }
 
@@ -237,6 +247,41 @@ mod tests {
             "re-import does not roll back"
         );
         assert!(!m.changed);
+    }
+
+    #[test]
+    fn a_finished_install_ranks_as_the_vehicle_and_the_later_one_wins() {
+        let p = Precedence::default();
+        let now = Utc::now();
+        let m = merge(None, &patch("ID.4", "2.2.0"), "vehicle", &p, now);
+        let m = merge(
+            Some(m.vehicle),
+            &patch("ID.4", "2.3.1"),
+            INSTALL_SOURCE,
+            &p,
+            now,
+        );
+        assert_eq!(
+            m.vehicle.ecus["BMS"].sw, "2.3.1",
+            "install after the vehicle's report"
+        );
+        assert_eq!(m.vehicle.provenance["ecus.BMS.sw"], "install");
+        let m = merge(
+            Some(m.vehicle),
+            &patch("ID.4", "2.2.0"),
+            "manufacturing",
+            &p,
+            now,
+        );
+        assert_eq!(
+            m.vehicle.ecus["BMS"].sw, "2.3.1",
+            "a re-import does not roll it back"
+        );
+        let m = merge(Some(m.vehicle), &patch("ID.4", "2.3.0"), "vehicle", &p, now);
+        assert_eq!(
+            m.vehicle.ecus["BMS"].sw, "2.3.0",
+            "the vehicle's later report wins"
+        );
     }
 
     #[test]

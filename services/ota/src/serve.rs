@@ -149,6 +149,11 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
                     tick: Duration::from_millis(cfg.campaigns.tick_ms),
                     status_batch: cfg.campaigns.status_batch,
                 },
+            )
+            .with_inventory(
+                vehicle_peer
+                    .clone()
+                    .expect("built for the campaign manager"),
             );
             background
                 .extend(manager.spawn_background(Some(events.bus.clone()), shutdown_rx.clone()));

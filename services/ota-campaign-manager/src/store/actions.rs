@@ -67,6 +67,19 @@ pub struct OpenActionRow {
     pub attempts: i32,
 }
 
+/// Installed events for these successes, in chunks.
+fn installed_events(installs: &[ota_bus::Install], now: DateTime<Utc>) -> Vec<String> {
+    installs
+        .chunks(super::VINS_PER_EVENT)
+        .map(|chunk| {
+            ota_bus::outbox::payload(&ota_bus::InstalledEvent::Succeeded {
+                installs: chunk.to_vec(),
+                at_ms: millis(now),
+            })
+        })
+        .collect()
+}
+
 /// A status report's effect on one action, decided by the caller.
 #[derive(Debug, Clone)]
 pub struct StatusUpdate {
@@ -82,6 +95,9 @@ pub struct StatusUpdate {
     pub message: String,
     /// Staged again for a retry.
     pub restaged: bool,
+    /// What the action installs: a success is recorded in the inventory.
+    pub ecu: String,
+    pub package_id: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,6 +387,13 @@ impl Store {
             vins.sort();
             vins.dedup();
             conn.enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
+            // In the same transaction: a success acknowledged to a vehicle
+            // reaches its inventory even if this process dies next.
+            let installs: Vec<ota_bus::Install> = updates.iter().zip(&outcomes)
+                .filter(|(u, o)| **o == ReportOutcome::Applied && u.state == ActionState::Succeeded)
+                .map(|(u, _)| ota_bus::Install { vin: u.vin.clone(), action_id: u.id.clone(), ecu: u.ecu.clone(), package_id: u.package_id.clone() })
+                .collect();
+            conn.enqueue(topics::INSTALLED, &installed_events(&installs, now)).await?;
             tx.commit().await?;
             (outcomes, vins)
         });
