@@ -79,7 +79,13 @@ impl ScalarSource {
         let Some((map, end)) = self.align() else {
             return self.at;
         };
-        map.get(offset).copied().unwrap_or(end)
+        match map.get(offset) {
+            Some(p) => *p,
+            // The end of a value that ends with a line break (a block
+            // scalar's) reads best at that break, not on the next line.
+            None if self.value.ends_with('\n') => map.last().copied().unwrap_or(end),
+            None => end,
+        }
     }
 
     /// Per character of the value, where it was written; then the position
