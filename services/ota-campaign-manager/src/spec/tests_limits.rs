@@ -10,9 +10,20 @@ fn errors(text: &str) -> Vec<SpecError> {
     parse(text).expect_err("expected validation errors")
 }
 
+/// A list of 2,000 scalars, 500 aliases of it, 50 of those and 4 of those:
+/// 9 KB of text, 200 million nodes once expanded.
+fn wide_alias_bomb() -> String {
+    let mut text = format!("{MINIMAL}x0: &a0 [{}]\n", vec!["a"; 2000].join(", "));
+    for (i, n) in [(1, 500), (2, 50), (3, 4)] {
+        let items = vec![format!("*a{}", i - 1); n].join(", ");
+        text.push_str(&format!("x{i}: &a{i} [{items}]\n"));
+    }
+    text
+}
+
 /// Ten levels of anchors, each a list of ten aliases of the one before:
 /// 10^10 nodes once expanded, from well under a kilobyte of text.
-pub(crate) fn alias_bomb() -> String {
+fn deep_alias_bomb() -> String {
     let mut text = format!("{MINIMAL}x0: &a0 [a, a, a, a, a, a, a, a, a, a]\n");
     for i in 1..10 {
         let alias = format!("*a{}", i - 1);
@@ -22,19 +33,28 @@ pub(crate) fn alias_bomb() -> String {
     text
 }
 
+const TOO_MANY_NODES: &str = "the file has more than 100000 nodes once its aliases are expanded, \
+                              the most a campaign file may have; it crossed the limit here";
+
 #[test]
 fn an_alias_bomb_is_refused_where_it_crosses_the_node_limit() {
-    let text = alias_bomb();
+    let text = wide_alias_bomb();
+    assert!(text.len() < 10_000, "{}", text.len());
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let e = &errs[0];
+    assert_eq!((e.path.as_str(), e.message.as_str()), ("", TOO_MANY_NODES));
+    // 16 nodes of campaign, 2,002 for x0 and its list, 2 for x1 and its
+    // list: the 49th alias of x0's 2,001 nodes crosses 100,000.
+    assert_eq!((e.line, e.column), (Some(6), Some(250)));
+    assert_eq!(&text.lines().nth(5).unwrap()[249..252], "*a0");
+
+    let text = deep_alias_bomb();
     assert!(text.len() < 1024, "{}", text.len());
     let errs = errors(&text);
     assert_eq!(errs.len(), 1, "{errs:#?}");
     let e = &errs[0];
-    assert_eq!(e.path, "");
-    assert_eq!(
-        e.message,
-        "the file has more than 100000 nodes once its aliases are expanded, \
-         the most a campaign file may have; it crossed the limit here"
-    );
+    assert_eq!((e.path.as_str(), e.message.as_str()), ("", TOO_MANY_NODES));
     // 16 nodes of campaign, then 12, 112, 1112 and 11112 for x0 to x3, 2
     // for x4 and its list: x4's eighth alias, of 11111 nodes, crosses 100000.
     let x4 = text.lines().position(|l| l.starts_with("x4:")).unwrap() as u32 + 1;
