@@ -168,11 +168,11 @@ impl CampaignManager {
         &self,
         text: &str,
     ) -> Result<Result<Plan, Vec<SpecError>>, CampaignError> {
-        let checked = spec::check(text);
+        let mut checked = spec::check(text);
+        let mut errors = std::mem::take(&mut checked.errors);
         let Some(spec) = &checked.spec else {
-            return Ok(Err(spec::listed(checked.errors)));
+            return Ok(Err(spec::listed(errors)));
         };
-        let mut errors = checked.errors.clone();
         // An expression the file check already rejected (missing, empty, not
         // a string) gets no second error from the rule engine.
         let known: std::collections::HashSet<String> =

@@ -474,7 +474,7 @@ impl Checker<'_> {
 /// `365d` rather than `8760h`, for the limit's message.
 fn format_duration_days(d: Duration) -> String {
     let secs = d.as_secs();
-    if secs % 86_400 == 0 {
+    if secs.is_multiple_of(86_400) {
         format!("{}d", secs / 86_400)
     } else {
         format_duration(d)

@@ -199,9 +199,7 @@ fn align_flow(value: &str, src: &[(char, Pos)], style: ScalarStyle) -> Option<(V
     let mut last = src.get(j).or(src.last())?.1;
     for v in value.chars() {
         loop {
-            let Some(&(s, at)) = src.get(j) else {
-                return None;
-            };
+            let &(s, at) = src.get(j)?;
             if quote == Some('"') && s == '\\' {
                 let next = src.get(j + 1).map_or(' ', |c| c.0);
                 if is_break(next) {

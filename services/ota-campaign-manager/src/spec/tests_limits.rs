@@ -27,7 +27,7 @@ fn deep_alias_bomb() -> String {
     let mut text = format!("{MINIMAL}x0: &a0 [a, a, a, a, a, a, a, a, a, a]\n");
     for i in 1..10 {
         let alias = format!("*a{}", i - 1);
-        let items = vec![alias.as_str(); 10].join(", ");
+        let items = [alias.as_str(); 10].join(", ");
         text.push_str(&format!("x{i}: &a{i} [{items}]\n"));
     }
     text
