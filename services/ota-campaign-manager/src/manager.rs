@@ -168,84 +168,126 @@ impl CampaignManager {
 
     // ---- campaigns ----
 
-    /// Every problem of a campaign file, each with its path; the parsed
-    /// plan when there are none.
+    /// Every problem of a campaign file at once, each with its path and
+    /// position in the file: its structure, its CEL expressions, the
+    /// packages it names and its schedule (at most
+    /// [`spec::MAX_PROBLEMS`] of them listed). The parsed plan when there
+    /// are none.
+    ///
+    /// Reading the file is one pass within fixed limits (size, nodes once
+    /// aliases are expanded, rules), so the work a request can cause here is
+    /// bounded; the rule engine and package look-ups after it are awaited,
+    /// so they stop when the caller goes away.
     pub async fn validate(
         &self,
         text: &str,
     ) -> Result<Result<Plan, Vec<SpecError>>, CampaignError> {
-        let spec = match spec::parse(text) {
-            Ok(s) => s,
-            Err(errors) => return Ok(Err(errors)),
+        let mut checked = spec::check(text);
+        let mut errors = std::mem::take(&mut checked.errors);
+        let Some(spec) = &checked.spec else {
+            return Ok(Err(spec::listed(errors)));
         };
-        let mut errors = Vec::new();
+        // An expression the file check already rejected (missing, empty, not
+        // a string) gets no second error from the rule engine.
+        let known: std::collections::HashSet<String> =
+            errors.iter().map(|e| e.path.clone()).collect();
+        let mut rules = rule_set(spec);
+        rules.rules.truncate(spec::MAX_RULES);
         let validation = self
             .inner
             .rules
             .clone()
             .validate(pb::ValidateRequest {
-                rules: Some(rule_set(&spec).into()),
+                rules: Some(rules.into()),
             })
             .await
             .map_err(CampaignError::upstream("rule engine"))?
             .into_inner();
         for e in validation.errors {
+            if known.contains(&e.path) {
+                continue;
+            }
+            let at = e
+                .position
+                .as_ref()
+                .and_then(|p| checked.expression_position(&e.path, p.line, p.column));
             errors.push(SpecError {
+                line: at.map(|a| a.0),
+                column: at.map(|a| a.1),
                 path: e.path,
                 message: e.message,
-                line: e.position.as_ref().map(|p| p.line),
-                column: e.position.as_ref().map(|p| p.column),
             });
         }
+        let at = |path: &str| checked.position(path).unzip();
         let mut packages = Vec::with_capacity(spec.rules.len());
+        let mut found: HashMap<String, Option<Package>> = HashMap::new();
         for (i, rule) in spec.rules.iter().enumerate() {
             let install = &rule.install;
-            match self
-                .inner
-                .store
-                .get_package(&format!("{}@{}", install.package, install.version))
-                .await
-            {
-                Ok(p) => {
+            // A rule the file check faulted names no package to look up.
+            if install.package.is_empty() || install.version.is_empty() || install.ecu.is_empty() {
+                continue;
+            }
+            let id = format!("{}@{}", install.package, install.version);
+            let p = match found.get(&id) {
+                Some(p) => p.clone(),
+                None => {
+                    let p = match self.inner.store.get_package(&id).await {
+                        Ok(p) => Some(p),
+                        Err(CampaignError::NotFound { .. }) => None,
+                        Err(e) => return Err(e),
+                    };
+                    found.insert(id, p.clone());
+                    p
+                }
+            };
+            match p {
+                Some(p) => {
                     if p.ecu != install.ecu {
+                        let path = format!("rules[{i}].install.ecu");
+                        let (line, column) = at(&path);
                         errors.push(SpecError {
-                            path: format!("rules[{i}].install.ecu"),
                             message: format!(
                                 "package {}@{} is for ECU {:?}, not {:?}",
                                 p.name, p.version, p.ecu, install.ecu
                             ),
-                            line: None,
-                            column: None,
+                            path,
+                            line,
+                            column,
                         });
                     }
                     packages.push(p.id);
                 }
-                Err(CampaignError::NotFound { .. }) => errors.push(SpecError {
-                    path: format!("rules[{i}].install.package"),
-                    message: format!(
-                        "package {:?} version {:?} does not exist (register it with `ota packages add`)",
-                        install.package, install.version
-                    ),
-                    line: None,
-                    column: None,
-                }),
-                Err(e) => return Err(e),
+                None => {
+                    let path = format!("rules[{i}].install.package");
+                    let (line, column) = at(&path);
+                    errors.push(SpecError {
+                        message: format!(
+                            "package {:?} version {:?} does not exist (register it with `ota packages add`)",
+                            install.package, install.version
+                        ),
+                        path,
+                        line,
+                        column,
+                    });
+                }
             }
         }
         if let Some(end) = spec.schedule.end {
             if end <= Utc::now() {
+                let (line, column) = at("schedule.end");
                 errors.push(SpecError {
                     path: "schedule.end".into(),
                     message: format!("{} is in the past", end.to_rfc3339()),
-                    line: None,
-                    column: None,
+                    line,
+                    column,
                 });
             }
         }
         if errors.is_empty() {
+            let spec = checked.spec.unwrap_or_default();
             Ok(Ok(Plan { spec, packages }))
         } else {
-            Ok(Err(errors))
+            Ok(Err(spec::listed(errors)))
         }
     }
 

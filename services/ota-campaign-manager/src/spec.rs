@@ -1,24 +1,31 @@
 //! Campaign files: parsing and validation.
 //!
-//! Files are YAML; JSON is accepted as the YAML subset it is. Validation walks a
-//! `serde_yaml_ng::Value` tree by hand instead of using `#[derive(Deserialize)]`,
-//! because derive stops at the first problem and authors want all of them at once.
+//! Files are YAML; JSON is accepted as the YAML subset it is. The file is read
+//! in one pass into a tree that keeps every node's position and every scalar's
+//! text as written ([`yaml`]), so `version: 2.10` stays "2.10" instead of
+//! becoming the float 2.1. Validation walks that tree by hand instead of using
+//! `#[derive(Deserialize)]`, because derive stops at the first problem and
+//! authors want all of them at once.
 //!
-//! `Value` keeps neither positions nor the text of scalars YAML read as numbers,
-//! so both are recovered by re-reading the file (see `probe`). That lets
-//! `version: 2.10` stay "2.10" instead of becoming the float 2.1; only when the
-//! text cannot be found (the version came in through a `<<` merge key) is such a
-//! version rejected with a request to quote it.
+//! A campaign file is untrusted input (a viewer may validate one), so every
+//! dimension of it is bounded: its size ([`MAX_FILE_BYTES`]), its nodes with
+//! aliases expanded ([`MAX_NODES`]), its nesting ([`MAX_DEPTH`]), its rules
+//! ([`MAX_RULES`]), waves ([`MAX_WAVES`]), durations ([`MAX_DURATION`]) and
+//! names, and the problems listed for it ([`MAX_PROBLEMS`]).
 
+use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::de::{self, Deserializer};
 use serde::{Deserialize, Serialize};
-use serde_yaml_ng::{Mapping, Value};
 
-use probe::{probe, Goal, SENTINEL};
+pub use ota_rule_engine::ruleset::MAX_RULES;
+pub use yaml::{MAX_DEPTH, MAX_NODES};
+
+use locate::ScalarSource;
+use yaml::{Kind, Node, Pos};
 
 pub const MAX_NAME_CHARS: usize = 128;
 pub const DEFAULT_MAX_PER_MINUTE: u32 = 1000;
@@ -28,6 +35,16 @@ pub const MAX_RETRIES: u32 = 10;
 pub const MAX_PRIORITY: i32 = 1000;
 /// `action_timeout: never` disables the timeout; a missing or null key means the default.
 pub const NO_TIMEOUT: &str = "never";
+/// Largest campaign file, as the REST API's default body limit.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// Longest duration in a campaign file (`wave_soak`, `action_timeout`): 365d.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+/// Most waves of a rollout; waves are cut in 0.01 % buckets anyway.
+pub const MAX_WAVES: usize = 100;
+/// Longest package name, version or ECU a rule may name, as packages allow.
+pub const MAX_INSTALL_CHARS: usize = 128;
+/// Most problems listed for one file; a last entry counts the rest.
+pub const MAX_PROBLEMS: usize = 100;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CampaignSpec {
@@ -223,71 +240,119 @@ mod timeout_text {
     }
 }
 
-/// Parses and validates a campaign file, reporting every problem found.
-pub fn parse(text: &str) -> Result<CampaignSpec, Vec<SpecError>> {
-    let whole_file = |message: String| vec![SpecError::new(String::new(), message, None)];
-    let mut root: Value = serde_yaml_ng::from_str(text).map_err(|e| vec![syntax_error(&e)])?;
-    root.apply_merge().map_err(|e| vec![syntax_error(&e)])?;
-    match &root {
-        Value::Mapping(_) => {}
-        Value::Null => {
-            return Err(whole_file(
-                "the file is empty; expected a campaign mapping".into(),
-            ))
-        }
-        other => {
-            return Err(whole_file(format!(
-                "expected a mapping at the top level, found {}",
-                describe(other)
-            )))
-        }
+/// A campaign file read and checked: the campaign as far as it could be read,
+/// every problem found, and where its parts are, to place the problems that
+/// later checks (the rule engine, the package registry) find in it.
+#[derive(Debug, Default)]
+pub struct Checked {
+    /// None when the file is not a campaign mapping at all.
+    pub spec: Option<CampaignSpec>,
+    /// In no particular order; see [`listed`].
+    pub errors: Vec<SpecError>,
+    expressions: HashMap<String, ScalarSource>,
+    positions: HashMap<String, Pos>,
+}
+
+impl Checked {
+    /// Where the value at `path` (`rules[2].install.package`, `schedule.end`)
+    /// was written.
+    pub fn position(&self, path: &str) -> Option<(u32, u32)> {
+        self.positions.get(path).map(|p| (p.line, p.column))
     }
-    let mut checker = Checker {
+
+    /// Where line `line`, column `column` of the expression at `path`
+    /// (`target`, `rules[2].when`) was written in the file.
+    pub fn expression_position(&self, path: &str, line: u32, column: u32) -> Option<(u32, u32)> {
+        let p = self.expressions.get(path)?.locate(line, column);
+        Some((p.line, p.column))
+    }
+}
+
+/// Reads and checks a campaign file, finding every problem it can.
+pub fn check(text: &str) -> Checked {
+    let whole_file = |message: String| Checked {
+        errors: vec![SpecError::at(String::new(), message, None)],
+        ..Checked::default()
+    };
+    if text.len() > MAX_FILE_BYTES {
+        return whole_file(format!(
+            "the file is {} bytes long; a campaign file may have at most {MAX_FILE_BYTES}",
+            text.len()
+        ));
+    }
+    let root = match yaml::read(text) {
+        Ok(Some(root)) if !root.is_null() => root,
+        Ok(_) => return whole_file("the file is empty; expected a campaign mapping".into()),
+        Err(errors) => {
+            return Checked {
+                errors: errors
+                    .into_iter()
+                    .map(|e| SpecError::at(e.path, e.message, e.at))
+                    .collect(),
+                ..Checked::default()
+            }
+        }
+    };
+    if root.as_map().is_none() {
+        return whole_file(format!(
+            "expected a mapping at the top level, found {}",
+            describe(&root)
+        ));
+    }
+    let mut checker = check::Checker {
         text,
-        issues: Vec::new(),
+        errors: Vec::new(),
+        expressions: HashMap::new(),
+        positions: HashMap::new(),
     };
     let spec = checker.campaign(&root);
-    if checker.issues.is_empty() {
-        return Ok(spec);
+    Checked {
+        spec: Some(spec),
+        errors: checker.errors,
+        expressions: checker.expressions,
+        positions: checker.positions,
     }
-    let mut errors: Vec<SpecError> = checker.issues.iter().map(|i| i.to_error(text)).collect();
-    // Document order reads best; problems without a position go last.
+}
+
+/// Parses and validates a campaign file, reporting every problem found (at
+/// most [`MAX_PROBLEMS`] of them; see [`listed`]).
+pub fn parse(text: &str) -> Result<CampaignSpec, Vec<SpecError>> {
+    let checked = check(text);
+    match checked.spec {
+        Some(spec) if checked.errors.is_empty() => Ok(spec),
+        _ => Err(listed(checked.errors)),
+    }
+}
+
+/// Problems as they are reported: in document order (those without a
+/// position last), at most [`MAX_PROBLEMS`], then one entry saying how many
+/// more there are.
+pub fn listed(mut errors: Vec<SpecError>) -> Vec<SpecError> {
     errors.sort_by_key(|e| (e.line.is_none(), e.line, e.column));
-    Err(errors)
+    if errors.len() > MAX_PROBLEMS {
+        let more = errors.len() - MAX_PROBLEMS;
+        errors.truncate(MAX_PROBLEMS);
+        errors.push(SpecError::at(
+            String::new(),
+            format!(
+                "... and {more} more problem{}; only the first {MAX_PROBLEMS} are listed",
+                if more == 1 { "" } else { "s" }
+            ),
+            None,
+        ));
+    }
+    errors
 }
 
 impl SpecError {
-    fn new(path: String, message: String, at: Option<serde_yaml_ng::Location>) -> Self {
-        let line = at.as_ref().map(|l| l.line() as u32);
-        let column = at.as_ref().map(|l| l.column() as u32);
+    fn at(path: String, message: String, at: Option<Pos>) -> Self {
         SpecError {
             path,
             message,
-            line,
-            column,
+            line: at.map(|p| p.line),
+            column: at.map(|p| p.column),
         }
     }
-}
-
-fn syntax_error(e: &serde_yaml_ng::Error) -> SpecError {
-    let at = e.location();
-    let mut message = e.to_string();
-    if let Some(l) = &at {
-        message = message.replacen(
-            &format!(" at line {} column {}", l.line(), l.column()),
-            "",
-            1,
-        );
-    }
-    // serde_yaml_ng prefixes errors found below the root (duplicate keys and the
-    // like) with their path; libyaml's own messages always contain a space first.
-    let mut path = String::new();
-    if let Some((prefix, rest)) = message.split_once(": ") {
-        if !prefix.is_empty() && !prefix.contains(char::is_whitespace) {
-            (path, message) = (prefix.to_owned(), rest.to_owned());
-        }
-    }
-    SpecError::new(path, message, at)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -296,12 +361,24 @@ enum Seg {
     Index(usize),
 }
 
+/// `rules[0].install.ecu`. A key that is not a field (an unknown one) is cut
+/// short like a quoted value, so that a pasted blob cannot make a path huge.
 fn path_string(path: &[Seg]) -> String {
+    const MAX_KEY: usize = 60;
     let mut out = String::new();
     for (i, seg) in path.iter().enumerate() {
         let _ = match seg {
-            Seg::Key(k) if i == 0 => write!(out, "{k}"),
-            Seg::Key(k) => write!(out, ".{k}"),
+            Seg::Key(k) => {
+                if i > 0 {
+                    out.push('.');
+                }
+                if k.chars().count() > MAX_KEY {
+                    let cut: String = k.chars().take(MAX_KEY).collect();
+                    write!(out, "{cut}...")
+                } else {
+                    write!(out, "{k}")
+                }
+            }
             Seg::Index(i) => write!(out, "[{i}]"),
         };
     }
@@ -318,59 +395,40 @@ fn key(path: &[Seg], k: &str) -> Vec<Seg> {
     child(path, Seg::Key(k.to_owned()))
 }
 
-/// Which node's position to report for an issue.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Anchor {
-    Value,
-    Key,
-    /// The enclosing mapping, for fields that are missing and so have no position.
-    Parent,
-}
-
-struct Issue {
-    path: Vec<Seg>,
-    anchor: Anchor,
-    message: String,
-}
-
-impl Issue {
-    fn to_error(&self, text: &str) -> SpecError {
-        let (target, goal) = match self.anchor {
-            Anchor::Value => (&self.path[..], Goal::Locate),
-            Anchor::Key => (&self.path[..], Goal::LocateKey),
-            Anchor::Parent => (
-                &self.path[..self.path.len().saturating_sub(1)],
-                Goal::Locate,
-            ),
-        };
-        let at = match probe(text, target, goal) {
-            Err(e) if e.to_string().contains(SENTINEL) => e.location(),
-            _ => None,
-        };
-        SpecError::new(path_string(&self.path), self.message.clone(), at)
+fn describe(v: &Node) -> String {
+    use yaml::Resolved;
+    if let Some(tag) = &v.tag {
+        return format!("a value tagged {tag}");
+    }
+    match &v.kind {
+        Kind::Scalar(s) => match s.value {
+            Resolved::Null => "null".to_owned(),
+            Resolved::Bool(b) => format!("boolean {b}"),
+            Resolved::Int(_) | Resolved::Float(_) => format!("number {}", cut(&s.text)),
+            Resolved::Str => format!("string {}", quoted(&s.text)),
+        },
+        Kind::Seq(_) => "a list".to_owned(),
+        Kind::Map(_) => "a mapping".to_owned(),
     }
 }
 
-fn describe(v: &Value) -> String {
-    match v {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => format!("boolean {b}"),
-        Value::Number(n) => format!("number {n}"),
-        Value::String(s) => format!("string {}", quoted(s)),
-        Value::Sequence(_) => "a list".to_owned(),
-        Value::Mapping(_) => "a mapping".to_owned(),
-        Value::Tagged(t) => format!("a value tagged {}", t.tag),
-    }
-}
+const MAX_QUOTED: usize = 60;
 
 /// Quotes a user-supplied string for a message, cut short so that a pasted blob
 /// cannot flood the error list.
 fn quoted(s: &str) -> String {
-    const MAX: usize = 60;
-    if s.chars().count() <= MAX {
+    if s.chars().count() <= MAX_QUOTED {
         return format!("{s:?}");
     }
-    format!("{:?}...", s.chars().take(MAX).collect::<String>())
+    format!("{:?}...", s.chars().take(MAX_QUOTED).collect::<String>())
+}
+
+/// Like [`quoted`], for text shown as written (numbers).
+fn cut(s: &str) -> String {
+    if s.chars().count() <= MAX_QUOTED {
+        return s.to_owned();
+    }
+    format!("{}...", s.chars().take(MAX_QUOTED).collect::<String>())
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -390,8 +448,15 @@ fn levenshtein(a: &str, b: &str) -> usize {
 }
 
 fn unknown_field(name: &str, allowed: &[&str]) -> String {
+    // Only a near miss gets a suggestion, and a long key is none: skipping it
+    // keeps a file of huge keys from costing a distance computation each.
     let lower = name.to_lowercase();
-    let hint = match allowed.iter().map(|a| (levenshtein(&lower, a), *a)).min() {
+    let hint = match allowed
+        .iter()
+        .filter(|_| lower.chars().count() <= 2 * MAX_QUOTED)
+        .map(|a| (levenshtein(&lower, a), *a))
+        .min()
+    {
         Some((d, a)) if d <= 2 && d * 3 <= a.len() => format!(" did you mean `{a}`?"),
         _ => String::new(),
     };
@@ -401,387 +466,10 @@ fn unknown_field(name: &str, allowed: &[&str]) -> String {
     )
 }
 
-/// An optional field with its path. An explicit null counts as missing, since
-/// YAML authors write `schedule:` with nothing after it to mean "none".
-fn opt<'v>(m: &'v Mapping, path: &[Seg], name: &str) -> Option<(Vec<Seg>, &'v Value)> {
-    m.get(name)
-        .filter(|v| !v.is_null())
-        .map(|v| (key(path, name), v))
-}
-
-struct Checker<'t> {
-    text: &'t str,
-    issues: Vec<Issue>,
-}
-
-impl Checker<'_> {
-    fn push(&mut self, path: Vec<Seg>, anchor: Anchor, message: String) {
-        self.issues.push(Issue {
-            path,
-            anchor,
-            message,
-        });
-    }
-
-    fn err(&mut self, path: &[Seg], message: impl Into<String>) {
-        self.push(path.to_vec(), Anchor::Value, message.into());
-    }
-
-    /// Reports a wrong type; returns None so callers can bail out in one expression.
-    fn expected<T>(&mut self, path: &[Seg], what: &str, found: &Value) -> Option<T> {
-        self.err(path, format!("expected {what}, found {}", describe(found)));
-        None
-    }
-
-    fn mapping<'v>(&mut self, path: &[Seg], v: &'v Value, allowed: &[&str]) -> Option<&'v Mapping> {
-        let Some(m) = v.as_mapping() else {
-            return self.expected(path, "a mapping", v);
-        };
-        for k in m.keys() {
-            match k.as_str() {
-                Some(name) if allowed.contains(&name) => {}
-                Some(name) => self.push(key(path, name), Anchor::Key, unknown_field(name, allowed)),
-                None => self.err(path, format!("keys must be strings, found {}", describe(k))),
-            }
-        }
-        Some(m)
-    }
-
-    /// A required field with its path; null is passed on, to be reported as a wrong type.
-    fn required<'v>(
-        &mut self,
-        m: &'v Mapping,
-        path: &[Seg],
-        name: &str,
-    ) -> Option<(Vec<Seg>, &'v Value)> {
-        let Some(v) = m.get(name) else {
-            self.push(
-                key(path, name),
-                Anchor::Parent,
-                "missing required field".into(),
-            );
-            return None;
-        };
-        Some((key(path, name), v))
-    }
-
-    fn string(&mut self, path: &[Seg], v: &Value) -> String {
-        match v {
-            Value::String(s) if !s.trim().is_empty() => s.clone(),
-            Value::String(s) => {
-                self.err(path, format!("must not be empty, found {}", quoted(s)));
-                String::new()
-            }
-            other => self.expected(path, "a string", other).unwrap_or_default(),
-        }
-    }
-
-    fn number(&mut self, path: &[Seg], v: &Value) -> Option<f64> {
-        v.as_f64().or_else(|| self.expected(path, "a number", v))
-    }
-
-    fn integer(&mut self, path: &[Seg], v: &Value, min: i64, max: i64) -> Option<i64> {
-        let n = match v {
-            Value::Number(n) if !n.is_f64() => n,
-            other => return self.expected(path, "an integer", other),
-        };
-        let i = n.as_i64();
-        if i.is_some_and(|i| (min..=max).contains(&i)) {
-            return i;
-        }
-        // Bounds that only guard the storage type are not worth quoting unasked.
-        let message = if max < i64::from(u32::MAX) {
-            format!("must be between {min} and {max}, found {n}")
-        } else if i.is_some_and(|i| i < min) {
-            format!("must be at least {min}, found {n}")
-        } else {
-            format!("must be at most {max}, found {n}")
-        };
-        self.err(path, message);
-        None
-    }
-
-    fn duration(&mut self, path: &[Seg], v: &Value) -> Option<Duration> {
-        match v {
-            Value::String(s) => parse_duration(s).map_err(|e| self.err(path, e)).ok(),
-            other => self.expected(path, "a duration such as \"90s\" or \"1h30m\"", other),
-        }
-    }
-
-    fn choice<'o>(&mut self, path: &[Seg], v: &Value, options: &[&'o str]) -> Option<&'o str> {
-        let found = options.iter().find(|o| v.as_str() == Some(**o)).copied();
-        found.or_else(|| self.expected(path, &format!("one of {}", options.join(", ")), v))
-    }
-
-    fn timestamp(&mut self, path: &[Seg], v: &Value) -> Option<DateTime<Utc>> {
-        const WHAT: &str = "an RFC 3339 timestamp such as 2026-12-01T00:00:00Z";
-        let Value::String(s) = v else {
-            return self.expected(path, WHAT, v);
-        };
-        DateTime::parse_from_rfc3339(s.trim())
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| self.err(path, format!("{} is not {WHAT} ({e})", quoted(s))))
-            .ok()
-    }
-
-    fn campaign(&mut self, root: &Value) -> CampaignSpec {
-        const KEYS: &[&str] = &["name", "target", "rules", "rollout", "schedule", "priority"];
-        let mut spec = CampaignSpec::default();
-        let Some(m) = self.mapping(&[], root, KEYS) else {
-            return spec;
-        };
-        if let Some((p, v)) = self.required(m, &[], "name") {
-            spec.name = self.name(&p, v);
-        }
-        if let Some((p, v)) = self.required(m, &[], "target") {
-            spec.target = self.string(&p, v);
-        }
-        if let Some((p, v)) = self.required(m, &[], "rules") {
-            spec.rules = self.rules(&p, v);
-        }
-        if let Some((p, v)) = opt(m, &[], "rollout") {
-            spec.rollout = self.rollout(&p, v);
-        }
-        if let Some((p, v)) = opt(m, &[], "schedule") {
-            spec.schedule = self.schedule(&p, v);
-        }
-        if let Some((p, v)) = opt(m, &[], "priority") {
-            let max = i64::from(MAX_PRIORITY);
-            spec.priority = self.integer(&p, v, -max, max).unwrap_or(0) as i32;
-        }
-        spec
-    }
-
-    fn name(&mut self, path: &[Seg], v: &Value) -> String {
-        let name = self.string(path, v);
-        let (q, chars) = (quoted(&name), name.chars().count());
-        if chars > MAX_NAME_CHARS {
-            self.err(
-                path,
-                format!("{q} is {chars} characters long; at most {MAX_NAME_CHARS} are allowed"),
-            );
-        }
-        if name.chars().any(char::is_control) {
-            self.err(path, format!("{q} contains a control character"));
-        }
-        name
-    }
-
-    fn rules(&mut self, path: &[Seg], v: &Value) -> Vec<RuleSpec> {
-        let Some(items) = v.as_sequence() else {
-            return self
-                .expected(path, "a list of rules", v)
-                .unwrap_or_default();
-        };
-        if items.is_empty() {
-            self.err(path, "must contain at least one rule");
-        }
-        let mut catch_all = None;
-        let mut rules = Vec::with_capacity(items.len());
-        for (i, item) in items.iter().enumerate() {
-            let p = child(path, Seg::Index(i));
-            let (rule, matches_all) = self.rule(&p, item);
-            if let Some(m) = catch_all {
-                self.err(
-                    &p,
-                    format!("unreachable: rules[{m}] has no `when` and matches every vehicle"),
-                );
-            } else if matches_all {
-                catch_all = Some(i);
-            }
-            rules.push(rule);
-        }
-        rules
-    }
-
-    /// Also tells whether the rule is a catch-all; a rule whose `when` is merely
-    /// invalid is not one, or its own error would be buried under "unreachable" ones.
-    fn rule(&mut self, path: &[Seg], v: &Value) -> (RuleSpec, bool) {
-        let mut rule = RuleSpec::default();
-        let Some(m) = self.mapping(path, v, &["when", "install"]) else {
-            return (rule, false);
-        };
-        let when = opt(m, path, "when");
-        if let Some((p, w)) = &when {
-            rule.when = Some(self.string(p, w));
-        }
-        let Some((path, v)) = self.required(m, path, "install") else {
-            return (rule, when.is_none());
-        };
-        if let Some(m) = self.mapping(&path, v, &["package", "version", "ecu"]) {
-            if let Some((p, v)) = self.required(m, &path, "package") {
-                rule.install.package = self.string(&p, v);
-            }
-            if let Some((p, v)) = self.required(m, &path, "version") {
-                rule.install.version = self.version(&p, v);
-            }
-            if let Some((p, v)) = self.required(m, &path, "ecu") {
-                rule.install.ecu = self.string(&p, v);
-            }
-        }
-        (rule, when.is_none())
-    }
-
-    fn version(&mut self, path: &[Seg], v: &Value) -> String {
-        let Value::Number(n) = v else {
-            return self.string(path, v);
-        };
-        match probe(self.text, path, Goal::Raw) {
-            Ok(Some(text)) if !text.trim().is_empty() => text.trim().to_owned(),
-            _ => {
-                let why = "was written as a number and its exact text cannot be recovered";
-                self.err(
-                    path,
-                    format!("version {n} {why}; quote it, e.g. version: \"{n}\""),
-                );
-                String::new()
-            }
-        }
-    }
-
-    fn rollout(&mut self, path: &[Seg], v: &Value) -> Rollout {
-        const KEYS: &[&str] = &[
-            "waves",
-            "wave_soak",
-            "advance",
-            "max_per_minute",
-            "failure_threshold",
-            "action_timeout",
-            "max_retries",
-        ];
-        let mut r = Rollout::default();
-        let Some(m) = self.mapping(path, v, KEYS) else {
-            return r;
-        };
-        if let Some((p, v)) = opt(m, path, "waves") {
-            r.waves = self.waves(&p, v);
-        }
-        if let Some((p, v)) = opt(m, path, "wave_soak") {
-            r.wave_soak = self.duration(&p, v).unwrap_or_default();
-        }
-        if let Some((p, v)) = opt(m, path, "advance") {
-            if self.choice(&p, v, &["auto", "manual"]) == Some("manual") {
-                r.advance = Advance::Manual;
-            }
-        }
-        if let Some((p, v)) = opt(m, path, "max_per_minute") {
-            let n = self.integer(&p, v, 1, i64::from(u32::MAX));
-            r.max_per_minute = n.map_or(DEFAULT_MAX_PER_MINUTE, |n| n as u32);
-        }
-        if let Some((p, v)) = opt(m, path, "failure_threshold") {
-            r.failure_threshold = self.failure_threshold(&p, v);
-        }
-        if let Some((p, v)) = opt(m, path, "action_timeout") {
-            if v.as_str() == Some(NO_TIMEOUT) {
-                r.action_timeout = None;
-            } else if let Some(d) = self.duration(&p, v) {
-                if d.is_zero() {
-                    let hint = format!("use `{NO_TIMEOUT}` for no timeout");
-                    self.err(
-                        &p,
-                        format!("must be longer than 0s, found {}; {hint}", describe(v)),
-                    );
-                }
-                r.action_timeout = Some(d);
-            }
-        }
-        if let Some((p, v)) = opt(m, path, "max_retries") {
-            r.max_retries = self.integer(&p, v, 0, i64::from(MAX_RETRIES)).unwrap_or(0) as u32;
-        }
-        r
-    }
-
-    fn waves(&mut self, path: &[Seg], v: &Value) -> Vec<f64> {
-        let Some(items) = v.as_sequence() else {
-            return self
-                .expected(path, "a list of percentages", v)
-                .unwrap_or_default();
-        };
-        if items.is_empty() {
-            self.err(
-                path,
-                "must contain at least one wave; use [100] to reach everyone at once",
-            );
-        }
-        const RANGE: &str = "a wave is a cumulative percentage above 0 and at most 100";
-        let mut waves: Vec<f64> = Vec::with_capacity(items.len());
-        let mut last_ok = false;
-        for (i, item) in items.iter().enumerate() {
-            let p = child(path, Seg::Index(i));
-            last_ok = false;
-            let Some(w) = self.number(&p, item) else {
-                continue;
-            };
-            let prev = waves.last().copied();
-            if !(w > 0.0 && w <= 100.0) {
-                self.err(&p, format!("{w} is out of range; {RANGE}"));
-            } else if let Some(prev) = prev.filter(|prev| w <= *prev) {
-                self.err(&p, format!("{w} is not above the previous wave {prev}"));
-            } else {
-                waves.push(w);
-                last_ok = true;
-            }
-        }
-        // An element that already has an error is not blamed a second time.
-        match waves.last() {
-            Some(&last) if last_ok && last != 100.0 => {
-                let p = child(path, Seg::Index(items.len() - 1));
-                let why = "so that every matched vehicle is reached";
-                self.err(&p, format!("the last wave must be 100 {why}, found {last}"));
-            }
-            _ => {}
-        }
-        waves
-    }
-
-    fn failure_threshold(&mut self, path: &[Seg], v: &Value) -> Option<FailureThreshold> {
-        let m = self.mapping(path, v, &["percent", "min_finished", "action"])?;
-        let mut t = FailureThreshold {
-            percent: 0.0,
-            min_finished: DEFAULT_MIN_FINISHED,
-            action: ThresholdAction::Pause,
-        };
-        if let Some((p, v)) = self.required(m, path, "percent") {
-            t.percent = self.number(&p, v).unwrap_or(0.0);
-            if !(0.0..=100.0).contains(&t.percent) {
-                self.err(
-                    &p,
-                    format!("{} is out of range; must be between 0 and 100", t.percent),
-                );
-            }
-        }
-        if let Some((p, v)) = opt(m, path, "min_finished") {
-            let n = self.integer(&p, v, 0, i64::MAX);
-            t.min_finished = n.map_or(DEFAULT_MIN_FINISHED, |n| n as u64);
-        }
-        if let Some((p, v)) = opt(m, path, "action") {
-            if self.choice(&p, v, &["pause", "abort"]) == Some("abort") {
-                t.action = ThresholdAction::Abort;
-            }
-        }
-        Some(t)
-    }
-
-    fn schedule(&mut self, path: &[Seg], v: &Value) -> Schedule {
-        let mut s = Schedule::default();
-        let Some(m) = self.mapping(path, v, &["start", "end"]) else {
-            return s;
-        };
-        s.start = opt(m, path, "start").and_then(|(p, v)| self.timestamp(&p, v));
-        s.end = opt(m, path, "end").and_then(|(p, v)| self.timestamp(&p, v));
-        if let (Some(start), Some(end)) = (s.start, s.end) {
-            if start >= end {
-                let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
-                self.err(
-                    &key(path, "end"),
-                    format!("end {} is not after start {}", fmt(end), fmt(start)),
-                );
-            }
-        }
-        s
-    }
-}
-
-mod probe;
+mod check;
+mod locate;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;
+mod yaml;

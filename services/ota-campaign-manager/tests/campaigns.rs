@@ -21,6 +21,8 @@ macro_rules! on_both {
 on_both!(
     campaign_runs_from_file_to_completed_report,
     invalid_file_lists_every_problem_and_creates_nothing,
+    structural_and_cel_problems_are_listed_together_with_file_positions,
+    hostile_files_are_refused_cheaply,
     approval_needs_a_second_person_with_the_approver_role,
     failure_spike_pauses_the_campaign,
     silent_actions_time_out_after_their_retries,
@@ -129,7 +131,10 @@ rollout:
         .unwrap_err();
     let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
     assert!(paths.contains(&"rollout.waves[1]"), "{errors:?}");
-    // Structural errors come first; fix them and the rest is reported.
+    // The structural error does not hide the others.
+    assert!(paths.contains(&"target"), "{errors:?}");
+    assert!(paths.contains(&"rules[0].install.package"), "{errors:?}");
+    // Fixed, the rest is still reported.
     let fixed = text.replace("[10, 5, 100]", "[10, 50, 100]");
     let errors = h
         .manager
@@ -153,6 +158,118 @@ rollout:
         .await
         .unwrap()
         .is_empty());
+}
+
+/// `path: message (line L, column C)` of every problem.
+fn listed(errors: &[ota_campaign_manager::spec::SpecError]) -> Vec<String> {
+    errors.iter().map(ToString::to_string).collect()
+}
+
+async fn structural_and_cel_problems_are_listed_together_with_file_positions(h: Harness) {
+    h.package("bms-fw", "2.3.1").await;
+    // A structural problem (waves) next to CEL errors in a plain, a quoted
+    // and a block scalar, and a package that does not exist.
+    let text = r#"name: mixed
+target: vehicle.region == "EU" &&
+rules:
+  - when: |
+      vehicle.gateway == "hcp3" &&
+        vehicle.model ==
+    install: {package: nope, version: 9.9.9, ecu: BMS}
+  - when: 'vehicle.gateway == ''hcp1'' && vehicle.ecus.BMS.hw in'
+    install: {package: bms-fw, version: 2.3.1, ecu: BMS}
+rollout:
+  waves: [50, 10]
+"#;
+    let errors = h
+        .manager
+        .create_campaign(text, "erin")
+        .await
+        .unwrap()
+        .unwrap_err();
+    let got = listed(&errors);
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "target",
+            "rules[0].when",
+            "rules[0].install.package",
+            "rules[1].when",
+            "rollout.waves[1]",
+        ],
+        "{got:#?}"
+    );
+    // Each CEL error is placed in the file, here at the end of each
+    // expression: the end of the target's line, the end of the block
+    // scalar's last line, the closing quote of the quoted one.
+    let at = |i: usize| (errors[i].line, errors[i].column);
+    assert_eq!(at(0), (Some(2), Some(34)), "{got:#?}");
+    assert_eq!(at(1), (Some(6), Some(25)), "{got:#?}");
+    assert_eq!(at(2), (Some(7), Some(24)), "{got:#?}");
+    assert_eq!(at(3), (Some(8), Some(65)), "{got:#?}");
+    assert_eq!(
+        got[4],
+        "rollout.waves[1]: 10 is not above the previous wave 50 (line 11, column 15)"
+    );
+    assert!(errors[2].message.contains("\"nope\""), "{got:#?}");
+    assert!(h
+        .manager
+        .store()
+        .list_campaigns(&[])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn hostile_files_are_refused_cheaply(h: Harness) {
+    // A list of 2,000 scalars, 500 aliases of it, 50 of those and 4 of
+    // those: 9 KB of text, 200 million nodes once expanded, in few enough
+    // alias jumps that serde_yaml_ng's repetition limit let it through.
+    let base = spec("bomb", "");
+    let mut bomb = format!("{base}x0: &a0 [{}]\n", vec!["a"; 2000].join(", "));
+    for (i, n) in [(1, 500), (2, 50), (3, 4)] {
+        let items = vec![format!("*a{}", i - 1); n].join(", ");
+        bomb.push_str(&format!("x{i}: &a{i} [{items}]\n"));
+    }
+    let errors = h.manager.validate(&bomb).await.unwrap().unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0]
+            .message
+            .starts_with("the file has more than 100000 nodes once its aliases are expanded"),
+        "{}",
+        errors[0].message
+    );
+    // The 49th alias of the 2,001-node list crosses 100,000.
+    assert_eq!((errors[0].line, errors[0].column), (Some(8), Some(250)));
+
+    // 8,000 broken rules: the first problems, then how many more there are
+    // (8,000 missing versions, "too many rules", and the CEL errors of the
+    // first 1,000 rules, the most the rule engine takes).
+    let mut text = String::from("name: many\ntarget: 'true'\nrules:\n");
+    for _ in 0..8000 {
+        text.push_str("  - {when: 'vehicle.model ==', install: {package: p, ecu: E}}\n");
+    }
+    let errors = h.manager.validate(&text).await.unwrap().unwrap_err();
+    assert_eq!(errors.len(), 101);
+    assert_eq!(errors[0].path, "rules");
+    assert_eq!(
+        errors[100].message,
+        "... and 8901 more problems; only the first 100 are listed"
+    );
+
+    let errors = h
+        .manager
+        .validate(&spec("long", "rollout: {action_timeout: 100000000d}\n"))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let got = listed(&errors);
+    assert!(
+        got.contains(&r#"rollout.action_timeout: "100000000d" is too long; durations are at most 365d (line 7, column 27)"#.to_owned()),
+        "{got:#?}"
+    );
 }
 
 async fn approval_needs_a_second_person_with_the_approver_role(h: Harness) {

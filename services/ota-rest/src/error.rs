@@ -27,7 +27,7 @@ pub enum RestError {
     #[error("invalid rules: {}", .0.first().map(|e| e.to_string()).unwrap_or_default())]
     InvalidRules(Vec<ota_rule_engine::ExpressionError>),
     /// A campaign file with problems; every one is listed.
-    #[error("campaign file has {} problem{}", .0.len(), if .0.len() == 1 { "" } else { "s" })]
+    #[error("campaign file has {} problem{}", crate::model::SpecProblem::count(.0), if crate::model::SpecProblem::count(.0) == 1 { "" } else { "s" })]
     InvalidCampaign(Vec<crate::model::SpecProblem>),
     /// `POST /api/v1/campaigns/{id}:ACTION` with an action that does not exist.
     #[error("unknown campaign action {0:?}: expected one of {actions}", actions = crate::campaigns::ACTIONS.join(", "))]

@@ -159,6 +159,22 @@ pub struct SpecProblem {
     pub column: Option<u32>,
 }
 
+impl SpecProblem {
+    /// How many problems a list stands for: the campaign manager lists a
+    /// bounded number, then one last entry `... and N more problems`.
+    pub fn count(problems: &[SpecProblem]) -> usize {
+        let more = problems.last().and_then(|p| {
+            let rest = p.message.strip_prefix("... and ")?;
+            let (n, _) = rest.split_once(" more problem")?;
+            n.parse::<usize>().ok().filter(|_| p.path.is_empty())
+        });
+        match more {
+            Some(n) => problems.len() - 1 + n,
+            None => problems.len(),
+        }
+    }
+}
+
 impl std::fmt::Display for SpecProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if !self.path.is_empty() {

@@ -324,6 +324,55 @@ async fn a_campaign_file_with_problems_lists_every_one() {
 }
 
 #[tokio::test]
+async fn hostile_campaign_files_are_refused_with_their_limit() {
+    let a = api(ota_tests::db::sqlite().await).await;
+    // An alias bomb sent by a viewer to the validation endpoint: a list of
+    // 2,000 scalars, 500 aliases of it, 50 of those and 4 of those; 9 KB
+    // that stand for 200 million nodes.
+    let mut bomb = format!("{CAMPAIGN}x0: &a0 [{}]\n", vec!["a"; 2000].join(", "));
+    for (i, n) in [(1, 500), (2, 50), (3, 4)] {
+        let items = vec![format!("*a{}", i - 1); n].join(", ");
+        bomb.push_str(&format!("x{i}: &a{i} [{items}]\n"));
+    }
+    let (s, v) = a.yaml("/api/v1/campaigns:validate", &a.viewer, &bomb).await;
+    assert_eq!(
+        (s, v["valid"].as_bool()),
+        (StatusCode::OK, Some(false)),
+        "{v}"
+    );
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{v}");
+    assert_eq!(
+        errors[0]["message"],
+        "the file has more than 100000 nodes once its aliases are expanded, \
+         the most a campaign file may have; it crossed the limit here"
+    );
+    assert_eq!(
+        (&errors[0]["line"], &errors[0]["column"]),
+        (&json!(10), &json!(250)),
+        "{v}"
+    );
+
+    // Thousands of broken rules: the first 100 problems, then a count of the
+    // rest, which the error message adds up.
+    let mut many = String::from("name: many\ntarget: 'true'\nrules:\n");
+    for _ in 0..8000 {
+        many.push_str("  - {when: 7, install: {package: p, version: '1', ecu: E}}\n");
+    }
+    let (s, b) = a.yaml("/api/v1/campaigns", &a.engineer, &many).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    // "too many rules", and per rule a `when` that is not a string and a
+    // package that does not exist.
+    assert_eq!(message(&b), "campaign file has 16001 problems");
+    let errors = b["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 101);
+    assert_eq!(
+        errors[100]["message"],
+        "... and 15901 more problems; only the first 100 are listed"
+    );
+}
+
+#[tokio::test]
 async fn campaign_lifecycle_on_sqlite() {
     lifecycle(api(ota_tests::db::sqlite().await).await).await;
 }

@@ -159,6 +159,29 @@ fn cli_packages_campaign_files_and_audit() {
     ] {
         assert!(stderr.contains(line), "{line:?} not in {stderr}");
     }
+    // A structural problem does not hide a CEL one; both are placed in the file.
+    let mixed = dir.path().join("mixed.yaml");
+    std::fs::write(
+        &mixed,
+        "name: mixed\ntarget: 'vehicle.region =='\nrules:\n  - install: {package: bms-fw, version: '2.3.1', ecu: BMS}\nrollout:\n  waves: [50, 10]\n",
+    )
+    .unwrap();
+    let out = s.cli(
+        &token,
+        &["campaigns", "create", "-f", mixed.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "target: syntax error: unexpected end of expression (line 2, column 27)",
+            "rollout.waves[1]: 10 is not above the previous wave 50 (line 6, column 15)",
+            &format!("{}: 2 problems", mixed.display()),
+        ],
+        "{stderr}"
+    );
 
     let good = dir.path().join("campaign.yaml");
     std::fs::write(

@@ -357,19 +357,30 @@ fn numeric_versions_keep_their_text() {
 }
 
 #[test]
-fn numeric_version_through_merge_key_is_rejected() {
+fn numeric_version_through_merge_key_keeps_its_text() {
+    // The tree keeps every scalar's text, so a number merged in with `<<` is
+    // read as written (it used to be rejected with a request to quote it).
     let text = "name: n\ntarget: t\nrules:\n  - install:\n      <<: {version: 2.10}\n      package: p\n      ecu: E\n";
-    let e = errors(text);
-    assert_eq!(e.len(), 1, "{e:#?}");
-    assert_eq!(e[0].path, "rules[0].install.version");
-    assert!(
-        e[0].message.contains("quote it, e.g. version: \"2.1\""),
-        "{}",
-        e[0].message
-    );
-    // Merged text is still accepted when it needs no recovery.
+    assert_eq!(parse(text).unwrap().rules[0].install.version, "2.10");
+    // Merged text is accepted as it is.
     let text = "name: n\ntarget: t\nrules:\n  - install:\n      <<: {version: '2.10'}\n      package: p\n      ecu: E\n";
     assert_eq!(parse(text).unwrap().rules[0].install.version, "2.10");
+    // The file's own keys win over merged ones, the first merged mapping over
+    // later ones; a problem in a merged value is placed where it was written.
+    let text = "name: n\ntarget: t\nrules:\n\
+        \x20 - {when: a, install: &b {package: q, version: '1', ecu: X}}\n\
+        \x20 - install: {<<: [{ecu: E, package: r}, *b], package: p}\n";
+    let got = &parse(text).unwrap().rules[1].install;
+    assert_eq!(
+        (got.package.as_str(), got.version.as_str(), got.ecu.as_str()),
+        ("p", "1", "E")
+    );
+    let text = "name: n\ntarget: t\nrules:\n  - install:\n      <<: {version: 2.10, ecu: [E]}\n      package: p\n";
+    let e = &errors(text)[0];
+    assert_eq!(
+        e.to_string(),
+        "rules[0].install.ecu: expected a string, found a list (line 5, column 32)"
+    );
 }
 
 #[test]

@@ -257,11 +257,11 @@ fn print_problems(file: &Path, problems: &[SpecProblem], output: Output) -> anyh
             for p in problems {
                 eprintln!("{p}");
             }
+            let n = SpecProblem::count(problems);
             eprintln!(
-                "{}: {} problem{}",
+                "{}: {n} problem{}",
                 file.display(),
-                problems.len(),
-                if problems.len() == 1 { "" } else { "s" }
+                if n == 1 { "" } else { "s" }
             );
             Ok(())
         }
