@@ -22,12 +22,15 @@
 //! are tested to agree.
 
 mod check;
+pub mod cost;
 pub mod diagnostics;
 pub mod error;
 pub mod explain;
 mod fast;
 pub mod grpc;
+mod guard;
 mod interp;
+pub mod pool;
 pub mod preview;
 pub mod ruleset;
 mod schema;
@@ -39,10 +42,12 @@ pub mod version;
 #[cfg(test)]
 mod tests;
 
+pub use cost::{VehicleBounds, MAX_EXPRESSION_COST, MAX_RULE_SET_COST, VEHICLE_BOUNDS};
 pub use diagnostics::{ExpressionError, MAX_EXPRESSION_BYTES, MAX_NESTING};
 pub use error::RuleEngineError;
 pub use explain::{ExplainNode, Explanation};
 pub use grpc::{InMemoryVehicles, RuleEngineService, VehicleBatches, VehicleSource, VinBatches};
+pub use pool::{Cancellation, EvalPool, DEFAULT_EVAL_TIMEOUT};
 pub use preview::{preview, ErrorSample, Preview};
 pub use ruleset::{
     content_hash, validate, BatchEvaluation, CacheStats, CompiledRuleSet, Decision, Evaluation,
