@@ -87,6 +87,12 @@ impl EvalPool {
         self.timeout
     }
 
+    /// Slots no job holds: a job keeps its slot until it has stopped, even
+    /// after its caller got its deadline error.
+    pub fn idle_slots(&self) -> usize {
+        self.slots.available_permits()
+    }
+
     /// How many items of `cost_each` steps one job of a long run should
     /// take: as many as fit in [`JOB_COST`], at least one.
     pub fn chunk_len(cost_each: u64) -> usize {
@@ -185,7 +191,7 @@ mod tests {
             }
         });
         // the first job holds the only slot until released
-        while pool.slots.available_permits() > 0 {
+        while pool.idle_slots() > 0 {
             tokio::task::yield_now().await;
         }
         let err = pool.run(|_| ()).await.unwrap_err();

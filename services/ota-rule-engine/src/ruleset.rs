@@ -370,8 +370,9 @@ impl CompiledRuleSet {
                 .zip(&rules.rules)
                 .map(|((c, _), r)| (c, r.when.as_str())),
         );
+        // the first of the costliest
         let (costliest, text) = exprs
-            .max_by_key(|(c, _)| c.cost)
+            .reduce(|best, e| if e.0.cost > best.0.cost { e } else { best })
             .expect("the target is always there");
         let src = Source {
             path: &costliest.path,
