@@ -144,7 +144,7 @@ impl EvalPool {
 /// "10s", "50ms".
 fn millis(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
