@@ -20,6 +20,14 @@
 //! Expressions run on a compiled evaluator that reads the vehicle in place,
 //! falling back to the `cel` interpreter for what it does not cover; the two
 //! are tested to agree.
+//!
+//! Evaluation is bounded. Each expression has a static cost ([`cost`]),
+//! computed once at compile time, and one over [`MAX_EXPRESSION_COST`] (a
+//! rule set over [`MAX_RULE_SET_COST`]) is refused like any other invalid
+//! expression; the interpreter's comprehensions count their iterations
+//! against that cost at run time as a backstop. The service and campaign
+//! targeting evaluate on an [`EvalPool`]: blocking threads, one job per core
+//! at once, each within a deadline, cancelled when its caller goes away.
 
 mod check;
 pub mod cost;
