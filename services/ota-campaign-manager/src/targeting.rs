@@ -1,6 +1,8 @@
 //! Which vehicles a campaign reaches: a full scan of the inventory at launch,
 //! then, while it runs, the vehicles whose inventory changes (they may join
-//! or leave it).
+//! or leave it). Deciding vehicles is CPU work: it runs on the rule engine's
+//! shared evaluation pool, in jobs sized by the rule set's static cost,
+//! never on the async workers.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -8,7 +10,8 @@ use std::sync::Arc;
 use chrono::Utc;
 use futures::StreamExt;
 use ota_common::vehicle::Vehicle;
-use ota_rule_engine::CompiledRuleSet;
+use ota_common::CodedError;
+use ota_rule_engine::{CompiledRuleSet, EvalPool, RuleEngineError};
 
 use crate::manager::{next_action_id, CampaignManager};
 use crate::model::{bucket, wave_of, ActionState, Campaign, CampaignState, Package};
@@ -74,6 +77,37 @@ impl Targeting {
         })
     }
 
+    /// The action of each vehicle, in order, decided on the shared
+    /// evaluation pool in jobs of a bounded cost, each within the pool's
+    /// deadline.
+    async fn actions_for(
+        self: &Arc<Self>,
+        vehicles: Arc<Vec<Vehicle>>,
+    ) -> Result<Vec<Option<NewAction>>, CampaignError> {
+        let pool = EvalPool::shared();
+        let chunk = EvalPool::chunk_len(self.rules.cost());
+        let mut actions = Vec::with_capacity(vehicles.len());
+        for start in (0..vehicles.len()).step_by(chunk) {
+            let (t, vehicles) = (Arc::clone(self), Arc::clone(&vehicles));
+            let end = (start + chunk).min(vehicles.len());
+            let decided = pool
+                .run(move |cancel| {
+                    let mut out = Vec::with_capacity(end - start);
+                    for v in &vehicles[start..end] {
+                        if cancel.is_cancelled() {
+                            break;
+                        }
+                        out.push(t.action_for(v));
+                    }
+                    out
+                })
+                .await
+                .map_err(targeting_failed)?;
+            actions.extend(decided);
+        }
+        Ok(actions)
+    }
+
     fn installed(&self, v: &Vehicle, package_id: &str) -> bool {
         self.packages
             .iter()
@@ -83,6 +117,13 @@ impl Targeting {
 }
 
 const ALREADY_INSTALLED: &str = "target version already installed";
+
+fn targeting_failed(e: RuleEngineError) -> CampaignError {
+    CampaignError::Batch {
+        code: e.code(),
+        message: format!("deciding vehicles failed: {e}"),
+    }
+}
 
 impl CampaignManager {
     async fn targeting(&self, c: Campaign) -> Result<Targeting, CampaignError> {
@@ -163,9 +204,11 @@ impl CampaignManager {
         while let Some(batch) = batches.next().await {
             let batch = batch.map_err(CampaignError::upstream("vehicle store"))?;
             scanned += batch.len() as u64;
-            let (now, later): (Vec<NewAction>, Vec<NewAction>) = batch
-                .iter()
-                .filter_map(|v| t.action_for(v))
+            let (now, later): (Vec<NewAction>, Vec<NewAction>) = t
+                .actions_for(Arc::new(batch))
+                .await?
+                .into_iter()
+                .flatten()
                 .partition(|a| a.wave <= open_wave);
             if !now.is_empty() {
                 created_now += self
@@ -211,18 +254,18 @@ impl CampaignManager {
         let mut unique: Vec<String> = vins.to_vec();
         unique.sort();
         unique.dedup();
-        let vehicles = self.fetch_vehicles(&unique).await?;
+        let vehicles = Arc::new(self.fetch_vehicles(&unique).await?);
         let now = Utc::now();
         for c in campaigns {
-            let t = self.targeting(c).await?;
+            let t = Arc::new(self.targeting(c).await?);
+            let actions = t.actions_for(Arc::clone(&vehicles)).await?;
             let existing = self
                 .inner
                 .store
                 .campaign_actions_for(&t.campaign.id, &unique)
                 .await?;
             let (mut joins, mut leaves, mut done) = (Vec::new(), Vec::new(), Vec::new());
-            for v in &vehicles {
-                let action = t.action_for(v);
+            for (v, action) in vehicles.iter().zip(actions) {
                 match (action, existing.get(&v.vin)) {
                     (Some(a), None) => joins.push(a),
                     (Some(_), Some(row)) => {
@@ -276,7 +319,7 @@ impl CampaignManager {
     /// decided before the full scan, so the first wave reaches staging in
     /// seconds whatever the fleet size. The full scan decides them again,
     /// which changes nothing for those already created.
-    async fn target_open_waves(&self, t: &Targeting) -> Result<u64, CampaignError> {
+    async fn target_open_waves(&self, t: &Arc<Targeting>) -> Result<u64, CampaignError> {
         let c = &t.campaign;
         let open_wave = c.current_wave.max(0) as usize;
         if c.waves().get(open_wave).is_none_or(|pct| *pct >= 100.0) {
@@ -299,8 +342,13 @@ impl CampaignManager {
         }
         let mut created = 0;
         for chunk in early.chunks(INSERT_BATCH) {
-            let vehicles = self.fetch_vehicles(chunk).await?;
-            let actions: Vec<NewAction> = vehicles.iter().filter_map(|v| t.action_for(v)).collect();
+            let vehicles = Arc::new(self.fetch_vehicles(chunk).await?);
+            let actions: Vec<NewAction> = t
+                .actions_for(vehicles)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
             created += self
                 .inner
                 .store

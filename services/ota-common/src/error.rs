@@ -18,6 +18,9 @@ pub enum ErrorCode {
     ResourceExhausted,
     /// A dependency (database, peer service) is down; retrying may help.
     Unavailable,
+    /// The work took longer than its time limit and was stopped; the same
+    /// request will likely take as long again.
+    DeadlineExceeded,
     Unimplemented,
     Internal,
 }
@@ -37,6 +40,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => Code::OutOfRange,
             Self::ResourceExhausted => Code::ResourceExhausted,
             Self::Unavailable => Code::Unavailable,
+            Self::DeadlineExceeded => Code::DeadlineExceeded,
             Self::Unimplemented => Code::Unimplemented,
             Self::Internal => Code::Internal,
         }
@@ -53,7 +57,8 @@ impl ErrorCode {
             Code::PermissionDenied => Self::PermissionDenied,
             Code::OutOfRange => Self::PayloadTooLarge,
             Code::ResourceExhausted => Self::ResourceExhausted,
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,
+            Code::Unavailable | Code::Cancelled => Self::Unavailable,
+            Code::DeadlineExceeded => Self::DeadlineExceeded,
             Code::Unimplemented => Self::Unimplemented,
             _ => Self::Internal,
         }
@@ -70,6 +75,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             Self::ResourceExhausted => S::TOO_MANY_REQUESTS,
             Self::Unavailable => S::SERVICE_UNAVAILABLE,
+            Self::DeadlineExceeded => S::GATEWAY_TIMEOUT,
             Self::Unimplemented => S::NOT_IMPLEMENTED,
             Self::Internal => S::INTERNAL_SERVER_ERROR,
         }
@@ -87,6 +93,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => "payload_too_large",
             Self::ResourceExhausted => "resource_exhausted",
             Self::Unavailable => "unavailable",
+            Self::DeadlineExceeded => "deadline_exceeded",
             Self::Unimplemented => "unimplemented",
             Self::Internal => "internal",
         }
@@ -112,7 +119,7 @@ pub trait CodedError: std::error::Error {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 11] = [
+    const ALL: [ErrorCode; 12] = [
         ErrorCode::InvalidArgument,
         ErrorCode::NotFound,
         ErrorCode::AlreadyExists,
@@ -122,6 +129,7 @@ mod tests {
         ErrorCode::PayloadTooLarge,
         ErrorCode::ResourceExhausted,
         ErrorCode::Unavailable,
+        ErrorCode::DeadlineExceeded,
         ErrorCode::Unimplemented,
         ErrorCode::Internal,
     ];
@@ -141,5 +149,6 @@ mod tests {
         assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
         assert_eq!(ErrorCode::Conflict.http_status(), 409);
         assert_eq!(ErrorCode::Unavailable.http_status(), 503);
+        assert_eq!(ErrorCode::DeadlineExceeded.http_status(), 504);
     }
 }

@@ -1,6 +1,7 @@
 //! Evaluations per second of a realistic campaign (target plus three rules)
 //! over a generated fleet of 1,000,000 vehicles, on one core: the compiled
-//! fast path against the `cel` interpreter it is checked against.
+//! fast path against the `cel` interpreter it is checked against. Then, in
+//! the `cost` group, how long the costliest admitted expressions take.
 //!
 //! cargo bench -p ota-rule-engine --bench evaluate
 
@@ -10,7 +11,9 @@ use std::time::Duration;
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ota_common::vehicle::{Ecu, Vehicle};
-use ota_rule_engine::{CompiledRuleSet, Preview, Rule, RuleSet};
+use ota_rule_engine::{
+    CompiledRuleSet, Preview, Rule, RuleSet, MAX_EXPRESSION_COST, VEHICLE_BOUNDS,
+};
 
 const FLEET: usize = 1_000_000;
 /// The interpreter is measured on a slice: it is too slow for a million.
@@ -154,5 +157,67 @@ fn bench(crit: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// A vehicle at every cap of the cost model, with texts of the longest.
+fn largest_vehicle() -> Vehicle {
+    let b = VEHICLE_BOUNDS;
+    let text = |i: u64| format!("{i:0>width$}", width = b.text_bytes as usize);
+    let mut v = Vehicle::new("WVWZZZE1ZMP000001", Utc.timestamp_opt(0, 0).unwrap());
+    v.model = Some(text(0));
+    v.tags = (0..b.tags).map(text).collect();
+    v.attributes = (0..b.attributes).map(|i| (text(i), text(i))).collect();
+    v.ecus = (0..b.ecus)
+        .map(|i| {
+            let ecu = Ecu {
+                hw: text(i),
+                sw: text(i),
+            };
+            (text(i), ecu)
+        })
+        .collect();
+    v
+}
+
+/// What a step of the cost model takes on the interpreter: expressions
+/// close to [`MAX_EXPRESSION_COST`], decided for the largest vehicle.
+fn cost(crit: &mut Criterion) {
+    let v = largest_vehicle();
+    let list = (1..=95)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let cases = [
+        (
+            "nested all over literals",
+            format!("[{list}].all(a, [{list}].all(b, [1,2,3,4,5,6,7].all(c, a + b + c > 0)))"),
+        ),
+        (
+            "long texts of the largest vehicle",
+            "vehicle.attributes.all(k, vehicle.attributes[k] != k + 'x' && !vehicle.attributes[k].contains(k + 'x'))".to_owned(),
+        ),
+        (
+            "regular expressions over tags",
+            "vehicle.tags.exists(t, t.matches('^fleet-[a-z]+$'))".to_owned(),
+        ),
+    ];
+    let mut group = crit.benchmark_group("cost");
+    group.sample_size(10);
+    for (name, target) in cases {
+        let rules = RuleSet {
+            target,
+            rules: vec![],
+        };
+        let compiled = CompiledRuleSet::compile(&rules).expect("within the budget");
+        let steps = compiled.cost();
+        assert!(steps <= MAX_EXPRESSION_COST);
+        // elements: steps of the cost model, so the throughput reads as
+        // steps per second
+        group.throughput(Throughput::Elements(steps));
+        group.bench_function(format!("{name}/{steps} steps"), |b| {
+            b.iter(|| black_box(compiled.decide(&v)).target_matched())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, cost);
 criterion_main!(benches);

@@ -6,6 +6,7 @@
 use cel::common::ast::{EntryExpr, Expr, LiteralValue, SourceInfo};
 use cel::IdedExpr;
 
+use crate::cost::{estimate, Overrun};
 use crate::diagnostics::{
     lexical_nesting_overflow, suggest, syntax_message, ExpressionError, Source,
     MAX_EXPRESSION_BYTES, MAX_NESTING,
@@ -18,9 +19,18 @@ use crate::types::{
 };
 use crate::unparse::unparse_short;
 
-/// Parses and checks one expression. All of its problems are returned, or
-/// the AST with the positions of its nodes.
-pub(crate) fn parse_and_check(src: Source<'_>) -> Result<IdedExpr, Vec<ExpressionError>> {
+/// A checked expression and its static cost.
+pub(crate) struct Checked {
+    pub ast: IdedExpr,
+    pub cost: u64,
+}
+
+/// Parses and checks one expression, and bounds its cost by `max_cost`
+/// steps. All of its problems are returned, or the AST with its cost.
+pub(crate) fn parse_and_check(
+    src: Source<'_>,
+    max_cost: u64,
+) -> Result<Checked, Vec<ExpressionError>> {
     if src.text.len() > MAX_EXPRESSION_BYTES {
         return Err(vec![src.error(
             1,
@@ -79,11 +89,39 @@ pub(crate) fn parse_and_check(src: Source<'_>) -> Result<IdedExpr, Vec<Expressio
             ),
         ));
     }
-    if checker.errors.is_empty() {
-        Ok(expr)
-    } else {
-        Err(checker.errors)
+    if !checker.errors.is_empty() {
+        return Err(checker.errors);
     }
+    let (cost, overrun) = estimate(&expr, max_cost);
+    match overrun {
+        None => Ok(Checked { ast: expr, cost }),
+        Some(at) => Err(vec![too_costly(src, &info, cost, max_cost, &at)]),
+    }
+}
+
+fn too_costly(
+    src: Source<'_>,
+    info: &SourceInfo,
+    cost: u64,
+    limit: u64,
+    at: &Overrun,
+) -> ExpressionError {
+    let near = src.char_offset(offset(info, at.id));
+    let estimate = if cost == u64::MAX {
+        format!("more than {}", u64::MAX - 1)
+    } else {
+        cost.to_string()
+    };
+    let mut message =
+        format!("expression is too costly: estimated cost {estimate}, the limit is {limit}");
+    let position = match at.repeats {
+        Some((name, times)) => {
+            message.push_str(&format!(" (this `{name}` runs its body {times} times)"));
+            src.locate(near, name)
+        }
+        None => near,
+    };
+    src.error_at(position, message)
 }
 
 /// The byte offset where the parser saw a node.

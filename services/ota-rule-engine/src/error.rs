@@ -13,6 +13,11 @@ pub enum RuleEngineError {
     /// The vehicle source's own status, passed on unchanged.
     #[error("{}", .0.message())]
     Source(tonic::Status),
+    /// An evaluation ran out of time, or found no free slot in time.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 fn list(errors: &[ExpressionError]) -> String {
@@ -27,6 +32,8 @@ impl CodedError for RuleEngineError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::InvalidRuleSet(_) | Self::Invalid(_) => ErrorCode::InvalidArgument,
+            Self::DeadlineExceeded(_) => ErrorCode::DeadlineExceeded,
+            Self::Internal(_) => ErrorCode::Internal,
             Self::Source(status) => ErrorCode::from_grpc(status.code()),
         }
     }

@@ -8,6 +8,7 @@ use ota_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::check::children;
+use crate::guard::unwrapped;
 use crate::interp::format_value;
 use crate::ruleset::{interpret, CompiledExpr, CompiledRuleSet, Evaluation, LazyContext};
 use crate::unparse::unparse;
@@ -94,7 +95,7 @@ impl CompiledRuleSet {
 
 fn explain_expr(c: &CompiledExpr, ctx: &Context) -> ExplainNode {
     match &c.ast {
-        Some(ast) => explain_node(ast, ctx),
+        Some(ast) => explain_node(ast, ctx, c.cost),
         None => ExplainNode {
             expression: String::new(),
             value: Some("true".to_owned()),
@@ -104,18 +105,20 @@ fn explain_expr(c: &CompiledExpr, ctx: &Context) -> ExplainNode {
     }
 }
 
-fn explain_node(e: &IdedExpr, ctx: &Context) -> ExplainNode {
-    let (value, error) = match interpret(e, ctx) {
+/// `cost` bounds the iterations of each node, as it does the whole
+/// expression's.
+fn explain_node(e: &IdedExpr, ctx: &Context, cost: u64) -> ExplainNode {
+    let (value, error) = match interpret(e, ctx, cost) {
         Ok(v) => (Some(format_value(&v)), None),
         Err(err) => (None, Some(err)),
     };
     let children = match &e.expr {
         // The body of a comprehension refers to its loop variable, which
         // only has a value inside the loop: show what it iterates over.
-        Expr::Comprehension(c) => vec![explain_node(&c.iter_range, ctx)],
+        Expr::Comprehension(c) => vec![explain_node(unwrapped(&c.iter_range), ctx, cost)],
         _ => children(e)
             .into_iter()
-            .map(|c| explain_node(c, ctx))
+            .map(|c| explain_node(c, ctx, cost))
             .collect(),
     };
     ExplainNode {

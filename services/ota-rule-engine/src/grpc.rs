@@ -11,6 +11,7 @@ use ota_proto::v1 as pb;
 use pb::rule_engine_server::{RuleEngine, RuleEngineServer};
 use tonic::{Request, Response, Status};
 
+use crate::pool::EvalPool;
 use crate::preview::preview;
 use crate::ruleset::{CompiledRuleSet, RuleSet, RuleSetCache};
 use crate::RuleEngineError;
@@ -105,6 +106,7 @@ pub const MAX_SAMPLE_SIZE: usize = 1000;
 pub struct RuleEngineService<S> {
     source: S,
     cache: Arc<RuleSetCache>,
+    pool: Arc<EvalPool>,
 }
 
 impl<S: VehicleSource> RuleEngineService<S> {
@@ -112,9 +114,21 @@ impl<S: VehicleSource> RuleEngineService<S> {
         Self::with_cache(source, Arc::new(RuleSetCache::default()))
     }
 
-    /// Shares compiled rule sets with other users of the same cache.
+    /// Shares compiled rule sets with other users of the same cache, which
+    /// also sets the bound on the cost of an expression.
     pub fn with_cache(source: S, cache: Arc<RuleSetCache>) -> Self {
-        RuleEngineService { source, cache }
+        RuleEngineService {
+            source,
+            cache,
+            pool: EvalPool::shared(),
+        }
+    }
+
+    /// Evaluates on `pool` (its slots and timeout) instead of the process's
+    /// shared pool.
+    pub fn with_pool(mut self, pool: Arc<EvalPool>) -> Self {
+        self.pool = pool;
+        self
     }
 
     pub fn cache(&self) -> &RuleSetCache {
@@ -125,14 +139,22 @@ impl<S: VehicleSource> RuleEngineService<S> {
         RuleEngineServer::new(self).max_decoding_message_size(16 * 1024 * 1024)
     }
 
-    fn compiled(
+    /// The compiled rule set: from the cache, or compiled on the pool, as
+    /// parsing up to a thousand expressions of 16 KiB is no work for an
+    /// async worker either.
+    async fn compiled(
         &self,
         rules: Option<pb::RuleSet>,
     ) -> Result<Arc<CompiledRuleSet>, RuleEngineError> {
         let rules = RuleSet::from(rules.unwrap_or_default());
-        self.cache
-            .get(&rules)
-            .map_err(RuleEngineError::InvalidRuleSet)
+        let compiled = match self.cache.cached(&rules) {
+            Some(compiled) => compiled,
+            None => {
+                let cache = Arc::clone(&self.cache);
+                self.pool.run(move |_| cache.get(&rules)).await?
+            }
+        };
+        compiled.map_err(RuleEngineError::InvalidRuleSet)
     }
 }
 
@@ -142,7 +164,7 @@ impl<S: VehicleSource> RuleEngine for RuleEngineService<S> {
         &self,
         req: Request<pb::ValidateRequest>,
     ) -> Result<Response<pb::ValidateResponse>, Status> {
-        let errors = match self.compiled(req.into_inner().rules) {
+        let errors = match self.compiled(req.into_inner().rules).await {
             Ok(_) => Vec::new(),
             Err(RuleEngineError::InvalidRuleSet(errors)) => {
                 errors.iter().cloned().map(Into::into).collect()
@@ -160,12 +182,21 @@ impl<S: VehicleSource> RuleEngine for RuleEngineService<S> {
         req: Request<pb::EvaluateRequest>,
     ) -> Result<Response<pb::EvaluateResponse>, Status> {
         let req = req.into_inner();
-        let compiled = self.compiled(req.rules)?;
-        let results = req
-            .vehicles
-            .into_iter()
-            .map(|v| compiled.evaluate(&Vehicle::from(v)).into())
-            .collect();
+        let compiled = self.compiled(req.rules).await?;
+        let vehicles = req.vehicles;
+        let results = self
+            .pool
+            .run(move |cancel| {
+                let mut results = Vec::with_capacity(vehicles.len());
+                for v in vehicles {
+                    if cancel.is_cancelled() {
+                        break;
+                    }
+                    results.push(compiled.evaluate(&Vehicle::from(v)).into());
+                }
+                results
+            })
+            .await?;
         Ok(Response::new(pb::EvaluateResponse { results }))
     }
 
@@ -174,7 +205,7 @@ impl<S: VehicleSource> RuleEngine for RuleEngineService<S> {
         req: Request<pb::ExplainRequest>,
     ) -> Result<Response<pb::ExplainResponse>, Status> {
         let req = req.into_inner();
-        let compiled = self.compiled(req.rules)?;
+        let compiled = self.compiled(req.rules).await?;
         if req.vin.is_empty() {
             return Err(RuleEngineError::Invalid("vin is required".to_owned()).into());
         }
@@ -183,7 +214,8 @@ impl<S: VehicleSource> RuleEngine for RuleEngineService<S> {
             .get(&req.vin)
             .await
             .map_err(RuleEngineError::Source)?;
-        Ok(Response::new(compiled.explain(&vehicle).into()))
+        let explanation = self.pool.run(move |_| compiled.explain(&vehicle)).await?;
+        Ok(Response::new(explanation.into()))
     }
 
     async fn preview(
@@ -191,15 +223,13 @@ impl<S: VehicleSource> RuleEngine for RuleEngineService<S> {
         req: Request<pb::PreviewRequest>,
     ) -> Result<Response<pb::PreviewResponse>, Status> {
         let req = req.into_inner();
-        let compiled = self.compiled(req.rules)?;
+        let compiled = self.compiled(req.rules).await?;
         let sample_size = match req.sample_size as usize {
             0 => DEFAULT_SAMPLE_SIZE,
             n => n.min(MAX_SAMPLE_SIZE),
         };
         let batches = self.source.scan().await.map_err(RuleEngineError::Source)?;
-        let counts = preview(&compiled, batches, sample_size, |_| {})
-            .await
-            .map_err(RuleEngineError::Source)?;
+        let counts = preview(&self.pool, compiled, batches, sample_size, |_| {}).await?;
         Ok(Response::new(counts.into()))
     }
 
@@ -208,7 +238,7 @@ impl<S: VehicleSource> RuleEngine for RuleEngineService<S> {
         req: Request<pb::PreviewRequest>,
     ) -> Result<Response<PreviewProgressStream>, Status> {
         let req = req.into_inner();
-        let compiled = self.compiled(req.rules)?;
+        let compiled = self.compiled(req.rules).await?;
         let sample_size = match req.sample_size as usize {
             0 => DEFAULT_SAMPLE_SIZE,
             n => n.min(MAX_SAMPLE_SIZE),
@@ -221,11 +251,13 @@ impl<S: VehicleSource> RuleEngine for RuleEngineService<S> {
             .unwrap_or(0);
         let batches = self.source.scan().await.map_err(RuleEngineError::Source)?;
         // Few messages (one per batch), so an unbounded channel cannot grow
-        // far; the scan stops as soon as the caller goes away.
+        // far; the scan stops as soon as the caller goes away, and so does
+        // the job counting the current batch (dropping `work` cancels it).
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let pool = Arc::clone(&self.pool);
         tokio::spawn(async move {
             let progress = tx.clone();
-            let work = preview(&compiled, batches, sample_size, |p| {
+            let work = preview(&pool, compiled, batches, sample_size, |p| {
                 let _ = progress.send(Ok(pb::PreviewProgress {
                     scanned: p.scanned,
                     total,
@@ -241,7 +273,7 @@ impl<S: VehicleSource> RuleEngine for RuleEngineService<S> {
                             total,
                             result: Some(p.into()),
                         }),
-                        Err(e) => Err(RuleEngineError::Source(e).into()),
+                        Err(e) => Err(e),
                     });
                 }
             }

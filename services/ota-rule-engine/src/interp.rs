@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use cel::common::types::{CelInt, CelString, STRING_TYPE};
+use cel::common::types::{CelInt, CelString, DYN_TYPE, STRING_TYPE};
 use cel::common::value::CowVal;
 use cel::{Context, Env, ExecutionError, IdedExpr, Value};
 use ota_common::vehicle::Vehicle;
@@ -13,7 +13,8 @@ use crate::schema::vehicle_value;
 use crate::version::version_cmp_int;
 
 /// The standard library without optional values (`a.?b`), plus
-/// `version_cmp(string, string) -> int`.
+/// `version_cmp(string, string) -> int` and the run-time guard of
+/// comprehensions ([`crate::guard`]).
 pub(crate) static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
     let mut env = Env::stdlib().with_optional_support(false);
     env.add_overload(
@@ -23,6 +24,13 @@ pub(crate) static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| {
         version_cmp_overload,
     )
     .expect("version_cmp is declared once");
+    env.add_overload(
+        crate::guard::GUARD,
+        "guard_dyn",
+        vec![DYN_TYPE],
+        crate::guard::guard_overload,
+    )
+    .expect("the guard is declared once");
     Arc::new(env)
 });
 
@@ -60,6 +68,9 @@ pub(crate) fn describe_error(e: &ExecutionError) -> String {
         ExecutionError::NoSuchOverload(o) => no_overload(o.function(), o.argument_types()),
         ExecutionError::UnexpectedType { got, want } => unexpected_type(got, want),
         ExecutionError::UndeclaredReference(name) => format!("undeclared reference to `{name}`"),
+        ExecutionError::FunctionError { function, message } if function == crate::guard::GUARD => {
+            message.clone()
+        }
         other => lowercase_first(&other.to_string()),
     }
 }

@@ -20,14 +20,25 @@
 //! Expressions run on a compiled evaluator that reads the vehicle in place,
 //! falling back to the `cel` interpreter for what it does not cover; the two
 //! are tested to agree.
+//!
+//! Evaluation is bounded. Each expression has a static cost ([`cost`]),
+//! computed once at compile time, and one over [`MAX_EXPRESSION_COST`] (a
+//! rule set over [`MAX_RULE_SET_COST`]) is refused like any other invalid
+//! expression; the interpreter's comprehensions count their iterations
+//! against that cost at run time as a backstop. The service and campaign
+//! targeting evaluate on an [`EvalPool`]: blocking threads, one job per core
+//! at once, each within a deadline, cancelled when its caller goes away.
 
 mod check;
+pub mod cost;
 pub mod diagnostics;
 pub mod error;
 pub mod explain;
 mod fast;
 pub mod grpc;
+mod guard;
 mod interp;
+pub mod pool;
 pub mod preview;
 pub mod ruleset;
 mod schema;
@@ -39,10 +50,12 @@ pub mod version;
 #[cfg(test)]
 mod tests;
 
+pub use cost::{VehicleBounds, MAX_EXPRESSION_COST, MAX_RULE_SET_COST, VEHICLE_BOUNDS};
 pub use diagnostics::{ExpressionError, MAX_EXPRESSION_BYTES, MAX_NESTING};
 pub use error::RuleEngineError;
 pub use explain::{ExplainNode, Explanation};
 pub use grpc::{InMemoryVehicles, RuleEngineService, VehicleBatches, VehicleSource, VinBatches};
+pub use pool::{Cancellation, EvalPool, DEFAULT_EVAL_TIMEOUT};
 pub use preview::{preview, ErrorSample, Preview};
 pub use ruleset::{
     content_hash, validate, BatchEvaluation, CacheStats, CompiledRuleSet, Decision, Evaluation,

@@ -2,13 +2,16 @@
 //! of inventory batches so that the inventory is never held in memory.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use ota_common::vehicle::Vehicle;
 use ota_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
+use crate::pool::EvalPool;
 use crate::ruleset::CompiledRuleSet;
+use crate::RuleEngineError;
 
 /// Key of the breakdowns for a vehicle that lacks the field.
 pub const UNSET: &str = "(unset)";
@@ -155,22 +158,41 @@ impl From<pb::PreviewResponse> for Preview {
 }
 
 /// Counts every vehicle of the stream, calling `progress` with the counts so
-/// far after each batch. A failing stream ends the preview with its error;
-/// what was counted until then has been reported to `progress`.
+/// far after each batch. The counting runs on `pool`, a batch split into
+/// jobs of [`EvalPool::chunk_len`] vehicles, and stops at the first job that
+/// fails (over its deadline) or when this future is dropped. A failing
+/// stream ends the preview with its error; what was counted until then has
+/// been reported to `progress`.
 pub async fn preview<S, E>(
-    rules: &CompiledRuleSet,
+    pool: &EvalPool,
+    rules: Arc<CompiledRuleSet>,
     batches: S,
     sample_size: usize,
     mut progress: impl FnMut(&Preview),
 ) -> Result<Preview, E>
 where
     S: Stream<Item = Result<Vec<Vehicle>, E>>,
+    E: From<RuleEngineError>,
 {
-    let mut counts = Preview::new(rules, sample_size);
+    let mut counts = Preview::new(&rules, sample_size);
+    let chunk = EvalPool::chunk_len(rules.cost());
     let mut batches = std::pin::pin!(batches);
     while let Some(batch) = batches.next().await {
-        for v in &batch? {
-            counts.add(rules, v);
+        let batch = Arc::new(batch?);
+        for start in (0..batch.len()).step_by(chunk) {
+            let (rules, batch) = (Arc::clone(&rules), Arc::clone(&batch));
+            let end = (start + chunk).min(batch.len());
+            counts = pool
+                .run(move |cancel| {
+                    for v in &batch[start..end] {
+                        if cancel.is_cancelled() {
+                            break;
+                        }
+                        counts.add(&rules, v);
+                    }
+                    counts
+                })
+                .await?;
         }
         progress(&counts);
     }

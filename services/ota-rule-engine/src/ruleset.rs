@@ -13,9 +13,10 @@ use ota_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::check::parse_and_check;
+use crate::cost::{MAX_EXPRESSION_COST, RULE_SET_COST_FACTOR};
 use crate::diagnostics::{ExpressionError, Source};
 use crate::fast::{self, Fault};
-use crate::interp;
+use crate::{guard, interp};
 
 /// Most rules a rule set may have.
 pub const MAX_RULES: usize = 1000;
@@ -78,6 +79,9 @@ pub(crate) struct CompiledExpr {
     pub ast: Option<IdedExpr>,
     /// Absent when the expression uses something the fast path lacks.
     pub fast: Option<fast::Node>,
+    /// The static bound on its work, in steps of [`crate::cost`]; 0 for an
+    /// empty `when`.
+    pub cost: u64,
 }
 
 /// Why an expression produced no verdict for a vehicle.
@@ -112,28 +116,35 @@ impl<'v> LazyContext<'v> {
     }
 }
 
-/// Runs the interpreter; a panic inside it is one vehicle's error, never the
-/// end of a batch.
-pub(crate) fn interpret(expr: &IdedExpr, ctx: &Context) -> Result<Value, String> {
-    catch_unwind(AssertUnwindSafe(|| interp::eval(expr, ctx)))
-        .unwrap_or_else(|_| Err("internal error: the interpreter panicked".to_owned()))
+/// Runs the interpreter with at most `cost` comprehension iterations (the
+/// expression's static cost bounds them); a panic inside it is one
+/// vehicle's error, never the end of a batch.
+pub(crate) fn interpret(expr: &IdedExpr, ctx: &Context, cost: u64) -> Result<Value, String> {
+    guard::with_limit(cost, || {
+        catch_unwind(AssertUnwindSafe(|| interp::eval(expr, ctx)))
+            .unwrap_or_else(|_| Err("internal error: the interpreter panicked".to_owned()))
+    })
 }
 
 impl CompiledExpr {
-    fn compile(path: String, text: &str) -> Result<Self, Vec<ExpressionError>> {
+    fn compile(path: String, text: &str, max_cost: u64) -> Result<Self, Vec<ExpressionError>> {
         if text.trim().is_empty() {
             return Ok(CompiledExpr {
                 path,
                 ast: None,
                 fast: None,
+                cost: 0,
             });
         }
-        let ast = parse_and_check(Source { path: &path, text })?;
+        let checked = parse_and_check(Source { path: &path, text }, max_cost)?;
+        let mut ast = checked.ast;
         let fast = fast::compile(&ast);
+        guard::instrument(&mut ast);
         Ok(CompiledExpr {
             path,
             ast: Some(ast),
             fast,
+            cost: checked.cost,
         })
     }
 
@@ -157,7 +168,7 @@ impl CompiledExpr {
                 }
             }
         }
-        match interpret(ast, cel.get()) {
+        match interpret(ast, cel.get(), self.cost) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(Failure::Interpreter(format!(
                 "expression evaluated to {}, not a bool",
@@ -286,8 +297,19 @@ pub struct BatchEvaluation {
 }
 
 impl CompiledRuleSet {
-    /// Compiles every expression; all problems are reported together.
+    /// Compiles every expression, each within [`MAX_EXPRESSION_COST`] and
+    /// all together within [`crate::cost::MAX_RULE_SET_COST`]; all problems
+    /// are reported together.
     pub fn compile(rules: &RuleSet) -> Result<Self, Vec<ExpressionError>> {
+        Self::compile_with_limit(rules, MAX_EXPRESSION_COST)
+    }
+
+    /// [`CompiledRuleSet::compile`] with another bound on the static cost of
+    /// each expression (and [`RULE_SET_COST_FACTOR`] times it on the whole).
+    pub fn compile_with_limit(
+        rules: &RuleSet,
+        max_cost: u64,
+    ) -> Result<Self, Vec<ExpressionError>> {
         let mut errors = Vec::new();
         if rules.rules.len() > MAX_RULES {
             let src = Source {
@@ -312,23 +334,59 @@ impl CompiledRuleSet {
                 "target is empty; write `true` to target every vehicle",
             ));
         }
-        let target =
-            CompiledExpr::compile("target".to_owned(), &rules.target).map_err(|e| errors.extend(e));
+        let target = CompiledExpr::compile("target".to_owned(), &rules.target, max_cost)
+            .map_err(|e| errors.extend(e));
         let mut compiled = Vec::with_capacity(rules.rules.len());
         for (i, rule) in rules.rules.iter().enumerate() {
-            match CompiledExpr::compile(format!("rules[{i}].when"), &rule.when) {
+            match CompiledExpr::compile(format!("rules[{i}].when"), &rule.when, max_cost) {
                 Ok(c) => compiled.push((c, rule.action.clone())),
                 Err(e) => errors.extend(e),
             }
         }
-        match target {
-            Ok(target) if errors.is_empty() => Ok(CompiledRuleSet {
+        let compiled = match target {
+            Ok(target) if errors.is_empty() => CompiledRuleSet {
                 target,
                 rules: compiled,
                 fast_path: true,
-            }),
-            _ => Err(errors),
+            },
+            _ => return Err(errors),
+        };
+        let (total, limit) = (
+            compiled.cost(),
+            max_cost.saturating_mul(RULE_SET_COST_FACTOR),
+        );
+        if total > limit {
+            return Err(vec![compiled.too_costly(rules, total, limit)]);
         }
+        Ok(compiled)
+    }
+
+    /// The error of a rule set over its total budget, at its costliest
+    /// expression.
+    fn too_costly(&self, rules: &RuleSet, total: u64, limit: u64) -> ExpressionError {
+        let exprs = std::iter::once((&self.target, rules.target.as_str())).chain(
+            self.rules
+                .iter()
+                .zip(&rules.rules)
+                .map(|((c, _), r)| (c, r.when.as_str())),
+        );
+        // the first of the costliest
+        let (costliest, text) = exprs
+            .reduce(|best, e| if e.0.cost > best.0.cost { e } else { best })
+            .expect("the target is always there");
+        let src = Source {
+            path: &costliest.path,
+            text,
+        };
+        let start = text.chars().take_while(|c| c.is_whitespace()).count();
+        src.error_at(
+            start,
+            format!(
+                "rule set is too costly: the target and rules together have an estimated cost \
+                 of {total} per vehicle, the limit is {limit}; this expression costs {}",
+                costliest.cost
+            ),
+        )
     }
 
     /// This rule set evaluated by the `cel` interpreter alone: the reference
@@ -348,6 +406,14 @@ impl CompiledRuleSet {
             .filter(|c| self.fast_path && c.fast.is_some())
             .count();
         (fast, exprs.len())
+    }
+
+    /// A bound on the work of deciding one vehicle: the static costs of the
+    /// target and every rule, in steps of [`crate::cost`].
+    pub fn cost(&self) -> u64 {
+        std::iter::once(&self.target)
+            .chain(self.rules.iter().map(|(c, _)| c))
+            .fold(0, |sum, c| sum.saturating_add(c.cost))
     }
 
     pub fn rule_count(&self) -> usize {
@@ -436,6 +502,7 @@ type Compiled = Result<Arc<CompiledRuleSet>, Arc<[ExpressionError]>>;
 /// preview and an explain of the same rule set compile it once.
 pub struct RuleSetCache {
     capacity: usize,
+    max_cost: u64,
     state: Mutex<CacheState>,
 }
 
@@ -463,29 +530,42 @@ impl Default for RuleSetCache {
 
 impl RuleSetCache {
     pub fn new(capacity: usize) -> Self {
+        Self::with_max_cost(capacity, MAX_EXPRESSION_COST)
+    }
+
+    /// A cache whose rule sets are compiled with this bound on the static
+    /// cost of each expression.
+    pub fn with_max_cost(capacity: usize, max_cost: u64) -> Self {
         RuleSetCache {
             capacity: capacity.max(1),
+            max_cost,
             state: Mutex::default(),
         }
     }
 
+    /// The rule set if it was compiled already: cheap enough for an async
+    /// task, unlike [`RuleSetCache::get`] on a miss.
+    pub fn cached(&self, rules: &RuleSet) -> Option<Compiled> {
+        let key = content_hash(rules);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // the hash only finds the entry; the content must match too
+        let compiled = match state.entries.get(&key) {
+            Some((stored, compiled)) if stored == rules => compiled.clone(),
+            _ => return None,
+        };
+        state.hits += 1;
+        Some(compiled)
+    }
+
     /// The compiled rule set, or all of its problems; compiled on first use.
     pub fn get(&self, rules: &RuleSet) -> Compiled {
-        let key = content_hash(rules);
-        {
-            let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((stored, compiled)) = state.entries.get(&key) {
-                // the hash only finds the entry; the content must match too
-                if stored == rules {
-                    let compiled = compiled.clone();
-                    state.hits += 1;
-                    return compiled;
-                }
-            }
-            state.misses += 1;
+        if let Some(compiled) = self.cached(rules) {
+            return compiled;
         }
+        let key = content_hash(rules);
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).misses += 1;
         // Compiled outside the lock: a slow compile must not stall the others.
-        let compiled: Compiled = CompiledRuleSet::compile(rules)
+        let compiled: Compiled = CompiledRuleSet::compile_with_limit(rules, self.max_cost)
             .map(Arc::new)
             .map_err(Arc::from);
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -113,7 +113,7 @@ fn render(e: &IdedExpr) -> (String, u8) {
             match (call.func_name.as_str(), args.len()) {
                 ("!_", 1) => (format!("!{}", at(&args[0], UNARY)), UNARY),
                 ("-_", 1) => (format!("-{}", at(&args[0], UNARY)), UNARY),
-                ("@not_strictly_false", 1) => render(&args[0]),
+                ("@not_strictly_false", 1) | (crate::guard::GUARD, 1) => render(&args[0]),
                 ("_[_]", 2) => (
                     format!("{}[{}]", at(&args[0], MEMBER), at(&args[1], 0)),
                     MEMBER,
@@ -202,6 +202,35 @@ fn comprehension(c: &ComprehensionExpr) -> String {
         }
     }
     format!("{range}.<comprehension over {v}>")
+}
+
+/// The macro a comprehension was expanded from, by the shape of its step.
+pub(crate) fn macro_name(c: &ComprehensionExpr) -> &'static str {
+    let accu = c.accu_var.as_str();
+    let Expr::Call(step) = &c.loop_step.expr else {
+        return "comprehension";
+    };
+    let a = &step.args;
+    match (step.func_name.as_str(), &c.accu_init.expr) {
+        ("_&&_", _) => "all",
+        ("_||_", _) => "exists",
+        ("_?_:_", Expr::Literal(LiteralValue::Int(_))) => "exists_one",
+        ("_+_", _) => "map",
+        ("_?_:_", Expr::List(_)) => {
+            let appends_var = match a.get(1).map(|add| &add.expr) {
+                Some(Expr::Call(add)) => add.args.get(1).and_then(appended).is_some_and(
+                    |f| matches!(&f.expr, Expr::Ident(n) if *n == c.iter_var && n != accu),
+                ),
+                _ => false,
+            };
+            if appends_var {
+                "filter"
+            } else {
+                "map"
+            }
+        }
+        _ => "comprehension",
+    }
 }
 
 /// `x` of the `[x]` a map or filter step appends.

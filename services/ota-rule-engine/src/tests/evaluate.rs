@@ -1,4 +1,4 @@
-use std::convert::Infallible;
+use std::sync::Arc;
 
 use futures::stream;
 use ota_proto::v1 as pb;
@@ -6,7 +6,7 @@ use ota_proto::v1 as pb;
 use super::{bare, fleet, id4, rule_set, test_fleet_id3, unusual};
 use crate::preview::{NO_RULE, UNSET};
 use crate::ruleset::NO_RULE_MATCHED;
-use crate::{preview, CompiledRuleSet, Evaluation, RuleSet, RuleSetCache};
+use crate::{preview, CompiledRuleSet, EvalPool, Evaluation, RuleSet, RuleSetCache};
 
 const TARGET: &str = r#"vehicle.region == "EU" && version_cmp(vehicle.ecus.BMS.sw, "2.3.1") < 0 && !("test-fleet" in vehicle.tags)"#;
 
@@ -234,7 +234,7 @@ fn explain_shows_a_comprehension_as_written_and_what_it_ranges_over() {
 fn batches(
     vehicles: Vec<ota_common::vehicle::Vehicle>,
     size: usize,
-) -> Vec<Result<Vec<ota_common::vehicle::Vehicle>, Infallible>> {
+) -> Vec<Result<Vec<ota_common::vehicle::Vehicle>, tonic::Status>> {
     vehicles.chunks(size).map(|c| Ok(c.to_vec())).collect()
 }
 
@@ -251,9 +251,14 @@ async fn preview_counts_matches_by_field_and_rule_with_progress() {
     let vehicles = vec![id4(), bare(), test_fleet_id3(), unusual(), other, no_bms];
 
     let mut seen = Vec::new();
-    let p = preview(&c, stream::iter(batches(vehicles, 4)), 2, |p| {
-        seen.push(p.scanned)
-    })
+    let pool = EvalPool::shared();
+    let p = preview(
+        &pool,
+        Arc::new(c),
+        stream::iter(batches(vehicles, 4)),
+        2,
+        |p| seen.push(p.scanned),
+    )
     .await
     .unwrap();
     assert_eq!(seen, vec![4, 6], "progress after each batch");
@@ -292,9 +297,16 @@ async fn preview_counts_matches_by_field_and_rule_with_progress() {
 #[tokio::test]
 async fn preview_reports_target_matches_without_a_rule() {
     let c = compile(&rule_set("true", &[("vehicle.model == 'ID.3'", "x")]));
-    let p = preview(&c, stream::iter(batches(fleet(), 10)), 10, |_| {})
-        .await
-        .unwrap();
+    let pool = EvalPool::shared();
+    let p = preview(
+        &pool,
+        Arc::new(c),
+        stream::iter(batches(fleet(), 10)),
+        10,
+        |_| {},
+    )
+    .await
+    .unwrap();
     assert_eq!(
         (p.scanned, p.matched, p.errors),
         (4, 3, 1),
@@ -309,14 +321,17 @@ async fn a_failing_stream_ends_the_preview_after_reporting_progress() {
     let c = compile(&campaign());
     let items = vec![
         Ok(vec![id4(), id4()]),
-        Err("store went away"),
+        Err(tonic::Status::unavailable("store went away")),
         Ok(vec![id4()]),
     ];
     let mut last = 0;
-    let err = preview(&c, stream::iter(items), 10, |p| last = p.scanned)
-        .await
-        .unwrap_err();
-    assert_eq!((err, last), ("store went away", 2));
+    let pool = EvalPool::shared();
+    let err = preview(&pool, Arc::new(c), stream::iter(items), 10, |p| {
+        last = p.scanned
+    })
+    .await
+    .unwrap_err();
+    assert_eq!((err.message(), last), ("store went away", 2));
 }
 
 #[test]

@@ -2,6 +2,7 @@
 
 mod agreement;
 mod evaluate;
+mod limits;
 mod validate;
 
 use chrono::{TimeZone, Utc};
