@@ -35,9 +35,9 @@ pub const RULE_SET_COST_FACTOR: u64 = 10;
 pub const MAX_RULE_SET_COST: u64 = RULE_SET_COST_FACTOR * MAX_EXPRESSION_COST;
 
 /// The largest vehicle the cost model assumes: the caps the vehicle store
-/// puts on a merged inventory. Kept here, in one place, until the store
-/// exports its own constants; a vehicle over them still evaluates, and the
-/// run-time count stops it if it then runs past its budget.
+/// puts on a merged inventory (`ota_common::vehicle`). A vehicle over them
+/// (one stored before the caps) still evaluates, and the run-time count
+/// stops it if it then runs past its budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VehicleBounds {
     pub tags: u64,
@@ -48,11 +48,18 @@ pub struct VehicleBounds {
     pub text_bytes: u64,
 }
 
-pub const VEHICLE_BOUNDS: VehicleBounds = VehicleBounds {
-    tags: 64,
-    attributes: 256,
-    ecus: 64,
-    text_bytes: 256,
+pub const VEHICLE_BOUNDS: VehicleBounds = {
+    use ota_common::vehicle as v;
+    VehicleBounds {
+        tags: v::MAX_TAGS as u64,
+        attributes: v::MAX_ATTRIBUTES as u64,
+        ecus: v::MAX_ECUS as u64,
+        text_bytes: if v::MAX_VALUE_LEN > v::MAX_KEY_LEN {
+            v::MAX_VALUE_LEN as u64
+        } else {
+            v::MAX_KEY_LEN as u64
+        },
+    }
 };
 
 /// Bytes of text read or copied per step: a node of the interpreter takes
