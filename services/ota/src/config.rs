@@ -115,7 +115,7 @@ pub struct HttpSettings {
 impl Default for HttpSettings {
     fn default() -> Self {
         Self {
-            header_read_timeout_ms: 10_000,
+            header_read_timeout_ms: 30_000,
             idle_timeout_s: 120,
             max_connections: 1024,
             metrics_token: None,
