@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: makes sure PostgreSQL, Redis and
 # Mosquitto are running (starting them, or installing them with apt-get when
-# they are missing), installs cargo-nextest and the infra/ npm packages when
-# needed, then runs the infra tests and every Rust test in the workspace.
+# they are missing), installs SWUpdate, cargo-nextest and the infra/ npm
+# packages when needed, then runs the infra tests and every Rust test in the workspace.
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh -p ota-auth     # extra arguments go to cargo nextest run
@@ -73,6 +73,14 @@ ensure_node() {
   apt_install nodejs npm
 }
 
+# The real device client of services/ota/tests/swupdate.rs, and the openssl
+# it signs its update with.
+ensure_device_clients() {
+  command -v swupdate >/dev/null && command -v openssl >/dev/null && return
+  log "installing swupdate and openssl"
+  apt_install swupdate openssl
+}
+
 ensure_nextest() {
   cargo nextest --version >/dev/null 2>&1 && return
   log "installing cargo-nextest"
@@ -83,6 +91,7 @@ ensure_postgres
 ensure_redis
 ensure_mosquitto
 ensure_node
+ensure_device_clients
 ensure_nextest
 
 log "infra: npm ci && npm test"

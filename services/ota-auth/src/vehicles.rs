@@ -149,6 +149,12 @@ impl VehicleCredentials {
         }
     }
 
+    /// The database the credentials live in, for adapters that keep
+    /// their own rows beside them (the DDI action ids).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
     /// Issues a new credential for the vehicle. With `rotate`, the vehicle's
     /// earlier credentials are revoked in the same transaction.
     pub async fn issue(&self, vin: &str, rotate: bool) -> Result<IssuedCredential, AuthError> {

@@ -17,6 +17,7 @@ impl CampaignManager {
         let store = &self.inner.store;
         let counts = store.state_counts(id).await?;
         let waves = store.wave_counts(id).await?;
+        let openings = store.wave_openings(&c).await?;
         let data = store
             .report_data(id, if top == 0 { 10 } else { top })
             .await?;
@@ -45,9 +46,14 @@ impl CampaignManager {
                     index: i as u32,
                     percent: *pct,
                     open: (i as i32) <= c.current_wave,
-                    opened_at: (i as i32 == c.current_wave)
-                        .then_some(c.wave_opened_at)
+                    opened_at: openings
+                        .get(i)
+                        .copied()
                         .flatten()
+                        .or((i as i32 == c.current_wave)
+                            .then_some(c.wave_opened_at)
+                            .flatten())
+                        .filter(|_| (i as i32) <= c.current_wave)
                         .map(to_timestamp),
                     by_state: rows
                         .iter()

@@ -91,6 +91,10 @@ async fn campaign_runs_from_file_to_completed_report(h: Harness) {
     assert_eq!(succeeded.count, 20);
     assert_eq!(report.waves.len(), 2);
     assert_eq!(report.waves.iter().map(|w| w.total).sum::<u64>(), 20);
+    // Each wave keeps the time it opened, not only the last one.
+    let opened: Vec<_> = report.waves.iter().map(|w| w.opened_at).collect();
+    assert!(opened.iter().all(Option::is_some), "{opened:?}");
+    assert!(opened[0].as_ref().unwrap().seconds <= opened[1].as_ref().unwrap().seconds);
     assert_eq!(report.by_gateway.len(), 2);
     assert_eq!(report.by_model[0].key, "ID.4");
     assert_eq!(report.by_model[0].succeeded, 20);
@@ -109,6 +113,9 @@ async fn campaign_runs_from_file_to_completed_report(h: Harness) {
         ["create", "approve", "launch", "wave-open", "complete"]
     );
     assert_eq!(audit.last().unwrap().actor, "erin");
+    // The audit counts waves as people do: the second wave is wave 2.
+    let opened = audit.iter().find(|e| e.action == "wave-open").unwrap();
+    assert!(opened.detail.contains(r#""wave":2"#), "{}", opened.detail);
     assert_eq!(audit[0].actor, "system");
 }
 

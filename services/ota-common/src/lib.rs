@@ -2,6 +2,7 @@
 //! errors to (and from which gRPC and HTTP statuses follow), VIN validation,
 //! the vehicle domain types with their protobuf conversions, the
 //! per-vehicle rate limit of the vehicle-facing APIs, secret comparison,
+//! links to the server's own resources,
 //! and the memory allocator of every binary.
 
 #[cfg(unix)]
@@ -9,6 +10,7 @@ pub mod alloc;
 pub mod error;
 pub mod peer;
 pub mod rate;
+pub mod reference;
 pub mod secret;
 pub mod vehicle;
 pub mod vin;

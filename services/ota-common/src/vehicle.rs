@@ -72,9 +72,6 @@ impl Vehicle {
     }
 }
 
-/// What one source says about one vehicle. Absent fields say nothing; they
-/// never clear a value another source set.
-
 /// The source of a vehicle's own inventory reports.
 pub const VEHICLE_SOURCE: &str = "vehicle";
 /// The source of ECU software versions recorded when a vehicle reports an
@@ -82,6 +79,8 @@ pub const VEHICLE_SOURCE: &str = "vehicle";
 /// [`VEHICLE_SOURCE`].
 pub const INSTALL_SOURCE: &str = "install";
 
+/// What one source says about one vehicle. Absent fields say nothing; they
+/// never clear a value another source set.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VehiclePatch {

@@ -8,6 +8,8 @@ use ota_staging::StagingError;
 pub enum DdiError {
     #[error("missing Authorization: TargetToken or GatewayToken")]
     MissingToken,
+    #[error("authorization scheme {0:?} is not accepted here: use TargetToken (the vehicle's token) or GatewayToken")]
+    WrongScheme(String),
     #[error("invalid or revoked token")]
     BadToken,
     #[error(transparent)]
@@ -42,12 +44,17 @@ pub enum DdiError {
     Upstream(#[from] tonic::Status),
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
+    /// The DDI action ids (`ids.rs`) could not be read or written.
+    #[error("ddi action ids: {message}")]
+    Database { code: ErrorCode, message: String },
 }
 
 impl CodedError for DdiError {
     fn code(&self) -> ErrorCode {
         match self {
-            Self::MissingToken | Self::BadToken => ErrorCode::Unauthenticated,
+            Self::MissingToken | Self::WrongScheme(_) | Self::BadToken => {
+                ErrorCode::Unauthenticated
+            }
             Self::Auth(e) => e.code(),
             Self::WrongVehicle { .. } => ErrorCode::PermissionDenied,
             Self::RateLimited { .. } => ErrorCode::ResourceExhausted,
@@ -57,6 +64,7 @@ impl CodedError for DdiError {
             Self::Staging(e) => e.code(),
             Self::Upstream(s) => ErrorCode::from_grpc(s.code()),
             Self::Artifact(e) => e.code(),
+            Self::Database { code, .. } => *code,
         }
     }
 }

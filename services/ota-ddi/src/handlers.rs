@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
+use crate::ids::ActionRef;
 use crate::model::{self, ConfigData, Execution, Feedback, Mode};
 use crate::seen::Seen;
 use crate::{DdiError, DdiState, Inner, MAX_BODY_BYTES, TENANT};
@@ -81,7 +82,7 @@ async fn authorize(
             ))
         })?;
     } else {
-        return Err(DdiError::MissingToken);
+        return Err(DdiError::WrongScheme(ota_common::vin::shown(scheme)));
     }
     if let Some(budget) = budget {
         if let Err(wait) = s.limits.check(controller, budget) {
@@ -154,7 +155,7 @@ pub(crate) async fn poll(
     let just_finished = seen
         .as_ref()
         .filter(|seen| seen.finished.is_some())
-        .map(|seen| seen.action_id.as_str());
+        .map(|seen| (seen.action_id.as_str(), seen.attempt));
     let withdrawn = seen
         .as_ref()
         .filter(|seen| seen.finished.is_none())
@@ -164,16 +165,17 @@ pub(crate) async fn poll(
         // deployment, as with hawkBit.
         links.insert(
             "cancelAction".into(),
-            json!({"href": format!("{}/cancelAction/{}", c.url, seen.action_id)}),
+            json!({"href": format!("{}/cancelAction/{}", c.url, seen.ddi_id)}),
         );
     } else if let Some(a) = doc
         .actions
         .iter()
-        .find(|a| just_finished != Some(a.action_id.as_str()))
+        .find(|a| just_finished != Some((a.action_id.as_str(), a.attempt.unwrap_or(1))))
     {
+        let id = s.ids.ddi_id(&attempt_of(a)).await?;
         links.insert(
             "deploymentBase".into(),
-            json!({"href": format!("{}/deploymentBase/{}?c={}", c.url, a.action_id, change_hash(&doc.etag, &a.action_id))}),
+            json!({"href": format!("{}/deploymentBase/{id}?c={}", c.url, change_hash(&doc.etag, &a.action_id))}),
         );
     }
     if !s.memory.configured(&c.vin) {
@@ -217,10 +219,13 @@ fn files<'a>(base: &str, action: &'a Action) -> Vec<(String, &'a Artifact, Optio
     out
 }
 
+/// `ddi_id`: the action's id as the device knows it, which names the
+/// software module in download links.
 async fn chunk(
     s: &Inner,
     c: &Caller,
     action: &Action,
+    ddi_id: &str,
     with_artifacts: bool,
 ) -> Result<model::Chunk> {
     let mut artifacts = Vec::new();
@@ -235,10 +240,7 @@ async fn chunk(
                     tracing::warn!(sha256 = sha, action = %action.action_id, "hosted artifact missing from the store");
                 }
                 let (sha1, md5) = digests.unwrap_or_default();
-                let href = format!(
-                    "{}/softwaremodules/{}/artifacts/{filename}",
-                    c.url, action.action_id
-                );
+                let href = format!("{}/softwaremodules/{ddi_id}/artifacts/{filename}", c.url);
                 (href, sha1, md5)
             }
             // An external artifact's SHA-1 and MD5 are unknown; empty
@@ -268,33 +270,61 @@ async fn chunk(
     })
 }
 
-async fn find_action(s: &Inner, vin: &str, action_id: &str) -> Result<Option<Action>> {
-    let doc = s.staging.document(vin).await?;
-    Ok(doc.actions.into_iter().find(|a| a.action_id == action_id))
+fn attempt_of(a: &Action) -> ActionRef {
+    ActionRef {
+        action_id: a.action_id.clone(),
+        attempt: a.attempt.unwrap_or(1),
+    }
 }
 
-fn not_found(vin: &str, action_id: &str) -> DdiError {
-    DdiError::NotFound(format!("action {action_id} of controller {vin}"))
+/// The attempt behind a DDI id from the path.
+async fn resolve(s: &Inner, vin: &str, ddi_id: &str) -> Result<ActionRef> {
+    s.ids
+        .action(ddi_id)
+        .await?
+        .ok_or_else(|| not_found(vin, ddi_id))
+}
+
+/// The open action of this attempt in the vehicle's staged document: an
+/// earlier attempt of a retried action is no longer open.
+async fn find_action(s: &Inner, vin: &str, action: &ActionRef) -> Result<Option<Action>> {
+    let doc = s.staging.document(vin).await?;
+    Ok(doc
+        .actions
+        .into_iter()
+        .find(|a| a.action_id == action.action_id && a.attempt.unwrap_or(1) == action.attempt))
+}
+
+/// `ddi_id`: the id as the device sent it.
+fn not_found(vin: &str, ddi_id: &str) -> DdiError {
+    DdiError::NotFound(format!(
+        "action {:?} of controller {vin}",
+        ota_common::vin::shown(ddi_id)
+    ))
 }
 
 pub(crate) async fn deployment_base(
     State(s): State<DdiState>,
-    Path((tenant, controller, action_id)): Path<(String, String, String)>,
+    Path((tenant, controller, ddi_id)): Path<(String, String, String)>,
     Query(q): Query<std::collections::HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let s = &s.inner;
     let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Poll)).await?;
-    let action = find_action(s, &c.vin, &action_id)
+    let r = resolve(s, &c.vin, &ddi_id).await?;
+    let action = find_action(s, &c.vin, &r)
         .await?
-        .ok_or_else(|| not_found(&c.vin, &action_id))?;
-    let chunk = chunk(s, &c, &action, true).await?;
-    let seen = s.memory.get(&c.vin).filter(|x| x.action_id == action_id);
+        .ok_or_else(|| not_found(&c.vin, &ddi_id))?;
+    let chunk = chunk(s, &c, &action, &ddi_id, true).await?;
+    let action_id = r.action_id.clone();
+    let seen = s.memory.get(&c.vin).filter(|x| x.ddi_id == ddi_id);
     if seen.is_none() {
         s.memory.saw(
             &c.vin,
             Seen {
                 action_id: action_id.clone(),
+                attempt: r.attempt,
+                ddi_id: ddi_id.clone(),
                 ecu: action.ecu.clone(),
                 name: action.package.name.clone(),
                 version: action.package.version.clone(),
@@ -321,7 +351,7 @@ pub(crate) async fn deployment_base(
             messages: Vec::new(),
         });
     Ok(Json(model::DeploymentBase {
-        id: action_id,
+        id: ddi_id,
         deployment: model::Deployment {
             download: "forced",
             update: "forced",
@@ -341,13 +371,14 @@ fn is_final(state: &str) -> bool {
 
 pub(crate) async fn deployment_feedback(
     State(s): State<DdiState>,
-    Path((tenant, controller, action_id)): Path<(String, String, String)>,
+    Path((tenant, controller, ddi_id)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode> {
     let s = &s.inner;
     let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Report)).await?;
     let feedback: Feedback = parse(body, "feedback")?;
+    let action_id = resolve(s, &c.vin, &ddi_id).await?.action_id;
     let (state, progress) = model::state_of(&feedback.status);
     let res = s
         .campaigns
@@ -374,34 +405,35 @@ pub(crate) async fn deployment_feedback(
 
 pub(crate) async fn cancel_action(
     State(s): State<DdiState>,
-    Path((tenant, controller, action_id)): Path<(String, String, String)>,
+    Path((tenant, controller, ddi_id)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let s = &s.inner;
     let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Poll)).await?;
     s.memory
         .get(&c.vin)
-        .filter(|x| x.action_id == action_id && x.finished.is_none())
-        .ok_or_else(|| not_found(&c.vin, &action_id))?;
-    Ok(Json(json!({"id": action_id, "cancelAction": {"stopId": action_id}})).into_response())
+        .filter(|x| x.ddi_id == ddi_id && x.finished.is_none())
+        .ok_or_else(|| not_found(&c.vin, &ddi_id))?;
+    Ok(Json(json!({"id": ddi_id, "cancelAction": {"stopId": ddi_id}})).into_response())
 }
 
 pub(crate) async fn cancel_feedback(
     State(s): State<DdiState>,
-    Path((tenant, controller, action_id)): Path<(String, String, String)>,
+    Path((tenant, controller, ddi_id)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode> {
     let s = &s.inner;
     let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Report)).await?;
     let feedback: Feedback = parse(body, "feedback")?;
-    let known = s
+    let Some(action_id) = s
         .memory
         .get(&c.vin)
-        .is_some_and(|x| x.action_id == action_id);
-    if !known {
-        return Err(not_found(&c.vin, &action_id));
-    }
+        .filter(|x| x.ddi_id == ddi_id)
+        .map(|x| x.action_id)
+    else {
+        return Err(not_found(&c.vin, &ddi_id));
+    };
     // The platform already closed the action; the device only confirms.
     // Anything but a final answer keeps the cancel link up.
     if matches!(
@@ -452,16 +484,20 @@ pub(crate) async fn config_data(
 
 pub(crate) async fn installed_base(
     State(s): State<DdiState>,
-    Path((tenant, controller, action_id)): Path<(String, String, String)>,
+    Path((tenant, controller, ddi_id)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let s = &s.inner;
     let c = authorize(s, &tenant, &controller, &headers, Some(Budget::Poll)).await?;
-    let seen = s.memory.get(&c.vin).filter(|x| x.action_id == action_id);
-    let (chunk, status) = match find_action(s, &c.vin, &action_id).await? {
-        Some(action) => (chunk(s, &c, &action, true).await?, "running".to_owned()),
+    let r = resolve(s, &c.vin, &ddi_id).await?;
+    let seen = s.memory.get(&c.vin).filter(|x| x.ddi_id == ddi_id);
+    let (chunk, status) = match find_action(s, &c.vin, &r).await? {
+        Some(action) => (
+            chunk(s, &c, &action, &ddi_id, true).await?,
+            "running".to_owned(),
+        ),
         None => {
-            let seen = seen.clone().ok_or_else(|| not_found(&c.vin, &action_id))?;
+            let seen = seen.clone().ok_or_else(|| not_found(&c.vin, &ddi_id))?;
             let chunk = model::Chunk {
                 part: seen.ecu,
                 version: seen.version,
@@ -473,7 +509,7 @@ pub(crate) async fn installed_base(
     };
     let status = seen.and_then(|x| x.finished).unwrap_or(status);
     Ok(Json(model::DeploymentBase {
-        id: action_id,
+        id: ddi_id,
         deployment: model::Deployment {
             download: "forced",
             update: "forced",
@@ -495,20 +531,24 @@ pub(crate) async fn installed_base(
 /// for an artifact of the caller's own open action.
 pub(crate) async fn download(
     State(s): State<DdiState>,
-    Path((tenant, controller, action_id, filename)): Path<(String, String, String, String)>,
+    Path((tenant, controller, ddi_id, filename)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let s = &s.inner;
     let c = authorize(s, &tenant, &controller, &headers, None).await?;
-    let action = find_action(s, &c.vin, &action_id)
+    let r = resolve(s, &c.vin, &ddi_id).await?;
+    let action = find_action(s, &c.vin, &r)
         .await?
-        .ok_or_else(|| not_found(&c.vin, &action_id))?;
+        .ok_or_else(|| not_found(&c.vin, &ddi_id))?;
     let sha = files(&c.base, &action)
         .into_iter()
         .find(|(name, _, _)| *name == filename)
         .and_then(|(_, _, hosted)| hosted.map(str::to_owned))
         .ok_or_else(|| {
-            DdiError::NotFound(format!("hosted artifact {filename} of action {action_id}"))
+            DdiError::NotFound(format!(
+                "hosted artifact {:?} of action {ddi_id}",
+                ota_common::vin::shown(&filename)
+            ))
         })?;
     Ok(ota_artifacts::serve(s.artifacts.as_ref(), &sha, &headers).await)
 }

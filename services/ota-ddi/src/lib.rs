@@ -5,6 +5,7 @@
 
 mod error;
 mod handlers;
+pub mod ids;
 pub mod model;
 mod seen;
 
@@ -48,6 +49,7 @@ pub(crate) struct Inner {
     /// Hosted artifacts are recognised by it too.
     pub base_url: String,
     pub memory: seen::Memory,
+    pub ids: ids::ActionIds,
     /// Each controller's budgets, as on the HTTP vehicle API and MQTT: a
     /// device polling or reporting in a tight loop must not take the
     /// server's capacity (or its database) from the fleet.
@@ -69,6 +71,7 @@ impl DdiState {
     /// gateway token), `None` to allow only the vehicles' own tokens.
     /// `base_url`: this server as devices reach it, e.g.
     /// `https://ota.example.com` (the same base hosted artifact URLs use).
+    /// The DDI action ids are kept in the credentials' database.
     pub fn new(
         credentials: VehicleCredentials,
         staging: StagingPeer,
@@ -80,6 +83,7 @@ impl DdiState {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                ids: ids::ActionIds::new(credentials.db().clone()),
                 credentials,
                 staging,
                 campaigns,

@@ -14,6 +14,10 @@ const MAX_ENTRIES: usize = 1_000_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seen {
     pub action_id: String,
+    /// Which attempt of the action (a retry is a new deployment).
+    pub attempt: u32,
+    /// The id the device knows the attempt by (`ids.rs`).
+    pub ddi_id: String,
     pub ecu: String,
     pub name: String,
     pub version: String,

@@ -28,6 +28,7 @@ on_both!(
     feedback_errors_and_legacy_fields,
     withdrawn_action_gets_a_cancel_link,
     a_controller_over_its_request_rate_gets_429,
+    action_ids_are_small_shared_and_new_for_each_attempt,
 );
 
 #[tokio::test(flavor = "multi_thread")]
@@ -71,9 +72,26 @@ async fn hawkbit_client_installs_an_update(p: Platform) {
     let (action_id, state) = p.action_of(&campaign, &vin(0)).await;
     assert_eq!(state, "staged");
 
+    let ddi_id = p.ddi_id(&action_id).await;
+    let own = format!("TargetToken {}", tokens[0]);
+    let polled: serde_json::Value = get(&p.controller_url(&vin(0)), Some(&own))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ids_fit(&polled);
     let reply = ddi.poll().await.unwrap();
     let update = reply.update().expect("a deployment").fetch().await.unwrap();
-    assert_eq!(update.action_id(), action_id);
+    assert_eq!(update.action_id(), ddi_id);
+    let deployment: serde_json::Value = get(
+        &format!("{}/deploymentBase/{ddi_id}", p.controller_url(&vin(0))),
+        Some(&own),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_ids_fit(&deployment);
     let chunks: Vec<_> = update.chunks().collect();
     assert_eq!(chunks.len(), 1);
     assert_eq!(
@@ -118,7 +136,7 @@ async fn hawkbit_client_installs_an_update(p: Platform) {
     assert!(reply.cancel_action().is_none());
     let installed: serde_json::Value = reqwest::Client::new()
         .get(format!(
-            "{}/installedBase/{action_id}",
+            "{}/installedBase/{ddi_id}",
             p.controller_url(&vin(0))
         ))
         .header("authorization", format!("TargetToken {}", tokens[0]))
@@ -129,6 +147,7 @@ async fn hawkbit_client_installs_an_update(p: Platform) {
         .await
         .unwrap();
     assert_eq!(installed["actionHistory"]["status"], "succeeded");
+    assert_ids_fit(&installed);
     assert_eq!(installed["deployment"]["chunks"][0]["version"], "2.3.1");
 }
 
@@ -169,6 +188,14 @@ async fn authentication_and_authorization(p: Platform) {
     ] {
         assert_eq!(get(&url, Some(bad)).await.status(), 401, "{bad}");
     }
+    // A scheme of another API is named, with the ones DDI takes.
+    let res = get(&url, Some("Bearer whatever")).await;
+    let body: serde_json::Value = res.json().await.unwrap();
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("\"Bearer\"") && msg.contains("TargetToken") && msg.contains("GatewayToken"),
+        "{msg}"
+    );
     // Another vehicle's own token.
     let res = get(&url, Some(&format!("TargetToken {}", tokens[1]))).await;
     assert_eq!(res.status(), 403);
@@ -310,6 +337,7 @@ async fn a_controller_over_its_report_budget_gets_429(p: Platform) {
 
     // Feedback shares the report budget: refused, not recorded.
     let (action, state) = p.action_of(&campaign, &vin(0)).await;
+    let action = p.ddi_id(&action).await;
     let res = post(
         &format!("{base}/deploymentBase/{action}/feedback"),
         &own,
@@ -361,8 +389,8 @@ async fn a_controller_over_its_report_budget_gets_429(p: Platform) {
 async fn feedback_errors_and_legacy_fields(p: Platform) {
     let tokens = p.fleet(2).await;
     let campaign = p.launch().await;
-    let (a0, _) = p.action_of(&campaign, &vin(0)).await;
-    let (a1, _) = p.action_of(&campaign, &vin(1)).await;
+    let a0 = p.ddi_id(&p.action_of(&campaign, &vin(0)).await.0).await;
+    let a1 = p.ddi_id(&p.action_of(&campaign, &vin(1)).await.0).await;
     let own = format!("TargetToken {}", tokens[0]);
     let base = p.controller_url(&vin(0));
     let feedback = |a: &str| format!("{base}/deploymentBase/{a}/feedback");
@@ -384,7 +412,13 @@ async fn feedback_errors_and_legacy_fields(p: Platform) {
 
     let ok =
         json!({"status": {"execution": "closed", "result": {"finished": "failure"}}}).to_string();
-    let res = post(&feedback("no-such-action"), &own, ok.clone()).await;
+    for unknown in ["no-such-action", "2147483647", "99999999999999999999"] {
+        let res = post(&feedback(unknown), &own, ok.clone()).await;
+        assert_eq!(res.status(), 404, "{unknown}");
+    }
+    // A platform action id is not a DDI id.
+    let platform_id = p.action_of(&campaign, &vin(0)).await.0;
+    let res = post(&feedback(&platform_id), &own, ok.clone()).await;
     assert_eq!(res.status(), 404);
     // Vehicle 0 reporting on vehicle 1's action.
     let res = post(&feedback(&a1), &own, ok.clone()).await;
@@ -478,6 +512,7 @@ async fn withdrawn_action_gets_a_cancel_link(p: Platform) {
         .await
         .unwrap();
     let action_id = update.action_id().to_owned();
+    assert!(action_id.parse::<i32>().is_ok(), "{action_id}");
 
     let engineer = ota_campaign_manager::Actor {
         name: "erin".into(),
@@ -498,9 +533,78 @@ async fn withdrawn_action_gets_a_cancel_link(p: Platform) {
     assert!(reply.update().is_none());
     let cancel = reply.cancel_action().expect("a cancel link");
     assert_eq!(cancel.id().await.unwrap(), action_id);
+    let own = format!("TargetToken {}", tokens[0]);
+    let answer: serde_json::Value = get(
+        &format!("{}/cancelAction/{action_id}", p.controller_url(&vin(0))),
+        Some(&own),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(answer["cancelAction"]["stopId"], action_id.as_str());
+    assert_ids_fit(&answer);
     cancel
         .send_feedback(Execution::Closed, Finished::Success, vec!["stopped"])
         .await
         .unwrap();
     assert!(ddi.poll().await.unwrap().cancel_action().is_none());
+}
+
+/// Every action id in a DDI answer, and every number in its links, fits a
+/// signed 32-bit integer: SWUpdate and Zephyr's client keep the id in one.
+fn assert_ids_fit(answer: &serde_json::Value) {
+    fn walk(key: &str, v: &serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => m.iter().for_each(|(k, v)| walk(k, v)),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(key, v)),
+            serde_json::Value::String(s) if key == "id" || key == "stopId" => {
+                let n: i64 = s
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{key} {s:?} is a number"));
+                assert!((1..=i32::MAX as i64).contains(&n), "{key} {n}");
+            }
+            serde_json::Value::String(s) if key == "href" => {
+                let path = s.split('?').next().unwrap();
+                for seg in path
+                    .split('/')
+                    .filter(|x| x.bytes().all(|b| b.is_ascii_digit()))
+                {
+                    if let Ok(n) = seg.parse::<u128>() {
+                        assert!(n <= i32::MAX as u128, "{s}");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    walk("", answer);
+}
+
+/// The DDI ids: within 32 bits, the same from any process (two
+/// independent id stores over one database), and a new one for a retry.
+async fn action_ids_are_small_shared_and_new_for_each_attempt(p: Platform) {
+    use ota_ddi::ids::{ActionIds, ActionRef};
+    let a = ActionIds::new(p.db.db().clone());
+    let b = ActionIds::new(p.db.db().clone());
+    let big = format!("{}", i64::MAX - 7);
+    let first = ActionRef {
+        action_id: big.clone(),
+        attempt: 1,
+    };
+    let retry = ActionRef {
+        action_id: big,
+        attempt: 2,
+    };
+    let id = a.ddi_id(&first).await.unwrap();
+    assert!(id > 0);
+    assert_eq!(b.ddi_id(&first).await.unwrap(), id);
+    assert_eq!(a.ddi_id(&first).await.unwrap(), id);
+    let id2 = b.ddi_id(&retry).await.unwrap();
+    assert_ne!(id2, id);
+    assert_eq!(a.action(&id2.to_string()).await.unwrap(), Some(retry));
+    assert_eq!(b.action(&id.to_string()).await.unwrap(), Some(first));
+    assert_eq!(a.action("0").await.unwrap(), None);
+    assert_eq!(a.action("-1").await.unwrap(), None);
+    assert_eq!(a.action("not a number").await.unwrap(), None);
 }

@@ -187,7 +187,7 @@ mod tests {
             state: "staged".into(),
             attempt: 1,
         };
-        let stored = ota_staging::document::build(VIN, &[open], 300)
+        let stored = ota_staging::document::build(VIN, &[open], 300, "")
             .unwrap()
             .unwrap();
         let proto = stored.to_proto(VIN).unwrap();

@@ -104,8 +104,9 @@ pub struct Campaign {
     pub target: String,
     /// Cumulative percent of the matched vehicles per wave.
     pub waves: Vec<f64>,
-    /// Index of the highest open wave, -1 before launch.
-    pub current_wave: i32,
+    /// The highest open wave, counted from 1 as everywhere people read
+    /// wave numbers (tables, CSV, audit); 0 before launch.
+    pub current_wave: u32,
     pub created_by: String,
     pub approved_by: Option<String>,
     pub created_at: Option<DateTime<Utc>>,
@@ -124,6 +125,12 @@ pub struct Campaign {
     pub failed_ticks: u32,
 }
 
+/// A wave as people count it: the gRPC contract's index 0 is wave 1, and
+/// "none yet" (-1) is 0.
+pub fn wave_number(index: i32) -> u32 {
+    u32::try_from(index.saturating_add(1)).unwrap_or(0)
+}
+
 impl From<pb::Campaign> for Campaign {
     fn from(c: pb::Campaign) -> Self {
         Campaign {
@@ -138,7 +145,7 @@ impl From<pb::Campaign> for Campaign {
             priority: c.priority,
             target: c.target,
             waves: c.waves,
-            current_wave: c.current_wave,
+            current_wave: wave_number(c.current_wave),
             created_by: c.created_by,
             approved_by: (!c.approved_by.is_empty()).then_some(c.approved_by),
             spec: c.spec,
@@ -215,7 +222,8 @@ pub struct StateCount {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WaveReport {
-    pub index: u32,
+    /// Counted from 1.
+    pub wave: u32,
     /// Cumulative percent of the matched vehicles.
     pub percent: f64,
     pub open: bool,
@@ -308,7 +316,7 @@ impl From<pb::CampaignReport> for CampaignReport {
                 .waves
                 .into_iter()
                 .map(|w| WaveReport {
-                    index: w.index,
+                    wave: w.index + 1,
                     percent: w.percent,
                     open: w.open,
                     opened_at: w.opened_at.as_ref().map(from_timestamp),

@@ -18,17 +18,32 @@ pub async fn create(
 ) -> Result<Response, RestError> {
     let who = caller.require(Role::Engineer)?;
     let Json(body) = body?;
+    let mut package = pb::Package::from(body);
+    // An artifact this server hosts, linked under today's public URL, is
+    // kept as a reference, so the package survives a new public URL.
+    let base = s.info.public_url.trim_end_matches('/');
+    for a in &mut package.artifacts {
+        if let Some(path) = a
+            .url
+            .strip_prefix(base)
+            .filter(|p| p.starts_with("/artifacts/"))
+        {
+            if !base.is_empty() {
+                a.url = path.to_owned();
+            }
+        }
+    }
     let p = s
         .campaigns
         .clone()
         .create_package(pb::CreatePackageRequest {
-            package: Some(body.into()),
+            package: Some(package),
             actor: who.principal.clone(),
         })
         .await?
         .into_inner();
     tracing::info!(by = %who.principal, package = %p.id, name = %p.name, version = %p.version, "package created");
-    Ok((StatusCode::CREATED, Json(Package::from(p))).into_response())
+    Ok((StatusCode::CREATED, Json(shown(&s, p))).into_response())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -58,7 +73,7 @@ pub async fn list(
         .await?
         .into_inner();
     Ok(Json(PackageList {
-        packages: r.packages.into_iter().map(Into::into).collect(),
+        packages: r.packages.into_iter().map(|p| shown(&s, p)).collect(),
     }))
 }
 
@@ -75,5 +90,14 @@ pub async fn get(
         .get_package(pb::GetPackageRequest { id })
         .await?
         .into_inner();
-    Ok(Json(p.into()))
+    Ok(Json(shown(&s, p)))
+}
+
+/// A package as people and scripts read it: hosted artifacts with the
+/// URL they are fetched from today.
+fn shown(s: &RestState, mut p: pb::Package) -> Package {
+    for a in &mut p.artifacts {
+        a.url = ota_common::reference::absolute(&s.info.public_url, &a.url).into_owned();
+    }
+    p.into()
 }

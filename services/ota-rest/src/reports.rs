@@ -89,7 +89,8 @@ fn row_fields(r: &pb::VehicleActionRow) -> [String; 13] {
         text_cell(&r.vin),
         text_cell(&r.action_id),
         text_cell(&r.state),
-        r.wave.to_string(),
+        // Rows carry the wave's index; people count from 1.
+        (r.wave + 1).to_string(),
         text_cell(&r.ecu),
         text_cell(&r.package),
         text_cell(&r.version),

@@ -193,7 +193,7 @@ fn docs(range: std::ops::Range<usize>) -> Vec<(String, StoredDoc)> {
     range
         .map(|i| {
             let v = vin(i);
-            let d = build(&v, &open_actions(i), 300).unwrap().unwrap();
+            let d = build(&v, &open_actions(i), 300, "").unwrap().unwrap();
             (v, d)
         })
         .collect()

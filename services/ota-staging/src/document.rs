@@ -99,17 +99,19 @@ struct PackageRef<'a> {
 
 #[derive(Serialize)]
 struct ArtifactRef<'a> {
-    url: &'a str,
+    url: std::borrow::Cow<'a, str>,
     sha256: &'a str,
     size: u64,
 }
 
 /// The vehicle's document for its open actions, or `None` when it has none
-/// (nothing is stored for it then).
+/// (nothing is stored for it then). Artifact URLs that are references to
+/// this server (`/artifacts/...`) get `public_url` in front.
 pub fn build(
     vin: &str,
     actions: &[pb::OpenAction],
     poll_after_s: u32,
+    public_url: &str,
 ) -> Result<Option<StoredDoc>, StagingError> {
     if actions.is_empty() {
         return Ok(None);
@@ -123,7 +125,7 @@ pub fn build(
     });
     let refs = ordered
         .iter()
-        .map(|a| action_ref(vin, a))
+        .map(|a| action_ref(vin, a, public_url))
         .collect::<Result<Vec<_>, _>>()?;
     let actions_json = serde_json::to_vec(&refs).map_err(|e| StagingError::Build {
         vin: vin.to_owned(),
@@ -143,7 +145,11 @@ pub fn empty(vin: &str, poll_after_s: u32) -> StoredDoc {
     }
 }
 
-fn action_ref<'a>(vin: &str, a: &'a pb::OpenAction) -> Result<ActionRef<'a>, StagingError> {
+fn action_ref<'a>(
+    vin: &str,
+    a: &'a pb::OpenAction,
+    public_url: &str,
+) -> Result<ActionRef<'a>, StagingError> {
     let package = a.package.as_ref().ok_or_else(|| StagingError::Build {
         vin: vin.to_owned(),
         reason: format!("action {} has no package", a.action_id),
@@ -160,7 +166,7 @@ fn action_ref<'a>(vin: &str, a: &'a pb::OpenAction) -> Result<ActionRef<'a>, Sta
                 .artifacts
                 .iter()
                 .map(|x| ArtifactRef {
-                    url: &x.url,
+                    url: ota_common::reference::absolute(public_url, &x.url),
                     sha256: &x.sha256,
                     size: x.size,
                 })
@@ -380,8 +386,37 @@ mod tests {
     }
 
     #[test]
+    fn hosted_artifacts_get_the_public_url_and_external_ones_stay() {
+        let mut a = action("a1", "c1", 1);
+        let hosted = format!("/artifacts/{}/fw.bin", "ab".repeat(32));
+        a.package.as_mut().unwrap().artifacts.push(pb::Artifact {
+            url: hosted.clone(),
+            sha256: "ab".repeat(32),
+            size: 9,
+        });
+        let doc = build(VIN, &[a], 300, "https://ota.example/")
+            .unwrap()
+            .unwrap()
+            .document()
+            .unwrap();
+        let urls: Vec<&str> = doc.actions[0]
+            .package
+            .artifacts
+            .iter()
+            .map(|x| x.url.as_str())
+            .collect();
+        assert_eq!(
+            urls,
+            [
+                "https://cdn.example/bms-2.3.1.bin".to_owned(),
+                format!("https://ota.example{hosted}")
+            ]
+        );
+    }
+
+    #[test]
     fn no_actions_means_no_document() {
-        assert_eq!(build(VIN, &[], 300).unwrap(), None);
+        assert_eq!(build(VIN, &[], 300, "").unwrap(), None);
     }
 
     #[test]
@@ -391,7 +426,7 @@ mod tests {
             seconds: 1_796_083_200,
             nanos: 0,
         });
-        let doc = build(VIN, &[a], 300).unwrap().unwrap();
+        let doc = build(VIN, &[a], 300, "").unwrap().unwrap();
         let expected = format!(
             r#"{{"vin":"{VIN}","etag":"{}","poll_after_s":300,"actions":[{{"action_id":"a1","campaign_id":"c1","type":"install","ecu":"BMS","package":{{"name":"bms-fw","version":"2.3.1","artifacts":[{{"url":"https://cdn.example/bms-2.3.1.bin","sha256":"{}","size":123}}]}},"deadline":"2026-12-01T00:00:00Z"}}]}}"#,
             doc.etag,
@@ -404,7 +439,9 @@ mod tests {
 
     #[test]
     fn deadline_is_omitted_when_unset() {
-        let doc = build(VIN, &[action("a1", "c1", 0)], 300).unwrap().unwrap();
+        let doc = build(VIN, &[action("a1", "c1", 0)], 300, "")
+            .unwrap()
+            .unwrap();
         assert!(!std::str::from_utf8(&doc.json).unwrap().contains("deadline"));
     }
 
@@ -419,6 +456,7 @@ mod tests {
                 action("a9", "c9", 7),
             ],
             300,
+            "",
         )
         .unwrap()
         .unwrap();
@@ -434,26 +472,37 @@ mod tests {
 
     #[test]
     fn etag_changes_exactly_when_the_content_does() {
-        let a = build(VIN, &[action("a1", "c1", 1), action("a2", "c2", 1)], 300)
-            .unwrap()
-            .unwrap();
-        let same_reordered = build(VIN, &[action("a2", "c2", 1), action("a1", "c1", 1)], 300)
-            .unwrap()
-            .unwrap();
+        let a = build(
+            VIN,
+            &[action("a1", "c1", 1), action("a2", "c2", 1)],
+            300,
+            "",
+        )
+        .unwrap()
+        .unwrap();
+        let same_reordered = build(
+            VIN,
+            &[action("a2", "c2", 1), action("a1", "c1", 1)],
+            300,
+            "",
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(a, same_reordered);
         let other_vin = build(
             "WVWZZZE1ZMP000002",
             &[action("a1", "c1", 1), action("a2", "c2", 1)],
             300,
+            "",
         )
         .unwrap()
         .unwrap();
-        let other_poll = build(VIN, &[action("a1", "c1", 1), action("a2", "c2", 1)], 60)
+        let other_poll = build(VIN, &[action("a1", "c1", 1), action("a2", "c2", 1)], 60, "")
             .unwrap()
             .unwrap();
         let mut changed = action("a2", "c2", 1);
         changed.package.as_mut().unwrap().version = "2.3.2".into();
-        let other_pkg = build(VIN, &[action("a1", "c1", 1), changed], 300)
+        let other_pkg = build(VIN, &[action("a1", "c1", 1), changed], 300, "")
             .unwrap()
             .unwrap();
         for other in [other_vin, other_poll, other_pkg] {
@@ -477,7 +526,7 @@ mod tests {
             seconds: 1_796_083_200,
             nanos: 500_000_000,
         });
-        let doc = build(VIN, &[a], 120).unwrap().unwrap();
+        let doc = build(VIN, &[a], 120, "").unwrap().unwrap();
         let pb = doc.to_proto(VIN).unwrap();
         assert_eq!(pb.vin, VIN);
         assert_eq!(pb.etag, doc.etag);
@@ -500,7 +549,7 @@ mod tests {
     fn an_action_without_package_is_an_error_naming_it() {
         let mut a = action("a1", "c1", 5);
         a.package = None;
-        let err = build(VIN, &[a], 300).unwrap_err();
+        let err = build(VIN, &[a], 300, "").unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("building the staged document of vehicle {VIN}: action a1 has no package")
@@ -531,7 +580,7 @@ mod tests {
             attempt: 1,
         };
         let vin = "WVWZZZE1ZMP000001";
-        let stored = build(vin, &[action], 300).unwrap().unwrap();
+        let stored = build(vin, &[action], 300, "").unwrap().unwrap();
         let back = StoredDoc::from_proto(stored.to_proto(vin).unwrap()).unwrap();
         assert_eq!(back, stored);
         let none = empty(vin, 300);

@@ -61,6 +61,8 @@ struct Inner {
     store: SharedStore,
     source: Arc<dyn ActionSource>,
     poll_after_s: u32,
+    /// See [`Stager::with_public_url`].
+    public_url: String,
     stats: StagingStats,
     /// False while a store that starts empty waits for its first rebuild:
     /// answering "no actions" then would be a lie.
@@ -78,11 +80,24 @@ impl Stager {
                 store,
                 source,
                 poll_after_s,
+                public_url: String::new(),
                 stats: StagingStats::default(),
                 ready: AtomicBool::new(ready),
                 rebuilt_at_ms: AtomicI64::new(0),
             }),
         }
+    }
+
+    /// This server as vehicles reach it: hosted artifacts are stored as
+    /// references (`/artifacts/...`) and their URLs in the documents start
+    /// with this. Documents staged under another public URL are rewritten
+    /// by the next reconcile, which runs at once when the URL changed
+    /// (`reconcile_if_due`).
+    pub fn with_public_url(mut self, public_url: &str) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("the public URL is set while the stager is built, before it is shared")
+            .public_url = public_url.trim_end_matches('/').to_owned();
+        self
     }
 
     pub fn store(&self) -> &SharedStore {
@@ -142,7 +157,7 @@ impl Stager {
             .map(|v| v.actions)
             .unwrap_or_default();
         let poll = self.inner.poll_after_s;
-        match document::build(vin, &actions, poll)? {
+        match document::build(vin, &actions, poll, &self.inner.public_url)? {
             Some(doc) => {
                 // For the store's count (a rare path: one more read is cheap).
                 let existed = self.inner.store.stamps(&vins).await?[0].is_some();
@@ -255,7 +270,12 @@ impl Stager {
         let mut docs = HashMap::with_capacity(open.len());
         let mut failed = HashSet::new();
         for v in open {
-            match document::build(&v.vin, &v.actions, self.inner.poll_after_s) {
+            match document::build(
+                &v.vin,
+                &v.actions,
+                self.inner.poll_after_s,
+                &self.inner.public_url,
+            ) {
                 Ok(Some(doc)) => {
                     docs.insert(v.vin.as_str(), doc);
                 }
@@ -329,6 +349,7 @@ impl Stager {
         let record = ReconcileRecord {
             at_ms: chrono::Utc::now().timestamp_millis(),
             repaired,
+            public_url: self.inner.public_url.clone(),
         };
         store.record_reconcile(&record).await?;
         metrics::counter!("ota_staging_reconcile_repaired_total").increment(repaired);
@@ -421,7 +442,23 @@ impl Stager {
         &self,
         every: Duration,
     ) -> Result<Option<ReconcileRecord>, StagingError> {
-        let reconciled = self.inner.store.last_reconcile().await?.map(|r| r.at_ms);
+        let record = self.inner.store.last_reconcile().await?;
+        // Documents staged under another public URL hold artifact links
+        // vehicles can no longer use: rewrite them now.
+        if let Some(r) = record
+            .as_ref()
+            .filter(|r| r.public_url != self.inner.public_url)
+        {
+            // Processes sharing a store must share one public URL, or they
+            // take turns rewriting each other's documents.
+            tracing::warn!(
+                from = %r.public_url,
+                to = %self.inner.public_url,
+                "the staged documents were staged under another public URL; restaging them"
+            );
+            return self.reconcile().await;
+        }
+        let reconciled = record.map(|r| r.at_ms);
         let rebuilt = self.inner.rebuilt_at_ms.load(Ordering::Relaxed);
         let last = reconciled.unwrap_or(0).max(rebuilt);
         let age_ms = chrono::Utc::now().timestamp_millis() - last;

@@ -49,7 +49,7 @@ fn overhead(n: u32) -> f64 {
             .iter()
             .map(|&i| {
                 let v = vin(i);
-                let d = build(&v, &[action(&format!("a{i}"), "c1", 1, "2.3.1")], 300)
+                let d = build(&v, &[action(&format!("a{i}"), "c1", 1, "2.3.1")], 300, "")
                     .unwrap()
                     .unwrap();
                 json_bytes += d.json.len();

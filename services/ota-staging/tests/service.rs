@@ -87,7 +87,7 @@ async fn get_actions_serves_the_staged_document() {
     let actions = vec![action("a1", "c1", 1, "2.3.1")];
     source.set(&vin(1), actions.clone());
     let svc = ready_memory_service(source).await;
-    let expected = build(&vin(1), &actions, 300).unwrap().unwrap();
+    let expected = build(&vin(1), &actions, 300, "").unwrap().unwrap();
     let fast = svc.lookup(&vin(1)).await.unwrap();
     assert_eq!(fast, expected);
     let doc = get_actions(&svc, &vin(1)).await.unwrap();
@@ -114,7 +114,7 @@ async fn a_corrupt_redis_document_is_restaged_and_served() {
     let actions = vec![action("a1", "c1", 1, "2.3.1")];
     source.set(&vin(1), actions.clone());
     let svc = service(store.clone(), source);
-    let expected = build(&vin(1), &actions, 300).unwrap().unwrap();
+    let expected = build(&vin(1), &actions, 300, "").unwrap().unwrap();
     store
         .put_many(&[(vin(1), expected.clone())], &[false])
         .await

@@ -18,7 +18,7 @@ use ota_staging::{
 
 fn doc(n: u32, version: &str) -> (String, StoredDoc) {
     let v = vin(n);
-    let d = build(&v, &[action(&format!("a{n}"), "c1", 1, version)], 300)
+    let d = build(&v, &[action(&format!("a{n}"), "c1", 1, version)], 300, "")
         .unwrap()
         .unwrap();
     (v, d)
@@ -146,6 +146,7 @@ async fn reconcile_record_round_trips(store: SharedStore) {
     let r = ReconcileRecord {
         at_ms: 1_760_000_000_123,
         repaired: 7,
+        public_url: "https://ota.example".into(),
     };
     store.record_reconcile(&r).await.unwrap();
     assert_eq!(store.last_reconcile().await.unwrap(), Some(r));

@@ -125,7 +125,7 @@ where
 }
 
 fn expected(v: &str, actions: &[pb::OpenAction]) -> Option<StoredDoc> {
-    build(v, actions, 300).unwrap()
+    build(v, actions, 300, "").unwrap()
 }
 
 async fn events_lead_to_correct_documents(kind: Kind) {
@@ -411,14 +411,14 @@ async fn reconcile_repairs_what_differs_and_reports_the_count(kind: Kind) {
     assert_eq!(store.len().await.unwrap(), 5);
 
     // Outdated, deleted, and extra (a vehicle without open actions).
-    let outdated = build(&vin(1), &[action("a1", "c1", 1, "2.3.1")], 300)
+    let outdated = build(&vin(1), &[action("a1", "c1", 1, "2.3.1")], 300, "")
         .unwrap()
         .unwrap();
     store
         .put_many(&[(vin(1), outdated)], &[true])
         .await
         .unwrap();
-    let extra = build(&vin(9), &[action("a9", "c1", 1, "2.3.1")], 300)
+    let extra = build(&vin(9), &[action("a9", "c1", 1, "2.3.1")], 300, "")
         .unwrap()
         .unwrap();
     store.put_many(&[(vin(9), extra)], &[false]).await.unwrap();
@@ -476,6 +476,54 @@ async fn reconcile_repairs_what_differs_and_reports_the_count(kind: Kind) {
     env.cleanup().await;
 }
 
+/// A process with a new public URL finds documents staged under the old
+/// one and restages them at once, without waiting for the interval: their
+/// hosted artifact links would not work any more.
+async fn a_new_public_url_restages_at_once(kind: Kind) {
+    let env = Env::new(kind, Duration::from_secs(30)).await;
+    let source = Arc::new(FixtureSource::default());
+    let mut a = action("a1", "c1", 1, "2.4.0");
+    a.package.as_mut().unwrap().artifacts[0].url = format!("/artifacts/{}/fw.bin", "ab".repeat(32));
+    source.set(&vin(1), vec![a.clone()]);
+    let old = env
+        .stager(source.clone())
+        .with_public_url("https://old.example");
+    old.full_rebuild().await.unwrap();
+    old.reconcile().await.unwrap().expect("lock was free");
+    let url = |doc: Option<StoredDoc>| {
+        doc.unwrap().document().unwrap().actions[0]
+            .package
+            .artifacts[0]
+            .url
+            .clone()
+    };
+    assert!(
+        url(env.store.get(&vin(1)).await.unwrap()).starts_with("https://old.example/artifacts/")
+    );
+    assert_eq!(
+        old.reconcile_if_due(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        None,
+        "same URL, not due"
+    );
+
+    let new = env
+        .stager(source.clone())
+        .with_public_url("https://new.example/");
+    let record = new
+        .reconcile_if_due(Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .expect("a changed public URL makes the reconcile due");
+    assert_eq!(record.repaired, 1);
+    assert_eq!(record.public_url, "https://new.example");
+    assert!(
+        url(env.store.get(&vin(1)).await.unwrap()).starts_with("https://new.example/artifacts/")
+    );
+    env.cleanup().await;
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -506,4 +554,5 @@ both!(
     a_large_campaign_is_fanned_out_to_the_group,
     staging_several_chunks_writes_and_counts_every_vehicle,
     reconcile_repairs_what_differs_and_reports_the_count,
+    a_new_public_url_restages_at_once,
 );

@@ -163,7 +163,11 @@ async fn upload(
             StatusCode::CREATED,
             Json(serde_json::json!({
                 "sha256": a.sha256, "sha1": a.sha1, "md5": a.md5, "size": a.size,
-                "url": ota_artifacts::hosted_url(&s.public_url, &a.sha256, Some(&name)),
+                // The package keeps the reference; links are made absolute
+                // where they leave the server, so they survive a new
+                // public URL. `href` is where to fetch it today.
+                "url": ota_artifacts::hosted_url("", &a.sha256, Some(&name)),
+                "href": ota_artifacts::hosted_url(&s.public_url, &a.sha256, Some(&name)),
             })),
         )
             .into_response(),

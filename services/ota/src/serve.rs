@@ -191,7 +191,8 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
             store,
             Arc::new(ota_staging::campaign_manager_source(campaigns)),
             cfg.staging.poll_after_s,
-        );
+        )
+        .with_public_url(&cfg.public_url());
         let tasks = ota_staging::StagingTasks::spawn(
             stager.clone(),
             events.bus.clone(),

@@ -57,6 +57,9 @@ async fn a_staging_process_killed_mid_batch_is_replaced_and_no_event_is_lost() {
         // A dead process's batch goes to another one after 2 s, not 30.
         ("OTA_BUS__CLAIM_TIMEOUT_MS", "2000"),
         ("OTA_CAMPAIGNS__TICK_MS", "200"),
+        // One address for the fleet, as a split deployment must have
+        // (staging would rewrite documents staged under another one).
+        ("OTA_PUBLIC_URL", "https://ota.example"),
     ];
     let core = Server::start(
         &shared,

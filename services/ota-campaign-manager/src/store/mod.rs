@@ -602,7 +602,8 @@ impl Store {
         audit: &Audit,
     ) -> Result<bool, CampaignError> {
         let now_ms = millis(Utc::now());
-        let detail = json!({"wave": wave, "percent": c.waves().get(wave as usize)}).to_string();
+        // People count waves from 1, in the audit as in every table.
+        let detail = json!({"wave": wave + 1, "percent": c.waves().get(wave as usize)}).to_string();
         let changed = write_tx!(self, tx => {
             let n = sqlx::query("UPDATE campaigns SET current_wave = $1, wave_opened_at = $2, updated_at = $2 WHERE id = $3 AND current_wave = $4")
                 .bind(wave).bind(now_ms).bind(&c.id).bind(wave - 1).execute(&mut *tx).await?.rows_affected();
@@ -651,6 +652,37 @@ impl Store {
                 },
             )
             .collect())
+    }
+
+    /// When each wave of the campaign opened, by wave index, from the
+    /// audit's `wave-open` entries. The wave is found by its percent
+    /// (waves are strictly increasing), which reads entries written when
+    /// the audit still counted waves from 0 as well as today's.
+    pub async fn wave_openings(
+        &self,
+        c: &Campaign,
+    ) -> Result<Vec<Option<DateTime<Utc>>>, CampaignError> {
+        let rows: Vec<(i64, String)> = with_pool!(&self.db, pool => {
+            sqlx::query_as("SELECT at, detail FROM audit_log \
+                WHERE entity_id = $1 AND entity = 'campaign' AND action = 'wave-open' ORDER BY id")
+                .bind(&c.id).fetch_all(pool).await?
+        });
+        let waves = c.waves();
+        let mut opened = vec![None; waves.len()];
+        for (at, detail) in rows {
+            let percent = serde_json::from_str::<serde_json::Value>(&detail)
+                .ok()
+                .and_then(|d| d["percent"].as_f64());
+            if let Some(i) = percent.and_then(|p| waves.iter().position(|w| *w == p)) {
+                opened[i] = Some(from_millis(at));
+            }
+        }
+        // The launch opens the first wave, unless a schedule delays it
+        // (then a `wave-open` entry records it).
+        if let (Some(first @ None), true) = (opened.first_mut(), c.current_wave >= 0) {
+            *first = c.launched_at;
+        }
+        Ok(opened)
     }
 
     /// An audit entry on its own (decisions that change nothing else).

@@ -250,6 +250,19 @@ rollout:
             .unwrap_or(0)
     }
 
+    /// The id DDI devices know the first attempt of `action_id` by, as
+    /// the server gives it out.
+    pub async fn ddi_id(&self, action_id: &str) -> String {
+        ota_ddi::ids::ActionIds::new(self.db.db().clone())
+            .ddi_id(&ota_ddi::ids::ActionRef {
+                action_id: action_id.to_owned(),
+                attempt: 1,
+            })
+            .await
+            .unwrap()
+            .to_string()
+    }
+
     pub fn controller_url(&self, v: &str) -> String {
         format!("{}/default/controller/v1/{v}", self.base)
     }

@@ -47,6 +47,8 @@ pub struct ReconcileRecord {
     /// Documents written or deleted because they differed from the open
     /// actions.
     pub repaired: u64,
+    /// The public URL the documents were staged under (artifact links).
+    pub public_url: String,
 }
 
 #[async_trait]

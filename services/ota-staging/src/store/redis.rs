@@ -447,6 +447,7 @@ impl StagedStore for RedisStore {
         let mut con = self.bulk.clone();
         let key = self.reconcile_key.clone();
         let (at, repaired) = (record.at_ms, record.repaired);
+        let public_url = record.public_url.clone();
         self.bulk(async move {
             redis::cmd("HSET")
                 .arg(&key)
@@ -454,6 +455,8 @@ impl StagedStore for RedisStore {
                 .arg(at)
                 .arg("repaired")
                 .arg(repaired)
+                .arg("public_url")
+                .arg(public_url)
                 .query_async::<i64>(&mut con)
                 .await
         })
@@ -464,12 +467,13 @@ impl StagedStore for RedisStore {
     async fn last_reconcile(&self) -> Result<Option<ReconcileRecord>, StagingError> {
         let mut con = self.bulk.clone();
         let key = self.reconcile_key.clone();
-        let (at_ms, repaired): (Option<i64>, Option<u64>) = self
+        let (at_ms, repaired, public_url): (Option<i64>, Option<u64>, Option<String>) = self
             .bulk(async move {
                 redis::cmd("HMGET")
                     .arg(&key)
                     .arg("at_ms")
                     .arg("repaired")
+                    .arg("public_url")
                     .query_async(&mut con)
                     .await
             })
@@ -477,6 +481,7 @@ impl StagedStore for RedisStore {
         Ok(at_ms.map(|at_ms| ReconcileRecord {
             at_ms,
             repaired: repaired.unwrap_or(0),
+            public_url: public_url.unwrap_or_default(),
         }))
     }
 

@@ -202,7 +202,7 @@ pub async fn run(cmd: CampaignsCmd, conn: &Connection) -> anyhow::Result<i32> {
         Output::Json => print_json(&c)?,
         Output::Table => {
             let wave = if action == "advance" {
-                format!(", wave {} open", c.current_wave + 1)
+                format!(", wave {} open", c.current_wave)
             } else {
                 String::new()
             };
@@ -355,15 +355,15 @@ fn when(t: Option<chrono::DateTime<chrono::Utc>>) -> String {
 
 /// `wave 2/4 (50%)`, or `not launched`.
 pub fn wave_text(c: &Campaign) -> String {
-    if c.current_wave < 0 {
+    if c.current_wave == 0 {
         return "not launched".into();
     }
     let pct = c
         .waves
-        .get(c.current_wave as usize)
+        .get(c.current_wave as usize - 1)
         .map(|p| format!(" ({p}%)"))
         .unwrap_or_default();
-    format!("{}/{}{pct}", c.current_wave + 1, c.waves.len())
+    format!("{}/{}{pct}", c.current_wave, c.waves.len())
 }
 
 fn print_list(list: &[Campaign]) {

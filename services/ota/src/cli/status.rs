@@ -93,7 +93,7 @@ fn wave_counts(w: &WaveReport) -> (u64, u64, u64) {
 }
 
 fn wave_label(w: &WaveReport) -> String {
-    format!("wave {} {:>5}%", w.index + 1, w.percent)
+    format!("wave {} {:>5}%", w.wave, w.percent)
 }
 
 fn wave_message(w: &WaveReport) -> String {
@@ -251,7 +251,7 @@ pub fn print_report(r: &CampaignReport) {
     for w in &r.waves {
         let (finished, in_progress, failed) = wave_counts(w);
         t.add_row([
-            (w.index + 1).to_string(),
+            w.wave.to_string(),
             format!("{}%", w.percent),
             if w.open { "yes" } else { "no" }.to_owned(),
             w.opened_at

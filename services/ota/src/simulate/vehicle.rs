@@ -419,12 +419,7 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                     continue;
                 }
                 let mut artifacts = Vec::new();
-                let mut installed = Vec::new();
                 for chunk in d["deployment"]["chunks"].as_array().into_iter().flatten() {
-                    installed.push((
-                        chunk["part"].as_str().unwrap_or_default().to_string(),
-                        chunk["version"].as_str().unwrap_or_default().to_string(),
-                    ));
                     for a in chunk["artifacts"].as_array().into_iter().flatten() {
                         let link = a["_links"]["download-http"]["href"]
                             .as_str()
@@ -446,7 +441,9 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                     token,
                     action_id: id.clone(),
                 };
-                let ok = install(
+                // Only what a DDI device can do: the platform moves the
+                // inventory itself when the feedback says succeeded.
+                install(
                     f,
                     vin,
                     &reporter,
@@ -455,16 +452,6 @@ async fn ddi(f: &Fleet, vin: &str, token: &str) -> anyhow::Result<()> {
                     &mut first,
                 )
                 .await?;
-                if ok {
-                    for (ecu, version) in installed {
-                        f.http
-                            .put(format!("{}/v1/vehicles/{vin}/inventory", f.base))
-                            .bearer_auth(token)
-                            .json(&inventory(&ecu, &version))
-                            .send()
-                            .await?;
-                    }
-                }
                 continue;
             }
         }

@@ -62,9 +62,15 @@ impl Server {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn ota serve");
+        // A test may choose the HTTP address (to know it before the start).
+        let http = env
+            .iter()
+            .find(|(k, _)| *k == "OTA_HTTP_ADDR")
+            .map(|(_, v)| format!("http://{v}"))
+            .unwrap_or_else(|| format!("http://127.0.0.1:{hp}"));
         let mut s = Server {
             child,
-            http: format!("http://127.0.0.1:{hp}"),
+            http,
             grpc: format!("http://127.0.0.1:{gp}"),
             mqtt: format!("mqtt://127.0.0.1:{mp}"),
             data_dir,
