@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh clone: makes sure PostgreSQL, Redis and
 # Mosquitto are running (starting them, or installing them with apt-get when
 # they are missing), installs SWUpdate, cargo-nextest and the infra/ npm
-# packages when needed, then runs the infra tests and every Rust test in the workspace.
+# packages when needed, then runs the infra type check and tests, the lint
+# gates (rustfmt, clippy) and every Rust test in the workspace.
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh -p ota-auth     # extra arguments go to cargo nextest run
@@ -81,6 +82,12 @@ ensure_device_clients() {
   apt_install swupdate openssl
 }
 
+ensure_lint_tools() {
+  cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 && return
+  log "installing rustfmt and clippy"
+  rustup component add rustfmt clippy
+}
+
 ensure_nextest() {
   cargo nextest --version >/dev/null 2>&1 && return
   log "installing cargo-nextest"
@@ -92,10 +99,19 @@ ensure_redis
 ensure_mosquitto
 ensure_node
 ensure_device_clients
+ensure_lint_tools
 ensure_nextest
 
-log "infra: npm ci && npm test"
-(cd infra && npm ci --no-audit --no-fund --loglevel=error && npm test --silent)
+log "infra: npm ci, tsc --noEmit, npm test"
+(cd infra && npm ci --no-audit --no-fund --loglevel=error && npm run --silent typecheck && npm test --silent)
+
+# Lint gates: a red lint is a red CI. Clippy builds check metadata only,
+# which the test build below reuses little of, but it is what catches
+# what rustc lets through.
+log "lint: cargo fmt --check"
+cargo fmt --all -- --check
+log "lint: cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 log "cargo nextest (target dir $CARGO_TARGET_DIR)"
 cargo nextest run --workspace --no-fail-fast --locked "$@"

@@ -23,6 +23,7 @@ macro_rules! jemalloc_options {
     () => {
         // jemalloc looks this symbol up before `main`; its own definition
         // is weak, so this one wins.
+        #[allow(unsafe_code)]
         #[export_name = "_rjem_malloc_conf"]
         static JEMALLOC_OPTIONS: &u8 = &$crate::alloc::OPTIONS[0];
     };
@@ -31,6 +32,7 @@ macro_rules! jemalloc_options {
 /// jemalloc's huge-page mode as it runs (`always`, `default` or `never`):
 /// what start-up logs, so an operator sees whether the options took.
 /// `None` when jemalloc cannot tell.
+#[allow(unsafe_code)]
 pub fn huge_pages() -> Option<String> {
     use std::ffi::{c_char, c_void, CStr};
 

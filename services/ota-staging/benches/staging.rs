@@ -57,21 +57,26 @@ struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+// Counts, then hands every call to the real allocator unchanged.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        Jemalloc.alloc(layout)
+        // SAFETY: the caller's contract, passed on unchanged.
+        unsafe { Jemalloc.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        Jemalloc.dealloc(ptr, layout)
+        // SAFETY: as above.
+        unsafe { Jemalloc.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LIVE.fetch_add(
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
         );
-        Jemalloc.realloc(ptr, layout, new_size)
+        // SAFETY: as above.
+        unsafe { Jemalloc.realloc(ptr, layout, new_size) }
     }
 }
 

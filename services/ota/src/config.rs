@@ -365,6 +365,53 @@ const ENV_SECTIONS: [&str; 9] = [
     "staging__",
 ];
 
+/// What deployment tooling must agree with (`ota describe`): the roles,
+/// the variable that gives each gRPC peer's address, and every `OTA_*`
+/// variable `ota serve` reads. Derived from the types above, so `infra/`
+/// compares its role list and variables with this instead of a copy.
+pub fn contract() -> serde_json::Value {
+    fn keys(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    keys(&format!("{prefix}{}__", k.to_ascii_uppercase()), v, out);
+                }
+            }
+            _ => out.push(prefix.trim_end_matches("__").to_owned()),
+        }
+    }
+    let config = serde_json::to_value(Config::default()).expect("the config serializes");
+    let mut env = Vec::new();
+    if let serde_json::Value::Object(top) = &config {
+        for (k, v) in top {
+            let section = format!("{k}__");
+            if ENV_KEYS.contains(&k.as_str()) || ENV_SECTIONS.contains(&section.as_str()) {
+                keys(&format!("OTA_{}__", k.to_ascii_uppercase()), v, &mut env);
+            }
+        }
+    }
+    env.sort();
+    let peers = serde_json::to_value(Peers::default()).expect("peers serialize");
+    let peers: serde_json::Map<String, serde_json::Value> = peers
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(|k| {
+            let role = k.replace('_', "-");
+            debug_assert!(role.parse::<Service>().is_ok(), "peer {role} is a role");
+            (
+                role,
+                format!("OTA_PEERS__{}", k.to_ascii_uppercase()).into(),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "roles": Service::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        "peers": peers,
+        "env": env,
+    })
+}
+
 /// Loads the layers. `file` is `--config`; without it `./ota.toml` is read
 /// when present. `flags` are the command-line overrides.
 pub fn load(file: Option<&Path>, flags: Figment) -> anyhow::Result<Config> {

@@ -72,6 +72,10 @@ enum Cmd {
     /// Simulate a fleet of vehicles over HTTP, MQTT or hawkBit DDI: they
     /// fetch their actions, download, install and report like real ones.
     Simulate(simulate::SimulateArgs),
+    /// The roles, peer variables and `OTA_*` variables as JSON, for
+    /// deployment tooling (`infra/ota-describe.json` is this output).
+    #[command(hide = true)]
+    Describe,
 }
 
 /// Flags override ota.toml and OTA_* variables.
@@ -141,6 +145,7 @@ fn main() -> ExitCode {
 /// head`), as Unix tools do; Rust's runtime ignores SIGPIPE, which would
 /// turn the next print into a panic. The server keeps ignoring it: a
 /// vehicle that hangs up must not end the process.
+#[allow(unsafe_code)]
 fn default_sigpipe() {
     #[cfg(unix)]
     // SAFETY: called once at start, before any thread is spawned; setting
@@ -179,5 +184,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Audit(args) => cli::audit::run(args, &cli.conn).await,
         Cmd::Staging(cmd) => cli::staging::run(cmd, &cli.conn).await.map(|_| 0),
         Cmd::Simulate(args) => simulate::run(args, &cli.conn).await,
+        Cmd::Describe => {
+            println!("{}", serde_json::to_string_pretty(&config::contract())?);
+            Ok(0)
+        }
     }
 }

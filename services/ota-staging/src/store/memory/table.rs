@@ -220,7 +220,10 @@ fn prefetch(bytes: &[u8]) {
         for at in lines.chain(bytes.last().map(std::ptr::from_ref)) {
             // SAFETY: a prefetch is only a hint: it never faults nor
             // changes memory, and SSE is part of the x86_64 baseline.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
+            #[allow(unsafe_code)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(at.cast())
+            };
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
