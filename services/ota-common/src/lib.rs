@@ -1,5 +1,6 @@
 //! Shared vocabulary of the platform: the error codes every service maps its
-//! errors to (and from which gRPC and HTTP statuses follow), VIN validation,
+//! errors to (and from which gRPC and HTTP statuses follow, with the one
+//! HTTP error answer), VIN validation,
 //! the vehicle domain types with their protobuf conversions, the
 //! per-vehicle rate limit of the vehicle-facing APIs, secret comparison,
 //! links to the server's own resources,
@@ -8,6 +9,7 @@
 #[cfg(unix)]
 pub mod alloc;
 pub mod error;
+pub mod http_error;
 pub mod peer;
 pub mod rate;
 pub mod reference;
@@ -16,4 +18,5 @@ pub mod vehicle;
 pub mod vin;
 
 pub use error::{CodedError, ErrorCode};
+pub use http_error::ErrorResponse;
 pub use vin::{Vin, VinError};

@@ -1,7 +1,7 @@
 use axum::response::{IntoResponse, Response};
 use ota_artifacts::ArtifactError;
 use ota_auth::AuthError;
-use ota_common::{CodedError, ErrorCode};
+use ota_common::{CodedError, ErrorCode, ErrorResponse};
 use ota_staging::StagingError;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,32 +75,10 @@ impl IntoResponse for DdiError {
         if code == ErrorCode::Internal {
             tracing::error!(error = %self, "ddi request failed");
         }
-        let body =
-            serde_json::json!({"error": {"code": code.as_str(), "message": self.to_string()}});
-        let retry_after = match &self {
-            Self::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
-            _ => None,
-        };
-        let mut res = (code.http_status(), axum::Json(body)).into_response();
-        if let Some(s) = retry_after {
-            res.headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
+        let mut answer = ErrorResponse::new(code, &self).challenge("TargetToken");
+        if let Self::RateLimited { retry_after_s, .. } = &self {
+            answer = answer.retry_after(*retry_after_s);
         }
-        match code {
-            ErrorCode::Unavailable => {
-                res.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("5"),
-                );
-            }
-            ErrorCode::Unauthenticated => {
-                res.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("TargetToken"),
-                );
-            }
-            _ => {}
-        }
-        res
+        answer.build().into_response()
     }
 }

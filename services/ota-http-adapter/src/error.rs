@@ -1,9 +1,7 @@
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use ota_auth::AuthError;
-use ota_common::{CodedError, ErrorCode, VinError};
+use ota_common::{CodedError, ErrorCode, ErrorResponse, VinError};
 use ota_staging::StagingError;
-use serde_json::json;
 
 /// Every way a vehicle request fails; the answer is the management API's
 /// error shape, `{"error": {"code", "message"}}`, with the status that
@@ -67,33 +65,16 @@ impl CodedError for AdapterError {
     }
 }
 
-/// What a 503 tells the vehicle: soon, but not at once, so a fleet that
-/// lost its backend does not retry in lockstep.
-const UNAVAILABLE_RETRY_S: u64 = 5;
-
 impl IntoResponse for AdapterError {
     fn into_response(self) -> Response {
         let code = self.code();
         if code == ErrorCode::Internal {
             tracing::error!(error = %self, "vehicle request failed");
         }
-        let body = Json(json!({"error": {"code": code.as_str(), "message": self.to_string()}}));
-        let mut res = (code.http_status(), body).into_response();
-        let retry_after = match (&self, code) {
-            (Self::RateLimited { retry_after_s, .. }, _) => Some(*retry_after_s),
-            (_, ErrorCode::Unavailable) => Some(UNAVAILABLE_RETRY_S),
-            _ => None,
-        };
-        if let Some(s) = retry_after {
-            res.headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from(s));
+        let mut answer = ErrorResponse::new(code, &self).challenge("Bearer");
+        if let Self::RateLimited { retry_after_s, .. } = &self {
+            answer = answer.retry_after(*retry_after_s);
         }
-        if code == ErrorCode::Unauthenticated {
-            res.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-        }
-        res
+        answer.build().into_response()
     }
 }

@@ -1,7 +1,6 @@
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use ota_auth::AuthError;
-use ota_common::{CodedError, ErrorCode};
+use ota_common::{CodedError, ErrorCode, ErrorResponse};
 use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,29 +57,12 @@ impl IntoResponse for RestError {
         if code == ErrorCode::Internal {
             tracing::error!(error = %self, "request failed");
         }
-        let mut body = json!({"error": {"code": code.as_str(), "message": self.to_string()}});
-        match &self {
-            Self::InvalidRules(errors) => body["errors"] = json!(errors),
-            Self::InvalidCampaign(errors) => body["errors"] = json!(errors),
+        let mut answer = ErrorResponse::new(code, &self).challenge("Bearer");
+        match self {
+            Self::InvalidRules(errors) => answer = answer.detail("errors", json!(errors)),
+            Self::InvalidCampaign(errors) => answer = answer.detail("errors", json!(errors)),
             _ => {}
         }
-        let body = Json(body);
-        let mut res = (code.http_status(), body).into_response();
-        match code {
-            ErrorCode::Unavailable => {
-                res.headers_mut().insert(
-                    http::header::RETRY_AFTER,
-                    http::HeaderValue::from_static("5"),
-                );
-            }
-            ErrorCode::Unauthenticated => {
-                res.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static("Bearer"),
-                );
-            }
-            _ => {}
-        }
-        res
+        answer.build().into_response()
     }
 }

@@ -15,6 +15,7 @@ use futures::TryStreamExt;
 use ota_artifacts::ArtifactStore;
 use ota_auth::vehicles::VehicleCredentials;
 use ota_auth::{Role, TokenStore};
+use ota_common::{ErrorCode, ErrorResponse};
 use serde::Deserialize;
 
 #[derive(Clone)]
@@ -50,12 +51,8 @@ pub fn router(
         .with_state(state)
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(serde_json::json!({"error": {"code": code, "message": message.into()}})),
-    )
-        .into_response()
+fn error(code: ErrorCode, message: impl std::fmt::Display) -> Response {
+    ErrorResponse::new(code, message).build().into_response()
 }
 
 /// The credential of a request, by the schemes the platform's APIs accept:
@@ -69,6 +66,8 @@ enum Credential<'a> {
 }
 
 const DOWNLOAD_SCHEMES: &str = "Bearer, TargetToken or GatewayToken";
+/// `WWW-Authenticate` of a download: the same schemes.
+const DOWNLOAD_CHALLENGE: &str = "Bearer, TargetToken, GatewayToken";
 
 fn credential(headers: &HeaderMap) -> Result<Credential<'_>, String> {
     let Some(h) = headers.get(http::header::AUTHORIZATION) else {
@@ -93,16 +92,15 @@ fn credential(headers: &HeaderMap) -> Result<Credential<'_>, String> {
     }
 }
 
-fn unauthenticated(message: String, schemes: &str) -> Response {
-    let mut r = error(
-        StatusCode::UNAUTHORIZED,
-        "unauthenticated",
+/// `schemes` for people, `challenge` for `WWW-Authenticate`.
+fn unauthenticated(message: String, schemes: &str, challenge: &'static str) -> Response {
+    ErrorResponse::new(
+        ErrorCode::Unauthenticated,
         format!("{message}; use {schemes}"),
-    );
-    if let Ok(v) = http::HeaderValue::from_str(&schemes.replace(" or ", ", ")) {
-        r.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
-    }
-    r
+    )
+    .challenge(challenge)
+    .build()
+    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -119,16 +117,15 @@ async fn upload(
     let token = match credential(&headers) {
         Ok(Credential::Bearer(t)) => t,
         Ok(_) => {
-            return unauthenticated("uploads take a management token".into(), "Bearer");
+            return unauthenticated("uploads take a management token".into(), "Bearer", "Bearer");
         }
-        Err(e) => return unauthenticated(e, "Bearer"),
+        Err(e) => return unauthenticated(e, "Bearer", "Bearer"),
     };
     match s.tokens.authenticate(token).await {
         Ok(info) if info.role >= Role::Engineer => {}
         Ok(info) => {
             return error(
-                StatusCode::FORBIDDEN,
-                "permission_denied",
+                ErrorCode::PermissionDenied,
                 format!(
                     "uploading artifacts needs the engineer role; token {:?} has {}",
                     info.name, info.role
@@ -136,11 +133,10 @@ async fn upload(
             )
         }
         Err(_) => {
-            return error(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "invalid or revoked token",
-            )
+            return ErrorResponse::new(ErrorCode::Unauthenticated, "invalid or revoked token")
+                .challenge("Bearer")
+                .build()
+                .into_response()
         }
     }
     let name = q.filename.unwrap_or_else(|| "artifact.bin".into());
@@ -150,8 +146,7 @@ async fn upload(
         || name.chars().any(char::is_control)
     {
         return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_argument",
+            ErrorCode::InvalidArgument,
             format!("filename {name:?} must be 1-255 characters without '/' or control characters"),
         );
     }
@@ -171,10 +166,7 @@ async fn upload(
             })),
         )
             .into_response(),
-        Err(e) => {
-            let code = ota_common::CodedError::code(&e);
-            error(code.http_status(), code.as_str(), e.to_string())
-        }
+        Err(e) => error(ota_common::CodedError::code(&e), e),
     }
 }
 
@@ -206,14 +198,13 @@ async fn serve(s: ArtifactsState, sha256: String, headers: HeaderMap) -> Respons
             .gateway_token
             .as_deref()
             .is_some_and(|g| ota_common::secret::constant_time_eq(g.as_bytes(), t.as_bytes())),
-        Err(e) => return unauthenticated(e, DOWNLOAD_SCHEMES),
+        Err(e) => return unauthenticated(e, DOWNLOAD_SCHEMES, DOWNLOAD_CHALLENGE),
     };
     if !allowed {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "invalid or revoked token",
-        );
+        return ErrorResponse::new(ErrorCode::Unauthenticated, "invalid or revoked token")
+            .challenge(DOWNLOAD_CHALLENGE)
+            .build()
+            .into_response();
     }
     ota_artifacts::serve(s.store.as_ref(), &sha256, &headers).await
 }

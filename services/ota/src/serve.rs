@@ -459,7 +459,10 @@ async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
     } else {
         (
             http::StatusCode::SERVICE_UNAVAILABLE,
-            [(http::header::RETRY_AFTER, "5")],
+            [(
+                http::header::RETRY_AFTER,
+                ota_common::http_error::UNAVAILABLE_RETRY_AFTER_S.to_string(),
+            )],
             axum::Json(
                 serde_json::json!({"ready": false, "services": services, "problems": problems}),
             ),
