@@ -566,6 +566,10 @@ impl Config {
         self.http_addr.parse().expect("validated")
     }
 
+    pub fn mqtt_listen_addr(&self) -> SocketAddr {
+        self.mqtt_listen.parse().expect("validated")
+    }
+
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr.parse().expect("validated")
     }

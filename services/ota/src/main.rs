@@ -2,7 +2,6 @@
 //! the services; every other subcommand is the command-line client of a
 //! running server's management API.
 
-mod adapters;
 mod artifacts;
 mod cli;
 mod client;
@@ -10,6 +9,7 @@ mod config;
 mod events;
 mod files;
 mod listener;
+mod node;
 mod serve;
 mod simulate;
 mod telemetry;

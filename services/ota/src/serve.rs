@@ -1,7 +1,7 @@
-//! `ota serve`: the one server builder. It starts the services this process
-//! runs, connects to the peers it does not, and serves gRPC (all local
-//! services, health, reflection) and HTTP (health, metrics, the REST API) until
-//! SIGTERM or ctrl-c.
+//! `ota serve`: the one server builder. It creates the roles this process
+//! runs (`node`), and serves their gRPC services (with health and
+//! reflection) and HTTP routes (with health, readiness and metrics) until
+//! SIGTERM or ctrl-c, then drains and stops them.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -13,20 +13,14 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use ota_auth::TokenStore;
-use ota_campaign_manager::{CampaignManager, CampaignManagerService};
-use ota_common::peer::{self, GrpcMetricsLayer, Peer};
-use ota_db::{Db, DbOptions};
-use ota_proto::v1 as pb;
-use ota_rule_engine::{RuleEngineService, StoreVehicles};
-use ota_vehicle_store::grpc::VehicleStoreService;
-use ota_vehicle_store::VehicleStore;
+use ota_common::peer::{self, GrpcMetricsLayer};
+use ota_db::Db;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::config::{Config, Service};
-use crate::events::Events;
+use crate::node::Node;
 use crate::telemetry::Telemetry;
 
 /// How long in-flight requests get to finish after SIGTERM.
@@ -45,357 +39,54 @@ struct HttpState {
 
 pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let started = Instant::now();
-    let services = cfg.services();
-    let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
     let open_files = crate::files::raise_limit();
-    #[cfg(unix)]
-    let huge_pages = ota_common::alloc::huge_pages();
-    #[cfg(not(unix))]
-    let huge_pages: Option<String> = None;
-    let huge_pages = huge_pages.as_deref().unwrap_or("unknown");
-    tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), ?open_files, huge_pages, "starting ota");
-
-    if uses_data_dir(&cfg, &services) {
+    log_start(&cfg, open_files);
+    if uses_data_dir(&cfg, &cfg.services()) {
         crate::files::private_dir(&cfg.data_dir)?;
     }
-
-    // The adapters check vehicle credentials, which live in the database.
-    let needs_db = services.contains(&Service::VehicleStore)
-        || services.contains(&Service::Rest)
-        || services.contains(&Service::CampaignManager)
-        || services.contains(&Service::HttpAdapter)
-        || services.contains(&Service::MqttAdapter);
-    let db = if needs_db {
-        let url = cfg.database_url();
-        let opts = DbOptions {
-            max_connections: cfg.database.max_connections,
-            acquire_timeout: Duration::from_millis(cfg.database.acquire_timeout_ms),
-        };
-        let db = tokio::time::timeout(Duration::from_secs(15), Db::connect(&url, &opts))
-            .await
-            .with_context(|| {
-                format!(
-                    "timed out connecting to the database {} (database_url / OTA_DATABASE_URL)",
-                    ota_db::redact(&url)
-                )
-            })?
-            .with_context(|| {
-                "the database is not usable (database_url / OTA_DATABASE_URL)".to_string()
-            })?;
-        Some(db)
-    } else {
-        None
-    };
-
-    // Local services and the peers everything else reaches them by.
-    let vehicle_store_server = match (&db, services.contains(&Service::VehicleStore)) {
-        (Some(db), true) => Some(
-            VehicleStoreService::new(VehicleStore::new(db, cfg.vehicle_store.precedence.clone()))
-                .into_server(),
-        ),
-        _ => None,
-    };
-    // Built once, only when something in this process calls the store.
-    let vehicle_peer: Option<Peer> = if services.contains(&Service::Rest)
-        || services.contains(&Service::RuleEngine)
-        || services.contains(&Service::CampaignManager)
-        || services.contains(&Service::HttpAdapter)
-        || services.contains(&Service::MqttAdapter)
-    {
-        Some(match &vehicle_store_server {
-            Some(s) => peer::in_process(s.clone()),
-            None => {
-                peer::remote(&cfg.peer_url(Service::VehicleStore)?).map_err(anyhow::Error::msg)?
-            }
-        })
-    } else {
-        None
-    };
-    let rule_engine_server = match (&vehicle_peer, services.contains(&Service::RuleEngine)) {
-        (Some(vp), true) => {
-            Some(RuleEngineService::new(StoreVehicles::new(vp.clone())).into_server())
-        }
-        _ => None,
-    };
-    let rule_peer: Option<Peer> =
-        if services.contains(&Service::Rest) || services.contains(&Service::CampaignManager) {
-            Some(match &rule_engine_server {
-                Some(s) => peer::in_process(s.clone()),
-                None => {
-                    peer::remote(&cfg.peer_url(Service::RuleEngine)?).map_err(anyhow::Error::msg)?
-                }
-            })
-        } else {
-            None
-        };
-
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let events = Events::start(&cfg, &services, db.as_ref(), shutdown_rx.clone()).await?;
-    let mut background = events.tasks;
-
-    let campaign_server = match (&db, services.contains(&Service::CampaignManager)) {
-        (Some(db), true) => {
-            let store =
-                ota_campaign_manager::store::Store::new(db.clone(), events.relay_waker.clone());
-            let manager = CampaignManager::new(
-                store,
-                rule_peer.clone().expect("built for the campaign manager"),
-                Arc::new(StoreVehicles::new(
-                    vehicle_peer
-                        .clone()
-                        .expect("built for the campaign manager"),
-                )),
-                ota_campaign_manager::Config {
-                    tick: Duration::from_millis(cfg.campaigns.tick_ms),
-                    status_batch: cfg.campaigns.status_batch,
-                },
-            )
-            .with_inventory(
-                vehicle_peer
-                    .clone()
-                    .expect("built for the campaign manager"),
-            );
-            background
-                .extend(manager.spawn_background(Some(events.bus.clone()), shutdown_rx.clone()));
-            Some(CampaignManagerService::new(manager).into_server())
-        }
-        _ => None,
-    };
-    let campaign_peer: Option<Peer> = if services.contains(&Service::Rest) {
-        Some(match &campaign_server {
-            Some(s) => peer::in_process(s.clone()),
-            None => peer::remote(&cfg.peer_url(Service::CampaignManager)?)
-                .map_err(anyhow::Error::msg)?,
-        })
-    } else {
-        None
-    };
-    let staging = if services.contains(&Service::Staging) {
-        let campaigns = match &campaign_server {
-            Some(s) => peer::in_process(s.clone()),
-            None => peer::remote(&cfg.peer_url(Service::CampaignManager)?)
-                .map_err(anyhow::Error::msg)?,
-        };
-        let store: ota_staging::SharedStore = match &cfg.redis_url {
-            Some(url) => Arc::new(ota_staging::RedisStore::connect(url).await.with_context(
-                || {
-                    format!(
-                        "cannot reach Redis for staged documents at {} (redis_url / OTA_REDIS_URL)",
-                        ota_db::redact(url)
-                    )
-                },
-            )?),
-            None => Arc::new(ota_staging::MemoryStore::new()),
-        };
-        let stager = ota_staging::Stager::new(
-            store,
-            Arc::new(ota_staging::campaign_manager_source(campaigns)),
-            cfg.staging.poll_after_s,
-        )
-        .with_public_url(&cfg.public_url());
-        let tasks = ota_staging::StagingTasks::spawn(
-            stager.clone(),
-            events.bus.clone(),
-            ota_staging::RunConfig {
-                reconcile_every: Duration::from_secs(cfg.staging.reconcile_interval_s.max(1)),
-                worker: ota_staging::WorkerConfig {
-                    // The MQTT adapter listens: here, or anywhere Redis
-                    // carries events.
-                    announce_staged: services.contains(&Service::MqttAdapter)
-                        || cfg.redis_url.is_some(),
-                    ..Default::default()
-                },
-            },
-        );
-        let ready = stager.clone();
-        Some((
-            ota_staging::StagingService::new(stager, events.bus.clone()),
-            tasks,
-            ready,
-        ))
-    } else {
-        None
-    };
-    let staging_local = staging.as_ref().map(|(service, _, _)| service.clone());
-    let (staging_server, staging_tasks, stager) = match staging {
-        Some((service, tasks, ready)) => (Some(service.into_server()), Some(tasks), Some(ready)),
-        None => (None, None, None),
-    };
-
+    let mut node = Node::connect(cfg, shutdown_rx.clone(), open_files).await?;
+    let parts = node.create_roles().await?;
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested, draining");
         let _ = shutdown_tx.send(true);
     });
 
-    let mut http = Router::new();
-    let adapters = crate::adapters::start(crate::adapters::Inputs {
-        cfg: &cfg,
-        services: &services,
-        db: db.as_ref(),
-        staging: staging_local.clone(),
-        campaign_peer: campaign_peer_for_adapters(&cfg, &services, &campaign_server)?,
-        vehicle_peer: vehicle_peer.clone(),
-        bus: events.bus.clone(),
-        open_files,
-    })
-    .await?;
-    http = http.merge(adapters.router);
-    if services.contains(&Service::Rest) {
-        let db = db.as_ref().expect("rest needs the database");
-        let tokens = TokenStore::new(db.clone());
-        if let Some(path) = tokens.bootstrap(&cfg.data_dir).await? {
-            tracing::info!(path = %path.display(), "created the bootstrap admin token (first start on this database); the CLI reads it from there");
-        }
-        let limits = ota_rest::Limits {
-            max_body_bytes: cfg.limits.max_body_bytes,
-            max_import_bytes: cfg.limits.max_import_bytes,
-        };
-        let vehicle_peer = vehicle_peer.clone().expect("built for rest");
-        let rest = ota_rest::RestState::new(
-            tokens,
-            vehicle_peer,
-            rule_peer.clone().expect("built for rest"),
-            campaign_peer.clone().expect("built for rest"),
-            limits,
-        );
-        let rest = match &staging_server {
-            Some(s) => rest.with_staging(peer::in_process(s.clone())),
-            None => match &cfg.peers.staging {
-                Some(url) => rest.with_staging(peer::remote(url).map_err(anyhow::Error::msg)?),
-                None => rest,
-            },
-        };
-        let rest = rest.with_info(server_info(&cfg, &services));
-        http = http
-            .merge(ota_rest::routes(rest))
-            .fallback(ota_rest::not_found);
-    }
-
-    // gRPC: every local service, plus health and reflection.
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    if vehicle_store_server.is_some() {
-        health_reporter
-            .set_serving::<pb::vehicle_store_server::VehicleStoreServer<VehicleStoreService>>()
-            .await;
-    }
-    if rule_engine_server.is_some() {
-        health_reporter
-            .set_serving::<pb::rule_engine_server::RuleEngineServer<RuleEngineService<StoreVehicles>>>()
-            .await;
-    }
-    if staging_server.is_some() {
-        health_reporter
-            .set_serving::<pb::staging_server::StagingServer<ota_staging::StagingService>>()
-            .await;
-    }
-    if campaign_server.is_some() {
-        health_reporter
-            .set_serving::<pb::campaign_manager_server::CampaignManagerServer<CampaignManagerService>>()
-            .await;
-    }
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ota_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building gRPC reflection")?;
-    let grpc_addr = cfg.grpc_addr();
-    let grpc_listener = TcpListener::bind(grpc_addr).await.with_context(|| {
-        format!("cannot listen for gRPC on {grpc_addr} (grpc_addr / OTA_GRPC_ADDR)")
-    })?;
-    let grpc = tonic::transport::Server::builder()
-        .trace_fn(peer::grpc_request_span)
-        .layer(GrpcMetricsLayer)
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_optional_service(vehicle_store_server)
-        .add_optional_service(rule_engine_server)
-        .add_optional_service(staging_server)
-        .add_optional_service(campaign_server)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc_listener),
-            wait_true(shutdown_rx.clone()),
-        );
-
-    let http_addr = cfg.http_addr();
+    let grpc = grpc_server(&node, parts.grpc, &parts.grpc_names).await?;
+    let cfg = &node.cfg;
+    let (http_addr, grpc_addr) = (cfg.http_addr(), cfg.grpc_addr());
     let http_listener = TcpListener::bind(http_addr).await.with_context(|| {
         format!("cannot listen for HTTP on {http_addr} (http_addr / OTA_HTTP_ADDR)")
     })?;
     let state = Arc::new(HttpState {
         telemetry,
-        db: db.clone(),
-        stager,
-        services,
+        db: node.db.clone(),
+        stager: parts.stager,
+        services: node.services.clone(),
         metrics_token: cfg.http.metrics_token.clone(),
     });
-    let app = http
-        .merge(
-            Router::new()
-                .route("/healthz", get(|| async { "ok" }))
-                .route("/readyz", get(readyz))
-                .route("/metrics", get(metrics))
-                .with_state(state.clone()),
-        )
-        .layer(axum::middleware::from_fn(http_metrics))
-        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(http_request_span));
-    let http_limits = cfg.http_limits();
-    let http_stop = wait_true(shutdown_rx.clone());
+    let app = with_platform_routes(parts.http, state.clone());
+    let (http_limits, http_stop) = (cfg.http_limits(), wait_true(shutdown_rx.clone()));
     let http = async move {
         crate::listener::serve(http_listener, app, http_limits, http_stop).await;
         Ok::<(), std::io::Error>(())
     };
     tracing::info!(%http_addr, %grpc_addr, elapsed_ms = started.elapsed().as_millis() as u64, "ota is serving");
 
-    let pool_gauge = db.clone().map(|db| tokio::spawn(report_pool(db)));
-    // The MQTT adapter and staging stop while the servers drain, each within
-    // a bounded time: a stuck one must not keep the process from exiting.
-    let mqtt = adapters.mqtt;
-    let mut stop_rx = shutdown_rx.clone();
-    let side_stop = tokio::spawn(async move {
-        let _ = stop_rx.wait_for(|v| *v).await;
-        if let Some(mqtt) = mqtt {
-            if tokio::time::timeout(Duration::from_secs(3), mqtt.stop())
-                .await
-                .is_err()
-            {
-                tracing::warn!("the MQTT adapter did not stop within 3 s");
-            }
-        }
-        if let Some(tasks) = staging_tasks {
-            if tokio::time::timeout(Duration::from_secs(3), tasks.shutdown())
-                .await
-                .is_err()
-            {
-                tracing::warn!("staging did not stop within 3 s");
-            }
-        }
-    });
-    let servers = async { tokio::join!(grpc, http) };
-    // Draining waits for open connections; a client that never hangs up (a
-    // peer's idle channel) must not keep the process alive past the grace.
-    let drain_limit = async {
-        wait_true(shutdown_rx.clone()).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
-    tokio::select! {
-        (grpc_result, http_result) = servers => {
-            grpc_result.context("gRPC server failed")?;
-            http_result.context("HTTP server failed")?;
-        }
-        _ = drain_limit => {
-            tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "connections still open after the shutdown grace period; closing them");
-        }
-    }
+    let pool_gauge = node.db.clone().map(|db| tokio::spawn(report_pool(db)));
+    let side_stop = tokio::spawn(stop_after_drain(parts.stops, shutdown_rx.clone()));
+    drain(async { tokio::join!(grpc, http) }, shutdown_rx).await?;
     if let Some(g) = pool_gauge {
         g.abort();
     }
-    let _ = tokio::time::timeout(Duration::from_secs(3), side_stop).await;
+    let _ = tokio::time::timeout(Duration::from_secs(7), side_stop).await;
     // Background loops saw the shutdown signal; give them a moment to end
     // their current step (a status batch, a relay pass).
-    for task in background {
+    for task in parts.tasks.into_iter().chain(node.events.tasks.drain(..)) {
         let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
     }
-    if let Some(db) = &db {
+    if let Some(db) = &node.db {
         db.close().await;
     }
     tracing::info!("stopped");
@@ -403,22 +94,108 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The campaign manager as the vehicle adapters reach it, when this process
-/// runs one.
-fn campaign_peer_for_adapters(
-    cfg: &Config,
-    services: &BTreeSet<Service>,
-    local: &Option<pb::campaign_manager_server::CampaignManagerServer<CampaignManagerService>>,
-) -> anyhow::Result<Option<Peer>> {
-    if !(services.contains(&Service::HttpAdapter) || services.contains(&Service::MqttAdapter)) {
-        return Ok(None);
+fn log_start(cfg: &Config, open_files: Option<u64>) {
+    let names: Vec<&str> = cfg.services().iter().map(|s| s.name()).collect();
+    #[cfg(unix)]
+    let huge_pages = ota_common::alloc::huge_pages();
+    #[cfg(not(unix))]
+    let huge_pages: Option<String> = None;
+    let huge_pages = huge_pages.as_deref().unwrap_or("unknown");
+    tracing::info!(services = ?names, version = env!("CARGO_PKG_VERSION"), ?open_files, huge_pages, "starting ota");
+}
+
+/// gRPC: every service of this process, plus health and reflection.
+async fn grpc_server(
+    node: &Node,
+    routes: tonic::service::RoutesBuilder,
+    names: &[&'static str],
+) -> anyhow::Result<impl std::future::Future<Output = Result<(), tonic::transport::Error>>> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for name in names {
+        health_reporter
+            .set_service_status(*name, tonic_health::ServingStatus::Serving)
+            .await;
     }
-    Ok(Some(match local {
-        Some(s) => peer::in_process(s.clone()),
-        None => {
-            peer::remote(&cfg.peer_url(Service::CampaignManager)?).map_err(anyhow::Error::msg)?
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ota_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection")?;
+    let grpc_addr = node.cfg.grpc_addr();
+    let listener = TcpListener::bind(grpc_addr).await.with_context(|| {
+        format!("cannot listen for gRPC on {grpc_addr} (grpc_addr / OTA_GRPC_ADDR)")
+    })?;
+    Ok(tonic::transport::Server::builder()
+        .trace_fn(peer::grpc_request_span)
+        .layer(GrpcMetricsLayer)
+        .add_routes(routes.routes())
+        .add_service(health_service)
+        .add_service(reflection)
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            wait_true(node.shutdown.clone()),
+        ))
+}
+
+/// The roles' routes with health, readiness and metrics, measured and
+/// traced per route.
+fn with_platform_routes(roles: Router, state: Arc<HttpState>) -> Router {
+    roles
+        .merge(
+            Router::new()
+                .route("/healthz", get(|| async { "ok" }))
+                .route("/readyz", get(readyz))
+                .route("/metrics", get(metrics))
+                .with_state(state),
+        )
+        .layer(axum::middleware::from_fn(http_metrics))
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(http_request_span))
+}
+
+/// Runs the servers until they drained after the shutdown signal, or
+/// until the grace period: a client that never hangs up (a peer's idle
+/// channel) must not keep the process alive.
+async fn drain(
+    servers: impl std::future::Future<
+        Output = (
+            Result<(), tonic::transport::Error>,
+            Result<(), std::io::Error>,
+        ),
+    >,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let limit = async {
+        wait_true(shutdown).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        (grpc, http) = servers => {
+            grpc.context("gRPC server failed")?;
+            http.context("HTTP server failed")?;
         }
-    }))
+        _ = limit => {
+            tracing::warn!(grace_s = SHUTDOWN_GRACE.as_secs(), "connections still open after the shutdown grace period; closing them");
+        }
+    }
+    Ok(())
+}
+
+/// The roles' stops (the MQTT adapter, staging), latest role first, each
+/// within a bounded time: a stuck one must not keep the process from
+/// exiting.
+async fn stop_after_drain(
+    stops: Vec<(&'static str, crate::node::Stop)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = shutdown.wait_for(|v| *v).await;
+    for (name, stop) in stops.into_iter().rev() {
+        if tokio::time::timeout(Duration::from_secs(3), stop)
+            .await
+            .is_err()
+        {
+            tracing::warn!("{name} did not stop within 3 s");
+        }
+    }
 }
 
 async fn wait_true(mut rx: watch::Receiver<bool>) {
@@ -498,7 +275,7 @@ async fn metrics(State(s): State<Arc<HttpState>>, headers: http::HeaderMap) -> R
 }
 
 /// What `GET /api/v1/info` tells: where vehicles reach this deployment.
-fn server_info(cfg: &Config, services: &BTreeSet<Service>) -> ota_rest::ServerInfo {
+pub fn server_info(cfg: &Config, services: &BTreeSet<Service>) -> ota_rest::ServerInfo {
     let public_url = cfg.public_url();
     let mqtt = match (&cfg.mqtt_url, services.contains(&Service::MqttAdapter)) {
         (Some(url), _) => Some(ota_rest::MqttInfo {
