@@ -73,6 +73,61 @@ impl FromStr for Service {
     }
 }
 
+/// The roles of a process, read from `all` or a comma-separated list of
+/// names when the configuration loads (and written back the same way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Services(pub BTreeSet<Service>);
+
+impl TryFrom<String> for Services {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        parse_services(&s).map(Services)
+    }
+}
+
+impl From<Services> for String {
+    fn from(s: Services) -> String {
+        if s.0.len() == Service::ALL.len() {
+            return "all".into();
+        }
+        let names: Vec<&str> = s.0.iter().map(|s| s.name()).collect();
+        names.join(",")
+    }
+}
+
+/// A socket address, checked when the configuration loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Addr(pub SocketAddr);
+
+impl TryFrom<String> for Addr {
+    type Error = String;
+    fn try_from(v: String) -> Result<Self, String> {
+        v.parse()
+            .map(Addr)
+            .map_err(|_| format!("{v:?} is not an address like 127.0.0.1:8080"))
+    }
+}
+
+impl From<Addr> for String {
+    fn from(a: Addr) -> String {
+        a.0.to_string()
+    }
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl PartialEq<&str> for Addr {
+    fn eq(&self, other: &&str) -> bool {
+        self.0.to_string() == *other
+    }
+}
+
 /// Parses `all` or a comma-separated list of service names.
 pub fn parse_services(s: &str) -> Result<BTreeSet<Service>, String> {
     let s = s.trim();
@@ -261,13 +316,13 @@ impl AdapterSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub services: String,
+    pub services: Services,
     pub data_dir: PathBuf,
     /// Unset: the SQLite file `<data_dir>/ota.db`.
     pub database_url: Option<String>,
     pub redis_url: Option<String>,
     pub mqtt_url: Option<String>,
-    pub mqtt_listen: String,
+    pub mqtt_listen: Addr,
     /// The adapter's own broker login: required with an external broker that
     /// authenticates; generated for the embedded one when unset.
     pub mqtt_username: Option<String>,
@@ -275,8 +330,8 @@ pub struct Config {
     /// How vehicles reach this server (links in DDI answers, URLs of hosted
     /// artifacts). Unset: `http://<http_addr>`.
     pub public_url: Option<String>,
-    pub http_addr: String,
-    pub grpc_addr: String,
+    pub http_addr: Addr,
+    pub grpc_addr: Addr,
     /// Log filter (tracing `EnvFilter` syntax).
     pub log: String,
     /// `auto` (readable on a terminal, JSON lines otherwise), `json` or `text`.
@@ -302,17 +357,17 @@ impl Default for Config {
     fn default() -> Self {
         let rest = ota_rest::Limits::default();
         Self {
-            services: "all".into(),
+            services: Services(Service::ALL.into_iter().collect()),
             data_dir: PathBuf::from("./ota-data"),
             database_url: None,
             redis_url: None,
             mqtt_url: None,
-            mqtt_listen: "127.0.0.1:1883".into(),
+            mqtt_listen: Addr(([127, 0, 0, 1], 1883).into()),
             mqtt_username: None,
             mqtt_password: None,
             public_url: None,
-            http_addr: "127.0.0.1:8080".into(),
-            grpc_addr: "127.0.0.1:50051".into(),
+            http_addr: Addr(([127, 0, 0, 1], 8080).into()),
+            grpc_addr: Addr(([127, 0, 0, 1], 50051).into()),
             // The embedded broker's plugins announce their start-up and
             // defaults at info and warn: noise to an operator.
             log: "info,sqlx=warn,h2=warn,tower=warn,hyper=warn,rmqtt=error,rmqtt_retainer=warn,rmqtt_shared_subscription=warn,rmqtt_net=warn".into(),
@@ -473,19 +528,6 @@ fn describe(e: figment::Error) -> String {
 
 impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
-        parse_services(&self.services)
-            .map_err(|e| anyhow::anyhow!("invalid configuration: services: {e}"))?;
-        for (key, v) in [
-            ("http_addr", &self.http_addr),
-            ("grpc_addr", &self.grpc_addr),
-            ("mqtt_listen", &self.mqtt_listen),
-        ] {
-            v.parse::<SocketAddr>().map_err(|_| {
-                anyhow::anyhow!(
-                    "invalid configuration: {key}: {v:?} is not an address like 127.0.0.1:8080"
-                )
-            })?;
-        }
         if let Some(url) = &self.database_url {
             if !(url.starts_with("sqlite:")
                 || url.starts_with("postgres:")
@@ -536,7 +578,7 @@ impl Config {
     }
 
     pub fn services(&self) -> BTreeSet<Service> {
-        parse_services(&self.services).expect("validated")
+        self.services.0.clone()
     }
 
     pub fn database_url(&self) -> String {
@@ -563,15 +605,15 @@ impl Config {
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr.parse().expect("validated")
+        self.http_addr.0
     }
 
     pub fn mqtt_listen_addr(&self) -> SocketAddr {
-        self.mqtt_listen.parse().expect("validated")
+        self.mqtt_listen.0
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
-        self.grpc_addr.parse().expect("validated")
+        self.grpc_addr.0
     }
 
     /// The address of a peer that does not run in this process.
@@ -586,7 +628,7 @@ impl Config {
         v.clone().with_context(|| {
             format!(
                 "{service} does not run in this process (services = {:?}), so peers.{key} (OTA_PEERS__{}) must give its address, e.g. http://{service}:50051",
-                self.services,
+                String::from(self.services.clone()),
                 key.to_uppercase()
             )
         })
@@ -697,7 +739,7 @@ mod tests {
     #[test]
     fn missing_peer_address_names_the_setting() {
         let cfg = Config {
-            services: "rest".into(),
+            services: Services([Service::Rest].into_iter().collect()),
             ..Config::default()
         };
         let err = cfg.peer_url(Service::VehicleStore).unwrap_err().to_string();

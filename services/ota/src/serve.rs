@@ -283,7 +283,7 @@ pub fn server_info(cfg: &Config, services: &BTreeSet<Service>) -> ota_rest::Serv
             embedded: false,
         }),
         (None, true) => {
-            let listen: std::net::SocketAddr = cfg.mqtt_listen.parse().expect("validated");
+            let listen = cfg.mqtt_listen_addr();
             // A broker on every interface is reached by the public host.
             let host = if listen.ip().is_unspecified() {
                 http::Uri::try_from(public_url.as_str())

@@ -58,8 +58,10 @@ fn the_readme_quickstart_completes_a_campaign() {
         script.push('\n');
     }
     let (http, grpc, mqtt) = (free_port(), free_port(), free_port());
+    // Well inside nextest's limit (4 min), so a hang fails with the
+    // script's output rather than being killed silently.
     let out = Command::new("timeout")
-        .arg("240")
+        .arg("150")
         .args(["bash", "-c", &script])
         .current_dir(tmp.path())
         .env("OTA_HTTP_ADDR", format!("127.0.0.1:{http}"))
