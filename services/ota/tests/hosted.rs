@@ -4,10 +4,11 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::{create_approve_launch, free_port, http, ndjson, post, vehicle, Server};
-use serde_json::{json, Value};
+use common::{
+    create_approve_launch, credential, free_port, get_json, http, import, staged_action, vehicle,
+    Server,
+};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 async fn get(url: &str, auth: &str) -> reqwest::Response {
@@ -17,26 +18,6 @@ async fn get(url: &str, auth: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap()
-}
-
-/// The vehicle's first action, once staging has it.
-async fn first_action(s: &Server, vin: &str, token: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let doc: Value = get(
-            &format!("{}/v1/vehicles/{vin}/actions", s.http),
-            &format!("Bearer {token}"),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-        if let Some(a) = doc["actions"].get(0) {
-            return a.clone();
-        }
-        assert!(Instant::now() < deadline, "no action staged: {doc}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -85,24 +66,8 @@ async fn hosted_artifacts_survive_a_new_public_url() {
     );
     let car = vehicle(0);
     let vin = car["vin"].as_str().unwrap().to_owned();
-    let r = http()
-        .post(format!("{}/api/v1/vehicles:import", s.http))
-        .bearer_auth(&admin)
-        .header("content-type", "application/x-ndjson")
-        .body(ndjson(&[car]))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
-    let token = post(
-        format!("{}/api/v1/vehicles/{vin}/credentials", s.http),
-        &admin,
-        json!({}),
-    )
-    .await["token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    import(&s.http, &admin, &[car]).await;
+    let token = credential(&s.http, &admin, &vin).await;
     create_approve_launch(
         &s.http,
         &admin,
@@ -111,7 +76,7 @@ async fn hosted_artifacts_survive_a_new_public_url() {
          rollout:\n  waves: [100]\n  advance: auto\n",
     )
     .await;
-    let action = first_action(&s, &vin, &token).await;
+    let action = staged_action(&s.http, &vin, &token).await;
     let url = action["package"]["artifacts"][0]["url"].as_str().unwrap();
     assert_eq!(
         url,
@@ -123,7 +88,7 @@ async fn hosted_artifacts_survive_a_new_public_url() {
     let port = free_port();
     let now = format!("http://127.0.0.1:{port}");
     let s = start(&now, port);
-    let action = first_action(&s, &vin, &token).await;
+    let action = staged_action(&s.http, &vin, &token).await;
     let art = &action["package"]["artifacts"][0];
     let url = art["url"].as_str().unwrap();
     assert_eq!(url, format!("{now}/artifacts/{sha}/bms.bin"));
@@ -133,20 +98,13 @@ async fn hosted_artifacts_survive_a_new_public_url() {
     assert_eq!(res.bytes().await.unwrap().as_ref(), firmware.as_slice());
 
     // DDI still knows it as hosted: its SHA-1 and MD5 are given.
-    let poll: Value = get(
+    let poll = get_json(
         &format!("{now}/default/controller/v1/{vin}"),
         &format!("TargetToken {token}"),
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     let href = poll["_links"]["deploymentBase"]["href"].as_str().unwrap();
-    let d: Value = get(href, &format!("TargetToken {token}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let d = get_json(href, &format!("TargetToken {token}")).await;
     let a = &d["deployment"]["chunks"][0]["artifacts"][0];
     assert_eq!(a["hashes"]["sha1"].as_str().unwrap().len(), 40, "{d}");
     assert!(a["_links"]["download-http"]["href"]
@@ -155,14 +113,11 @@ async fn hosted_artifacts_survive_a_new_public_url() {
         .starts_with(&now));
 
     // People see where it is fetched from today.
-    let p: Value = get(
+    let p: Value = get_json(
         &format!("{now}/api/v1/packages/bms-fw@2.3.1"),
         &format!("Bearer {admin}"),
     )
-    .await
-    .json()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         p["artifacts"][0]["url"],
         format!("{now}/artifacts/{sha}/bms.bin").as_str()

@@ -8,40 +8,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{create_approve_launch, http, ndjson, post, vehicle, Server};
+use common::{
+    create_approve_launch, credential, get_json as get, http, import, post, staged_action, vehicle,
+    Server,
+};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 
 const TARGET: &str = r#"vehicle.region == "EU" && version_cmp(vehicle.ecus.BMS.sw, "2.3.1") < 0"#;
-
-async fn get(url: &str, auth: &str) -> Value {
-    http()
-        .get(url)
-        .header("authorization", auth)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// The vehicle's first staged action id, once staging has it.
-async fn staged_action(s: &Server, vin: &str, token: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let doc = get(
-            &format!("{}/v1/vehicles/{vin}/actions", s.http),
-            &format!("Bearer {token}"),
-        )
-        .await;
-        if let Some(id) = doc["actions"][0]["action_id"].as_str() {
-            return id.to_owned();
-        }
-        assert!(Instant::now() < deadline, "nothing staged for {vin}: {doc}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reported_success_moves_the_inventory_on_every_protocol() {
@@ -54,24 +28,10 @@ async fn a_reported_success_moves_the_inventory_on_every_protocol() {
         .iter()
         .map(|v| v["vin"].as_str().unwrap().to_owned())
         .collect();
-    let r = http()
-        .post(api("/vehicles:import"))
-        .bearer_auth(&admin)
-        .header("content-type", "application/x-ndjson")
-        .body(ndjson(&fleet))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    import(&s.http, &admin, &fleet).await;
     let mut tokens = Vec::new();
     for vin in &vins {
-        let t = post(
-            api(&format!("/vehicles/{vin}/credentials")),
-            &admin,
-            json!({}),
-        )
-        .await;
-        tokens.push(t["token"].as_str().unwrap().to_owned());
+        tokens.push(credential(&s.http, &admin, vin).await);
     }
     post(
         api("/packages"),
@@ -92,7 +52,10 @@ async fn a_reported_success_moves_the_inventory_on_every_protocol() {
     .await;
 
     // HTTP.
-    let action = staged_action(&s, &vins[0], &tokens[0]).await;
+    let action = staged_action(&s.http, &vins[0], &tokens[0]).await["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let r = http()
         .post(format!(
             "{}/v1/vehicles/{}/actions/{action}/status",
@@ -106,7 +69,10 @@ async fn a_reported_success_moves_the_inventory_on_every_protocol() {
     assert!(r.status().is_success(), "{}", r.status());
 
     // MQTT, on the embedded broker: acknowledged once recorded.
-    let action = staged_action(&s, &vins[1], &tokens[1]).await;
+    let action = staged_action(&s.http, &vins[1], &tokens[1]).await["action_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let port: u16 = s.mqtt.rsplit(':').next().unwrap().parse().unwrap();
     let mut o = MqttOptions::new(&vins[1], "127.0.0.1", port);
     o.set_credentials(&vins[1], &tokens[1]);

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{create_approve_launch, http, ndjson, post, Server};
+use common::{create_approve_launch, credential, http, import, post, Server};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -243,22 +243,8 @@ async fn swupdate_installs_a_signed_update_from_ota() {
     // The device, its credential, and the update hosted by ota itself.
     let mut car = common::vehicle(777);
     car["ecus"] = json!({"main": {"hw": "board-1.0", "sw": "2.3.0"}});
-    let r = http()
-        .post(api("/vehicles:import"))
-        .bearer_auth(&admin)
-        .header("content-type", "application/x-ndjson")
-        .body(ndjson(&[car]))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-    let issued = post(
-        api(&format!("/vehicles/{VIN}/credentials")),
-        &admin,
-        json!({}),
-    )
-    .await;
-    let token = issued["token"].as_str().unwrap().to_owned();
+    import(&s.http, &admin, &[car]).await;
+    let token = credential(&s.http, &admin, VIN).await;
     let out = s.cli(
         &admin,
         &[

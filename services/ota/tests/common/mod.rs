@@ -246,3 +246,64 @@ pub async fn create_approve_launch(http: &str, admin: &str, spec: &str) -> Strin
     post(api(&format!("/campaigns/{id}:launch")), admin, json!({})).await;
     id
 }
+
+/// Imports `fleet` (NDJSON records) through the REST API.
+pub async fn import(http: &str, admin: &str, fleet: &[Value]) {
+    let r = reqwest::Client::new()
+        .post(format!("{http}/api/v1/vehicles:import"))
+        .bearer_auth(admin)
+        .header("content-type", "application/x-ndjson")
+        .body(ndjson(fleet))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    assert!(
+        status.is_success(),
+        "import: {status} {}",
+        r.text().await.unwrap()
+    );
+}
+
+/// Issues a credential for the vehicle; returns its token.
+pub async fn credential(http: &str, admin: &str, vin: &str) -> String {
+    let issued = post(
+        format!("{http}/api/v1/vehicles/{vin}/credentials"),
+        admin,
+        json!({}),
+    )
+    .await;
+    issued["token"].as_str().unwrap().to_owned()
+}
+
+/// GET with a whole `Authorization` value (`Bearer x`, `TargetToken x`),
+/// the body as JSON.
+pub async fn get_json(url: &str, authorization: &str) -> Value {
+    reqwest::Client::new()
+        .get(url)
+        .header("authorization", authorization)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The vehicle's first staged action (over the HTTP vehicle API), once
+/// staging has it.
+pub async fn staged_action(http: &str, vin: &str, token: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let doc = get_json(
+            &format!("{http}/v1/vehicles/{vin}/actions"),
+            &format!("Bearer {token}"),
+        )
+        .await;
+        if let Some(a) = doc["actions"].get(0) {
+            return a.clone();
+        }
+        assert!(Instant::now() < deadline, "nothing staged for {vin}: {doc}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
