@@ -1,27 +1,17 @@
-//! The real platform in-process (vehicle store, rule engine, campaign
-//! manager and staging over a fresh PostgreSQL database, an in-memory bus)
-//! and helpers to drive the adapter with real MQTT clients.
+//! The platform in-process (`ota_tests::platform`, on a fresh PostgreSQL
+//! database) and helpers to drive the adapter with real MQTT clients.
 
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
 use std::time::Duration;
 
-use ota_auth::vehicles::VehicleCredentials;
-use ota_bus::{topics, MemoryBus, SharedBus, StagedEvent};
-use ota_campaign_manager::model::{ActionState, Transition};
-use ota_campaign_manager::store::Store;
-use ota_campaign_manager::{Actor, CampaignManager, CampaignManagerService, Config};
-use ota_common::peer::{self, Peer};
-use ota_common::vehicle::VehiclePatch;
+use std::ops::Deref;
+
+use ota_bus::{topics, StagedEvent};
+use ota_campaign_manager::model::ActionState;
 use ota_mqtt_adapter::{Backends, MqttAdapterConfig, MqttAdapterHandle};
 use ota_proto::v1 as pb;
-use ota_rule_engine::{RuleEngineService, StoreVehicles};
-use ota_staging::{campaign_manager_source, MemoryStore, Stager, StagingService};
-use ota_tests::db::TestDb;
-use ota_vehicle_store::grpc::VehicleStoreService;
-use ota_vehicle_store::{Precedence, VehicleStore};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 
@@ -40,60 +30,29 @@ pub fn mosquitto() -> SocketAddr {
 }
 
 pub struct Platform {
-    pub manager: CampaignManager,
-    pub vehicles: VehicleStore,
-    pub credentials: VehicleCredentials,
-    pub staging: StagingService,
-    pub campaign_peer: Peer,
-    pub vehicle_peer: Peer,
-    pub bus: SharedBus,
-    pub db: TestDb,
+    core: ota_tests::platform::Platform,
     /// VINs unique to this test, so tests sharing Mosquitto never collide.
     pub vin_base: u32,
+}
+
+impl Deref for Platform {
+    type Target = ota_tests::platform::Platform;
+    fn deref(&self) -> &Self::Target {
+        &self.core
+    }
 }
 
 impl Platform {
     pub async fn new() -> Self {
         let db = ota_tests::db::postgres().await;
-        let vehicles = VehicleStore::new(db.db(), Precedence::default());
-        let vehicle_peer =
-            peer::in_process(VehicleStoreService::new(vehicles.clone()).into_server());
-        let rule_peer = peer::in_process(
-            RuleEngineService::new(StoreVehicles::new(vehicle_peer.clone())).into_server(),
-        );
-        let bus: SharedBus = Arc::new(MemoryBus::new());
-        let relay = ota_bus::outbox::Relay::new(db.db().clone(), bus.clone());
-        let store = Store::new(db.db().clone(), relay.waker());
-        let manager = CampaignManager::new(
-            store,
-            rule_peer,
-            Arc::new(StoreVehicles::new(vehicle_peer.clone())),
-            Config::default(),
-        );
-        let campaign_peer =
-            peer::in_process(CampaignManagerService::new(manager.clone()).into_server());
-        let stager = Stager::new(
-            Arc::new(MemoryStore::new()),
-            Arc::new(campaign_manager_source(campaign_peer.clone())),
-            300,
-        );
-        stager.full_rebuild().await.unwrap();
-        let staging = StagingService::new(stager, bus.clone());
         Self {
-            manager,
-            vehicles,
-            credentials: VehicleCredentials::new(db.db().clone()),
-            staging,
-            campaign_peer,
-            vehicle_peer,
-            bus,
-            db,
+            core: ota_tests::platform::Platform::new(db).await,
             vin_base: rand::random::<u32>() % 900_000,
         }
     }
 
     pub fn vin(&self, i: u32) -> String {
-        format!("WVWZZZE1ZMP{:06}", self.vin_base + i)
+        ota_tests::platform::vin(self.vin_base + i)
     }
 
     pub fn backends(&self) -> Backends {
@@ -102,7 +61,7 @@ impl Platform {
                 self.campaign_peer.clone(),
             ),
             vehicles: pb::vehicle_store_client::VehicleStoreClient::new(self.vehicle_peer.clone()),
-            documents: ota_staging::StagingPeer::local(self.staging.clone()),
+            documents: self.staging_peer(false),
             credentials: Some(self.credentials.clone()),
         }
     }
@@ -110,67 +69,26 @@ impl Platform {
     /// Vehicles 0..n with BMS 2.2.0, a package and a running campaign that
     /// gives each of them one action; returns the campaign id.
     pub async fn campaign(&self, n: u32) -> String {
-        for i in 0..n {
-            let patch: VehiclePatch = serde_json::from_value(serde_json::json!({
-                "vin": self.vin(i), "model": "ID.4", "platform": "MEB", "region": "EU", "gateway": "hcp1",
-                "ecus": {"BMS": {"hw": "H2", "sw": "2.2.0"}}
-            }))
-            .unwrap();
-            self.vehicles.upsert("manufacturing", patch).await.unwrap();
-        }
-        self.manager
-            .create_package(
-                pb::Package {
-                    name: "bms-fw".into(),
-                    version: "2.3.1".into(),
-                    ecu: "BMS".into(),
-                    artifacts: vec![pb::Artifact {
-                        url: "https://cdn.example/bms-2.3.1.bin".into(),
-                        sha256: "a".repeat(64),
-                        size: 1024,
-                    }],
-                    ..Default::default()
-                },
-                "erin",
-            )
-            .await
-            .unwrap();
+        self.fleet_from(self.vin_base, n).await;
+        self.package(
+            "bms-fw",
+            "2.3.1",
+            vec![pb::Artifact {
+                url: "https://cdn.example/bms-2.3.1.bin".into(),
+                sha256: "a".repeat(64),
+                size: 1024,
+            }],
+        )
+        .await;
         // A fresh database per test: every vehicle in it is one of ours.
-        let spec = "name: mqtt-test\ntarget: 'vehicle.region == \"EU\" && version_cmp(vehicle.ecus.BMS.sw, \"2.3.1\") < 0'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\nrollout:\n  waves: [100]\n  wave_soak: 0s\n  max_per_minute: 600000\n";
-        let c = self
-            .manager
-            .create_campaign(spec, "erin")
-            .await
-            .unwrap()
-            .unwrap_or_else(|e| panic!("campaign rejected: {e:?}"));
-        let approver = Actor {
-            name: "alex".into(),
-            role: "approver".into(),
-        };
-        let engineer = Actor {
-            name: "erin".into(),
-            role: "engineer".into(),
-        };
-        self.manager
-            .transition(&c.id, Transition::Approve, &approver, "ok")
-            .await
-            .unwrap();
-        self.manager
-            .transition(&c.id, Transition::Launch, &engineer, "go")
-            .await
-            .unwrap();
-        self.manager.target_campaign(&c.id).await.unwrap();
-        // The rollout opens the first (only) wave: the actions become staged.
-        self.manager.tick().await.unwrap();
+        let id = self.launch("name: mqtt-test\ntarget: 'vehicle.region == \"EU\" && version_cmp(vehicle.ecus.BMS.sw, \"2.3.1\") < 0'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\nrollout:\n  waves: [100]\n  wave_soak: 0s\n  max_per_minute: 600000\n").await;
         assert_eq!(
-            self.count(&c.id, ActionState::Staged).await,
+            self.count(&id, ActionState::Staged).await,
             u64::from(n),
             "every vehicle has an open action: {:?}",
-            self.manager.store().state_counts(&c.id).await.unwrap()
+            self.manager.store().state_counts(&id).await.unwrap()
         );
-        let all: Vec<String> = (0..n).map(|i| self.vin(i)).collect();
-        self.staging.stager().stage_vins(&all).await.unwrap();
-        c.id
+        id
     }
 
     /// Tells the adapter these vehicles' documents changed, as staging does.
@@ -187,16 +105,7 @@ impl Platform {
 
     /// The vehicle's open action id in the campaign.
     pub async fn action_of(&self, campaign: &str, vin: &str) -> String {
-        let rows = self
-            .manager
-            .store()
-            .campaign_rows(campaign, "", 100_000)
-            .await
-            .unwrap();
-        rows.into_iter()
-            .find(|r| r.vin == vin)
-            .unwrap_or_else(|| panic!("{vin} has no action in {campaign}"))
-            .id
+        self.core.action_of(campaign, vin).await.0
     }
 
     pub async fn count(&self, campaign: &str, s: ActionState) -> u64 {

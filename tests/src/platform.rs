@@ -1,0 +1,242 @@
+//! The platform in-process on a fresh database (either backend): the
+//! vehicle store, rule engine, campaign manager and staging (in-memory
+//! store) behind their in-process peers, an in-memory bus with the outbox
+//! relay, and vehicle credentials, with the scenario steps every crate's
+//! tests take (a fleet with tokens, a package, a campaign approved and
+//! launched with its first wave staged). The adapters' tests put their own
+//! router or broker in front of it.
+
+use std::sync::Arc;
+
+use ota_auth::vehicles::VehicleCredentials;
+use ota_bus::memory::MemoryBus;
+use ota_bus::outbox::Relay;
+use ota_bus::SharedBus;
+use ota_campaign_manager::model::Transition;
+use ota_campaign_manager::store::Store;
+use ota_campaign_manager::{Actor, CampaignManager, CampaignManagerService, Config};
+use ota_common::peer::{self, Peer};
+use ota_common::vehicle::VehiclePatch;
+use ota_proto::v1 as pb;
+use ota_rule_engine::{RuleEngineService, StoreVehicles};
+use ota_staging::{campaign_manager_source, MemoryStore, Stager, StagingPeer, StagingService};
+use ota_vehicle_store::grpc::VehicleStoreService;
+use ota_vehicle_store::{Precedence, VehicleStore};
+
+use crate::db::TestDb;
+
+/// The test fleet's VINs: vehicle `i` of a platform.
+pub fn vin(i: u32) -> String {
+    format!("WVWZZZE1ZMP{i:06}")
+}
+
+/// The engineer who writes and launches campaigns in tests.
+pub fn engineer() -> Actor {
+    Actor {
+        name: "erin".into(),
+        role: "engineer".into(),
+    }
+}
+
+/// The second person, who approves.
+pub fn approver() -> Actor {
+    Actor {
+        name: "alex".into(),
+        role: "approver".into(),
+    }
+}
+
+/// How the platform is built; `Default` is what most tests want.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `poll_after_s` of the staged documents.
+    pub poll_after_s: u32,
+    /// The public URL staging puts in front of hosted artifact references.
+    pub public_url: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            poll_after_s: 300,
+            public_url: String::new(),
+        }
+    }
+}
+
+pub struct Platform {
+    pub vehicles: VehicleStore,
+    pub vehicle_peer: Peer,
+    pub rule_peer: Peer,
+    pub bus: SharedBus,
+    /// Carries the stores' outbox to the bus (run it, or call
+    /// `relay.run_once()`, where a test wants the events).
+    pub relay: Relay,
+    pub manager: CampaignManager,
+    pub campaign_peer: Peer,
+    pub stager: Stager,
+    pub staging: StagingService,
+    pub credentials: VehicleCredentials,
+    pub db: TestDb,
+}
+
+impl Platform {
+    pub async fn new(db: TestDb) -> Self {
+        Self::with(db, Options::default()).await
+    }
+
+    pub async fn with(db: TestDb, options: Options) -> Self {
+        let vehicles = VehicleStore::new(db.db(), Precedence::default());
+        let vehicle_peer =
+            peer::in_process(VehicleStoreService::new(vehicles.clone()).into_server());
+        let rule_peer = peer::in_process(
+            RuleEngineService::new(StoreVehicles::new(vehicle_peer.clone())).into_server(),
+        );
+        let bus: SharedBus = Arc::new(MemoryBus::new());
+        let relay = Relay::new(db.db().clone(), bus.clone());
+        let store = Store::new(db.db().clone(), relay.waker());
+        let manager = CampaignManager::new(
+            store,
+            rule_peer.clone(),
+            Arc::new(StoreVehicles::new(vehicle_peer.clone())),
+            Config::default(),
+        );
+        let campaign_peer =
+            peer::in_process(CampaignManagerService::new(manager.clone()).into_server());
+        let stager = Stager::new(
+            Arc::new(MemoryStore::new()),
+            Arc::new(campaign_manager_source(campaign_peer.clone())),
+            options.poll_after_s,
+        )
+        .with_public_url(&options.public_url);
+        stager
+            .full_rebuild()
+            .await
+            .expect("staging rebuilds from an empty campaign manager");
+        let staging = StagingService::new(stager.clone(), bus.clone());
+        Self {
+            credentials: VehicleCredentials::new(db.db().clone()),
+            vehicles,
+            vehicle_peer,
+            rule_peer,
+            bus,
+            relay,
+            manager,
+            campaign_peer,
+            stager,
+            staging,
+            db,
+        }
+    }
+
+    /// Staging as an adapter reads it: in this process, or (`remote`) over
+    /// its gRPC client, as in a split deployment.
+    pub fn staging_peer(&self, remote: bool) -> StagingPeer {
+        if remote {
+            StagingPeer::remote(peer::in_process(self.staging.clone().into_server()))
+        } else {
+            StagingPeer::local(self.staging.clone())
+        }
+    }
+
+    /// Vehicles `first..first + n` in the EU with BMS 2.2.0 (model ID.4,
+    /// platform MEB), each with a credential; returns their tokens.
+    pub async fn fleet_from(&self, first: u32, n: u32) -> Vec<String> {
+        let mut tokens = Vec::new();
+        for i in first..first + n {
+            let patch: VehiclePatch = serde_json::from_value(serde_json::json!({
+                "vin": vin(i), "model": "ID.4", "platform": "MEB", "region": "EU",
+                "gateway": "hcp1", "ecus": {"BMS": {"hw": "H2", "sw": "2.2.0"}}
+            }))
+            .expect("a valid vehicle");
+            self.vehicles
+                .upsert("manufacturing", patch)
+                .await
+                .expect("vehicle stored");
+            let issued = self
+                .credentials
+                .issue(&vin(i), false)
+                .await
+                .expect("credential issued");
+            tokens.push(issued.token);
+        }
+        tokens
+    }
+
+    /// Vehicles 0..n, as [`Platform::fleet_from`].
+    pub async fn fleet(&self, n: u32) -> Vec<String> {
+        self.fleet_from(0, n).await
+    }
+
+    /// Registers `name@version` for the BMS with these artifacts.
+    pub async fn package(&self, name: &str, version: &str, artifacts: Vec<pb::Artifact>) {
+        self.manager
+            .create_package(
+                pb::Package {
+                    name: name.into(),
+                    version: version.into(),
+                    ecu: "BMS".into(),
+                    artifacts,
+                    ..Default::default()
+                },
+                "erin",
+            )
+            .await
+            .expect("package registered");
+    }
+
+    /// Creates the campaign from its file, has it approved by a second
+    /// person and launched, targets it, opens its first wave and stages
+    /// the documents. Returns its id.
+    pub async fn launch(&self, spec: &str) -> String {
+        let c = self
+            .manager
+            .create_campaign(spec, "erin")
+            .await
+            .expect("campaign stored")
+            .unwrap_or_else(|problems| panic!("campaign file rejected: {problems:?}"));
+        self.manager
+            .transition(&c.id, Transition::Approve, &approver(), "ok")
+            .await
+            .expect("approved");
+        self.manager
+            .transition(&c.id, Transition::Launch, &engineer(), "go")
+            .await
+            .expect("launched");
+        self.manager.target_campaign(&c.id).await.expect("targeted");
+        self.manager.tick().await.expect("rollout tick");
+        self.restage(&c.id).await;
+        c.id
+    }
+
+    /// Stages the campaign's vehicles again (no staging worker runs here).
+    pub async fn restage(&self, campaign: &str) {
+        self.stager
+            .stage_campaign(campaign)
+            .await
+            .expect("campaign staged");
+    }
+
+    /// (vin, action id, state) of every action of the campaign.
+    pub async fn actions(&self, campaign: &str) -> Vec<(String, String, String)> {
+        self.manager
+            .store()
+            .campaign_rows(campaign, "", 100_000)
+            .await
+            .expect("campaign rows")
+            .into_iter()
+            .map(|r| (r.vin, r.id, r.state.to_string()))
+            .collect()
+    }
+
+    /// The action of one vehicle in the campaign: (action id, state).
+    pub async fn action_of(&self, campaign: &str, v: &str) -> (String, String) {
+        let (_, id, state) = self
+            .actions(campaign)
+            .await
+            .into_iter()
+            .find(|(x, _, _)| x == v)
+            .unwrap_or_else(|| panic!("no action for {v} in campaign {campaign}"));
+        (id, state)
+    }
+}
