@@ -64,6 +64,50 @@ impl Default for Options {
     }
 }
 
+/// The gRPC services without staging: the vehicle store, the rule engine
+/// and the campaign manager over `db`, with the bus and relay the
+/// campaign manager writes events through.
+pub struct Services {
+    pub vehicles: VehicleStore,
+    pub vehicle_peer: Peer,
+    pub rule_peer: Peer,
+    pub bus: SharedBus,
+    pub relay: Relay,
+    pub manager: CampaignManager,
+    pub campaign_peer: Peer,
+}
+
+impl Services {
+    pub fn new(db: &ota_db::Db) -> Self {
+        let vehicles = VehicleStore::new(db, Precedence::default());
+        let vehicle_peer =
+            peer::in_process(VehicleStoreService::new(vehicles.clone()).into_server());
+        let rule_peer = peer::in_process(
+            RuleEngineService::new(StoreVehicles::new(vehicle_peer.clone())).into_server(),
+        );
+        let bus: SharedBus = Arc::new(MemoryBus::new());
+        let relay = Relay::new(db.clone(), bus.clone());
+        let store = Store::new(db.clone(), relay.waker());
+        let manager = CampaignManager::new(
+            store,
+            rule_peer.clone(),
+            Arc::new(StoreVehicles::new(vehicle_peer.clone())),
+            Config::default(),
+        );
+        let campaign_peer =
+            peer::in_process(CampaignManagerService::new(manager.clone()).into_server());
+        Self {
+            vehicles,
+            vehicle_peer,
+            rule_peer,
+            bus,
+            relay,
+            manager,
+            campaign_peer,
+        }
+    }
+}
+
 pub struct Platform {
     pub vehicles: VehicleStore,
     pub vehicle_peer: Peer,
@@ -86,23 +130,15 @@ impl Platform {
     }
 
     pub async fn with(db: TestDb, options: Options) -> Self {
-        let vehicles = VehicleStore::new(db.db(), Precedence::default());
-        let vehicle_peer =
-            peer::in_process(VehicleStoreService::new(vehicles.clone()).into_server());
-        let rule_peer = peer::in_process(
-            RuleEngineService::new(StoreVehicles::new(vehicle_peer.clone())).into_server(),
-        );
-        let bus: SharedBus = Arc::new(MemoryBus::new());
-        let relay = Relay::new(db.db().clone(), bus.clone());
-        let store = Store::new(db.db().clone(), relay.waker());
-        let manager = CampaignManager::new(
-            store,
-            rule_peer.clone(),
-            Arc::new(StoreVehicles::new(vehicle_peer.clone())),
-            Config::default(),
-        );
-        let campaign_peer =
-            peer::in_process(CampaignManagerService::new(manager.clone()).into_server());
+        let Services {
+            vehicles,
+            vehicle_peer,
+            rule_peer,
+            bus,
+            relay,
+            manager,
+            campaign_peer,
+        } = Services::new(db.db());
         let stager = Stager::new(
             Arc::new(MemoryStore::new()),
             Arc::new(campaign_manager_source(campaign_peer.clone())),

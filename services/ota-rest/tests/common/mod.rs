@@ -1,11 +1,7 @@
-//! The services behind the REST router, in-process on a test database.
+//! The services behind the REST router, in-process on a test database
+//! (`ota_tests::platform::Services`).
 
-use std::sync::Arc;
-
-use ota_common::peer::{self, Peer};
-use ota_rule_engine::{RuleEngineService, StoreVehicles};
-use ota_vehicle_store::grpc::VehicleStoreService;
-use ota_vehicle_store::{Precedence, VehicleStore};
+use ota_common::peer::Peer;
 
 pub struct Peers {
     pub vehicles: Peer,
@@ -15,25 +11,10 @@ pub struct Peers {
 
 /// The vehicle store, rule engine and campaign manager over `db`.
 pub fn peers(db: &ota_db::Db) -> Peers {
-    let store =
-        VehicleStoreService::new(VehicleStore::new(db, Precedence::default())).into_server();
-    let vehicles = peer::in_process(store);
-    let rules = peer::in_process(
-        RuleEngineService::new(StoreVehicles::new(vehicles.clone())).into_server(),
-    );
-    let store =
-        ota_campaign_manager::store::Store::new(db.clone(), Arc::new(tokio::sync::Notify::new()));
-    let manager = ota_campaign_manager::CampaignManager::new(
-        store,
-        rules.clone(),
-        Arc::new(StoreVehicles::new(vehicles.clone())),
-        ota_campaign_manager::Config::default(),
-    );
-    let campaigns =
-        peer::in_process(ota_campaign_manager::CampaignManagerService::new(manager).into_server());
+    let s = ota_tests::platform::Services::new(db);
     Peers {
-        vehicles,
-        rules,
-        campaigns,
+        vehicles: s.vehicle_peer,
+        rules: s.rule_peer,
+        campaigns: s.campaign_peer,
     }
 }
