@@ -1,25 +1,18 @@
 //! A campaign manager over the real vehicle store and rule engine on a fresh
-//! database; the rollout is driven tick by tick so tests decide when time
-//! passes.
+//! database (`ota_tests::platform::Services`); the rollout is driven tick
+//! by tick so tests decide when time passes.
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
-
-use ota_bus::memory::MemoryBus;
 use ota_bus::outbox::Relay;
 use ota_bus::{topics, SharedBus, StagingEvent};
 use ota_campaign_manager::model::ActionState;
 use ota_campaign_manager::status::{StatusReport, StatusResult};
-use ota_campaign_manager::store::Store;
-use ota_campaign_manager::{Actor, CampaignError, CampaignManager, Config};
-use ota_common::peer;
+use ota_campaign_manager::{CampaignError, CampaignManager};
 use ota_common::vehicle::VehiclePatch;
 use ota_proto::v1 as pb;
-use ota_rule_engine::{RuleEngineService, StoreVehicles};
 use ota_tests::db::TestDb;
-use ota_vehicle_store::grpc::VehicleStoreService;
-use ota_vehicle_store::{Precedence, VehicleStore};
+use ota_vehicle_store::VehicleStore;
 
 pub struct Harness {
     pub manager: CampaignManager,
@@ -29,46 +22,16 @@ pub struct Harness {
     pub db: TestDb,
 }
 
-pub fn vin(i: u32) -> String {
-    format!("WVWZZZE1ZMP{i:06}")
-}
-
-pub fn engineer() -> Actor {
-    Actor {
-        name: "erin".into(),
-        role: "engineer".into(),
-    }
-}
-
-pub fn approver() -> Actor {
-    Actor {
-        name: "alex".into(),
-        role: "approver".into(),
-    }
-}
+pub use ota_tests::platform::{approver, engineer, vin};
 
 impl Harness {
     pub async fn new(db: TestDb) -> Self {
-        let vehicles = VehicleStore::new(db.db(), Precedence::default());
-        let vehicle_peer =
-            peer::in_process(VehicleStoreService::new(vehicles.clone()).into_server());
-        let rule_peer = peer::in_process(
-            RuleEngineService::new(StoreVehicles::new(vehicle_peer.clone())).into_server(),
-        );
-        let bus: SharedBus = Arc::new(MemoryBus::new());
-        let relay = Relay::new(db.db().clone(), bus.clone());
-        let store = Store::new(db.db().clone(), relay.waker());
-        let manager = CampaignManager::new(
-            store,
-            rule_peer,
-            Arc::new(StoreVehicles::new(vehicle_peer)),
-            Config::default(),
-        );
+        let s = ota_tests::platform::Services::new(db.db());
         Self {
-            manager,
-            vehicles,
-            relay,
-            bus,
+            manager: s.manager,
+            vehicles: s.vehicles,
+            relay: s.relay,
+            bus: s.bus,
             db,
         }
     }
