@@ -59,7 +59,7 @@ impl From<Campaign> for pb::Campaign {
             target: c.plan.spec.target.clone(),
             id: c.id,
             name: c.name,
-            state: c.state.to_string(),
+            state: c.state.into(),
             spec: c.spec_text,
             created_by: c.created_by,
             approved_by: c.approved_by.unwrap_or_default(),
@@ -93,7 +93,9 @@ impl From<UnreadableCampaign> for pb::Campaign {
         pb::Campaign {
             id: c.id,
             name: c.name,
-            state: c.state,
+            // A stored state this version cannot read goes out unspecified;
+            // the error says what it is.
+            state: c.state.parse().unwrap_or(CampaignState::Unspecified).into(),
             spec: c.spec_text,
             created_by: c.created_by,
             approved_by: c.approved_by.unwrap_or_default(),
@@ -263,12 +265,14 @@ impl CampaignManagerRpc for CampaignManagerService {
         req: Request<pb::ListCampaignsRequest>,
     ) -> Result<Response<pb::ListCampaignsResponse>, Status> {
         let state = req.into_inner().state;
-        let states: Vec<CampaignState> = if state.is_empty() {
-            Vec::new()
-        } else {
-            vec![state
-                .parse()
-                .map_err(|e: String| Status::invalid_argument(e))?]
+        let states: Vec<CampaignState> = match CampaignState::try_from(state) {
+            Ok(CampaignState::Unspecified) => Vec::new(),
+            Ok(s) => vec![s],
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown campaign state {state}"
+                )))
+            }
         };
         let campaigns = self.manager.store().list_campaign_entries(&states).await?;
         Ok(Response::new(pb::ListCampaignsResponse {
@@ -359,7 +363,7 @@ impl CampaignManagerRpc for CampaignManagerService {
         };
         Vin::parse(&r.vin)
             .map_err(|e| reject("invalid", Status::invalid_argument(e.to_string())))?;
-        let state = ActionState::parse_reported(&r.state)
+        let state = ActionState::reported(r.state)
             .map_err(|e| reject("invalid", Status::invalid_argument(e)))?;
         if r.progress > 100 {
             return Err(reject(
@@ -381,7 +385,7 @@ impl CampaignManagerRpc for CampaignManagerService {
             .await?;
         Ok(Response::new(pb::ReportStatusResponse {
             applied: result.applied,
-            state: result.state,
+            state: result.state.into(),
         }))
     }
 

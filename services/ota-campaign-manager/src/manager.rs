@@ -13,7 +13,7 @@ use ota_proto::v1 as pb;
 use ota_rule_engine::{CompiledRuleSet, Rule, RuleSet, VehicleSource};
 use pb::rule_engine_client::RuleEngineClient;
 
-use crate::model::{Campaign, CampaignState, Package, Plan, Transition};
+use crate::model::{ActionState, Campaign, CampaignState, Package, Plan, Transition};
 use crate::spec::{self, CampaignSpec, SpecError};
 use crate::status::StatusWriter;
 use crate::store::{Audit, CampaignEntry, OpenActionRow, StateChange, Store};
@@ -339,9 +339,8 @@ impl CampaignManager {
         reason: &str,
     ) -> Result<Campaign, CampaignError> {
         let c = self.campaign(id).await?;
-        let to = c
-            .state
-            .apply(t)
+        let to = t
+            .next_state(c.state)
             .ok_or_else(|| CampaignError::IllegalTransition {
                 id: c.id.clone(),
                 state: c.state.to_string(),
@@ -540,7 +539,10 @@ impl CampaignManager {
                         .collect(),
                 }),
                 deadline: deadline.map(ota_common::vehicle::to_timestamp),
-                state: r.state,
+                // Staging does not need it: a stored state this version
+                // cannot read goes out unspecified rather than failing the
+                // vehicle's document.
+                state: r.state.parse().unwrap_or(ActionState::Unspecified).into(),
                 attempt: r.attempts.max(1) as u32,
             };
             match out.last_mut() {

@@ -1,23 +1,13 @@
 //! The campaign and action state machines, and the rows the store returns.
 
-use std::fmt;
-use std::str::FromStr;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::spec::CampaignSpec;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CampaignState {
-    Draft,
-    Approved,
-    Running,
-    Paused,
-    Completed,
-    Aborted,
-    Cancelled,
-}
+/// The states are the gRPC contract's enums: their names and what each one
+/// means live with them in `ota-proto`, for every service alike.
+pub use ota_proto::v1::{ActionState, CampaignState};
 
 /// What an engineer (or the rollout) asks of a campaign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,38 +33,14 @@ impl Transition {
             Self::Complete => "complete",
         }
     }
-}
 
-impl CampaignState {
-    pub const ALL: [CampaignState; 7] = [
-        Self::Draft,
-        Self::Approved,
-        Self::Running,
-        Self::Paused,
-        Self::Completed,
-        Self::Aborted,
-        Self::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Approved => "approved",
-            Self::Running => "running",
-            Self::Paused => "paused",
-            Self::Completed => "completed",
-            Self::Aborted => "aborted",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    /// The state `t` leads to from this one, or None when it is illegal.
+    /// The state this leads to from `from`, or None when it is illegal.
     /// draft -> approved -> running <-> paused -> completed | aborted; a
     /// campaign that never ran is cancelled instead of aborted.
-    pub fn apply(self, t: Transition) -> Option<CampaignState> {
+    pub fn next_state(self, from: CampaignState) -> Option<CampaignState> {
         use CampaignState::*;
         use Transition::*;
-        match (self, t) {
+        match (from, self) {
             (Draft, Approve) => Some(Approved),
             (Approved, Launch) => Some(Running),
             (Running, Pause) => Some(Paused),
@@ -84,151 +50,6 @@ impl CampaignState {
             (Running | Paused, Complete) => Some(Completed),
             _ => None,
         }
-    }
-
-    /// Launched and not finished: its actions are live.
-    pub fn is_active(self) -> bool {
-        matches!(self, Self::Running | Self::Paused)
-    }
-}
-
-impl fmt::Display for CampaignState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CampaignState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown campaign state {s:?}: expected one of draft, approved, running, paused, completed, aborted, cancelled"
-                )
-            })
-    }
-}
-
-/// A vehicle's action in one campaign. `pending` (matched, its wave not open
-/// or the rate limit not reached yet) and `waiting` (a higher-priority
-/// campaign holds the same ECU) come before the action is staged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ActionState {
-    Pending,
-    Waiting,
-    Staged,
-    Delivered,
-    Accepted,
-    Downloading,
-    Installing,
-    Succeeded,
-    Failed,
-    Rejected,
-    Cancelled,
-    TimedOut,
-}
-
-impl ActionState {
-    pub const ALL: [ActionState; 12] = [
-        Self::Pending,
-        Self::Waiting,
-        Self::Staged,
-        Self::Delivered,
-        Self::Accepted,
-        Self::Downloading,
-        Self::Installing,
-        Self::Succeeded,
-        Self::Failed,
-        Self::Rejected,
-        Self::Cancelled,
-        Self::TimedOut,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Waiting => "waiting",
-            Self::Staged => "staged",
-            Self::Delivered => "delivered",
-            Self::Accepted => "accepted",
-            Self::Downloading => "downloading",
-            Self::Installing => "installing",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Rejected => "rejected",
-            Self::Cancelled => "cancelled",
-            Self::TimedOut => "timed_out",
-        }
-    }
-
-    /// Handed to staging and not finished: at most one per (vehicle, ECU).
-    pub fn is_open(self) -> bool {
-        matches!(
-            self,
-            Self::Staged | Self::Delivered | Self::Accepted | Self::Downloading | Self::Installing
-        )
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Succeeded | Self::Failed | Self::Rejected | Self::Cancelled | Self::TimedOut
-        )
-    }
-
-    /// Counts against the failure threshold.
-    pub fn is_failure(self) -> bool {
-        matches!(self, Self::Failed | Self::Rejected | Self::TimedOut)
-    }
-
-    /// The vehicle has seen it (it may be mid-install): pausing a campaign
-    /// leaves such actions in place.
-    pub fn is_delivered(self) -> bool {
-        self.is_open() && self != Self::Staged
-    }
-
-    /// States a vehicle may report.
-    pub fn parse_reported(s: &str) -> Result<Self, String> {
-        match s {
-            "accepted" => Ok(Self::Accepted),
-            "downloading" => Ok(Self::Downloading),
-            "installing" => Ok(Self::Installing),
-            "succeeded" => Ok(Self::Succeeded),
-            "failed" => Ok(Self::Failed),
-            "rejected" => Ok(Self::Rejected),
-            other => Err(format!(
-                "unknown status {other:?}: expected accepted, downloading, installing, succeeded, failed or rejected"
-            )),
-        }
-    }
-
-    /// SQL list of the states matching `f`, e.g. `('staged','delivered')`.
-    pub fn sql_list(f: impl Fn(ActionState) -> bool) -> String {
-        let names: Vec<String> = Self::ALL
-            .into_iter()
-            .filter(|s| f(*s))
-            .map(|s| format!("'{}'", s.as_str()))
-            .collect();
-        format!("({})", names.join(","))
-    }
-}
-
-impl fmt::Display for ActionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ActionState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown action state {s:?}"))
     }
 }
 
@@ -375,19 +196,20 @@ mod tests {
     fn transitions_follow_the_lifecycle() {
         use CampaignState::*;
         use Transition::*;
-        assert_eq!(Draft.apply(Approve), Some(Approved));
-        assert_eq!(Draft.apply(Launch), None);
-        assert_eq!(Approved.apply(Launch), Some(Running));
-        assert_eq!(Running.apply(Pause), Some(Paused));
-        assert_eq!(Paused.apply(Resume), Some(Running));
-        assert_eq!(Running.apply(Resume), None);
-        assert_eq!(Paused.apply(Abort), Some(Aborted));
-        assert_eq!(Running.apply(Cancel), None);
-        assert_eq!(Approved.apply(Cancel), Some(Cancelled));
+        assert_eq!(Approve.next_state(Draft), Some(Approved));
+        assert_eq!(Launch.next_state(Draft), None);
+        assert_eq!(Launch.next_state(Approved), Some(Running));
+        assert_eq!(Pause.next_state(Running), Some(Paused));
+        assert_eq!(Resume.next_state(Paused), Some(Running));
+        assert_eq!(Resume.next_state(Running), None);
+        assert_eq!(Abort.next_state(Paused), Some(Aborted));
+        assert_eq!(Cancel.next_state(Running), None);
+        assert_eq!(Cancel.next_state(Approved), Some(Cancelled));
         for t in [Approve, Launch, Pause, Resume, Abort, Cancel, Complete] {
-            assert_eq!(Completed.apply(t), None);
-            assert_eq!(Aborted.apply(t), None);
-            assert_eq!(Cancelled.apply(t), None);
+            assert_eq!(t.next_state(Completed), None);
+            assert_eq!(t.next_state(Aborted), None);
+            assert_eq!(t.next_state(Cancelled), None);
+            assert_eq!(t.next_state(Unspecified), None);
         }
     }
 

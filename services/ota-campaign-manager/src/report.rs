@@ -25,7 +25,7 @@ impl CampaignManager {
         let by_state: Vec<pb::StateCount> = ActionState::ALL
             .into_iter()
             .map(|s| pb::StateCount {
-                state: s.to_string(),
+                state: s.into(),
                 count: counts.get(&s).copied().unwrap_or(0),
             })
             .collect();
@@ -58,7 +58,7 @@ impl CampaignManager {
                     by_state: rows
                         .iter()
                         .map(|w| pb::StateCount {
-                            state: w.state.clone(),
+                            state: w.state.into(),
                             count: w.count as u64,
                         })
                         .collect(),
@@ -95,7 +95,7 @@ impl CampaignManager {
         Ok(pb::CampaignReport {
             campaign_id: c.id.clone(),
             by_state,
-            state: c.state.to_string(),
+            state: c.state.into(),
             name: c.name.clone(),
             total,
             waves: wave_reports,
@@ -136,10 +136,14 @@ impl CampaignManager {
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
             let pkg = self.package(&r.package_id).await?;
+            let state: ActionState = r.state.parse().map_err(|reason| CampaignError::Corrupt {
+                what: format!("action state in campaign {id}"),
+                reason,
+            })?;
             out.push(pb::VehicleActionRow {
                 vin: r.vin,
                 action_id: r.id,
-                state: r.state,
+                state: state.into(),
                 wave: r.wave.max(0) as u32,
                 ecu: r.ecu,
                 package: pkg.name,

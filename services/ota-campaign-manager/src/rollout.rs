@@ -481,24 +481,23 @@ impl CampaignManager {
         let pending: i64 = waves
             .iter()
             .filter(current)
-            .filter(|w| w.state == "pending")
+            .filter(|w| w.state == ActionState::Pending)
             .map(|w| w.count)
             .sum();
         if pending > 0 {
             return Ok(());
         }
         let in_wave = |w: &&crate::store::WaveCounts| w.wave == c.current_wave;
-        let state_of = |w: &crate::store::WaveCounts| w.state.parse::<ActionState>().ok();
         let finished: i64 = waves
             .iter()
             .filter(in_wave)
-            .filter(|w| state_of(w).is_some_and(|s| s.is_final() && s != ActionState::Cancelled))
+            .filter(|w| w.state.is_final() && w.state != ActionState::Cancelled)
             .map(|w| w.count)
             .sum();
         let failed: i64 = waves
             .iter()
             .filter(in_wave)
-            .filter(|w| state_of(w).is_some_and(ActionState::is_failure))
+            .filter(|w| w.state.is_failure())
             .map(|w| w.count)
             .sum();
         let rate = percent(failed as u64, finished as u64);
@@ -564,7 +563,7 @@ impl CampaignManager {
         reason: &str,
         action: &str,
     ) -> Result<(), CampaignError> {
-        let Some(to) = c.state.apply(t) else {
+        let Some(to) = t.next_state(c.state) else {
             return Ok(());
         };
         self.inner

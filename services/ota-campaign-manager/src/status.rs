@@ -28,7 +28,7 @@ pub struct StatusReport {
 pub struct StatusResult {
     pub applied: bool,
     /// The action's state afterwards.
-    pub state: String,
+    pub state: ActionState,
 }
 
 type Reply = oneshot::Sender<Result<StatusResult, CampaignError>>;
@@ -189,7 +189,7 @@ async fn apply(
             } else {
                 results[i] = Some(Ok(StatusResult {
                     applied: false,
-                    state: w.state.to_string(),
+                    state: w.state,
                 }));
             }
         }
@@ -225,7 +225,7 @@ async fn apply(
             } else {
                 results[i] = Some(Ok(StatusResult {
                     applied: true,
-                    state: working[&id].state.to_string(),
+                    state: working[&id].state,
                 }));
             }
         }

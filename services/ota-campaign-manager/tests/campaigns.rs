@@ -5,7 +5,9 @@ mod common;
 
 use common::*;
 use ota_campaign_manager::model::{ActionState, CampaignState, Transition};
-use ota_campaign_manager::CampaignError;
+use ota_campaign_manager::{CampaignError, CampaignManagerService};
+use ota_common::peer;
+use ota_proto::v1 as pb;
 
 macro_rules! on_both {
     ($($name:ident),* $(,)?) => {
@@ -32,6 +34,7 @@ on_both!(
     vehicles_join_and_leave_a_running_campaign,
     pause_and_abort_take_undelivered_actions_back,
     a_campaign_over_thousands_of_vehicles_targets_every_one,
+    states_travel_as_enums_over_grpc,
 );
 
 const FAST: &str = "rollout:\n  waves: [50, 100]\n  wave_soak: 0s\n  max_per_minute: 600000\n";
@@ -86,7 +89,7 @@ async fn campaign_runs_from_file_to_completed_report(h: Harness) {
     let succeeded = report
         .by_state
         .iter()
-        .find(|s| s.state == "succeeded")
+        .find(|s| s.state().as_str() == "succeeded")
         .unwrap();
     assert_eq!(succeeded.count, 20);
     assert_eq!(report.waves.len(), 2);
@@ -534,7 +537,7 @@ async fn higher_priority_campaign_takes_the_ecu(h: Harness) {
         report
             .by_state
             .iter()
-            .find(|s| s.state == "waiting")
+            .find(|s| s.state().as_str() == "waiting")
             .unwrap()
             .count,
         1
@@ -654,4 +657,119 @@ async fn a_campaign_over_thousands_of_vehicles_targets_every_one(h: Harness) {
         .await;
     let total: u64 = h.counts(&id).await.values().sum();
     assert_eq!(total, u64::from(N));
+}
+
+/// Every state in the gRPC contract is its enum, the same state the store
+/// holds as text; a state no vehicle may report is refused naming the ones
+/// it may.
+async fn states_travel_as_enums_over_grpc(h: Harness) {
+    h.fleet(4).await;
+    h.package("bms-fw", "2.3.1").await;
+    h.package("bms-fw-hcp3", "2.3.1").await;
+    let id = h.launch(&spec("bms", FAST)).await;
+    h.manager.tick().await.unwrap();
+    let mut client = pb::campaign_manager_client::CampaignManagerClient::new(peer::in_process(
+        CampaignManagerService::new(h.manager.clone()).into_server(),
+    ));
+
+    let list = |state: i32| {
+        let mut client = client.clone();
+        async move {
+            client
+                .list_campaigns(pb::ListCampaignsRequest { state })
+                .await
+                .map(|r| r.into_inner().campaigns)
+        }
+    };
+    let running = list(CampaignState::Running.into()).await.unwrap();
+    assert_eq!(running.len(), 1);
+    assert_eq!(running[0].state(), CampaignState::Running);
+    assert!(list(CampaignState::Draft.into()).await.unwrap().is_empty());
+    assert_eq!(
+        list(CampaignState::Unspecified.into()).await.unwrap().len(),
+        1
+    );
+    let e = list(99).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("99"), "{}", e.message());
+
+    let (vin, action) = h.actions_in(&id, ActionState::Staged).await.remove(0);
+    let report = |state: i32| pb::ReportStatusRequest {
+        vin: vin.clone(),
+        action_id: action.clone(),
+        state,
+        seq: 1,
+        ..Default::default()
+    };
+    for (state, shown) in [
+        (ActionState::Staged.into(), "\"staged\""),
+        (ActionState::Unspecified.into(), "\"unspecified\""),
+        (99, "99"),
+    ] {
+        let e = client.report_status(report(state)).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            e.message(),
+            format!(
+                "unknown state {shown}: expected one of accepted, downloading, installing, \
+                 succeeded, failed, rejected"
+            )
+        );
+    }
+    let r = client
+        .report_status(report(ActionState::Accepted.into()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.applied);
+    assert_eq!(r.state(), ActionState::Accepted);
+    assert_eq!(h.count(&id, ActionState::Accepted).await, 1);
+
+    let c = client
+        .report(pb::ReportRequest {
+            id: id.clone(),
+            top_failures: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c.state(), CampaignState::Running);
+    let by_state: Vec<ActionState> = c.by_state.iter().map(|s| s.state()).collect();
+    assert_eq!(by_state, ActionState::ALL);
+    let accepted = c
+        .by_state
+        .iter()
+        .find(|s| s.state() == ActionState::Accepted);
+    assert_eq!(accepted.map(|s| s.count), Some(1));
+    let in_waves: Vec<ActionState> = c
+        .waves
+        .iter()
+        .flat_map(|w| w.by_state.iter().map(|s| s.state()))
+        .collect();
+    assert!(in_waves.contains(&ActionState::Accepted), "{in_waves:?}");
+
+    let mut pages = client
+        .report_vehicles(pb::ReportRequest {
+            id: id.clone(),
+            top_failures: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut rows = Vec::new();
+    while let Some(page) = pages.message().await.unwrap() {
+        rows.extend(page.rows);
+    }
+    assert_eq!(rows.len(), 4);
+    let row = rows.iter().find(|r| r.action_id == action).unwrap();
+    assert_eq!(row.state(), ActionState::Accepted);
+
+    let open = client
+        .open_actions(pb::OpenActionsRequest {
+            vins: vec![vin.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(open.vehicles[0].actions[0].state(), ActionState::Accepted);
 }

@@ -193,7 +193,7 @@ async fn a_campaign_whose_dates_overflow_does_not_stop_the_others(h: Harness) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(shown.state, "running");
+    assert_eq!(shown.state().as_str(), "running");
     assert!(
         shown.last_error.contains("2400000000h"),
         "names the offending value: {}",
@@ -277,7 +277,7 @@ async fn an_unreadable_campaign_is_shown_and_paused_while_the_others_go_on(h: Ha
         .await
         .expect("an unreadable campaign can still be shown")
         .into_inner();
-    assert_eq!((shown.state.as_str(), shown.failed_ticks), ("running", 1));
+    assert_eq!((shown.state().as_str(), shown.failed_ticks), ("running", 1));
     assert!(
         shown.last_error.contains(&format!(
             "stored campaign {bad} is corrupt: plan does not parse"
@@ -309,7 +309,7 @@ async fn an_unreadable_campaign_is_shown_and_paused_while_the_others_go_on(h: Ha
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(shown.state, "paused");
+    assert_eq!(shown.state().as_str(), "paused");
     assert!(
         shown.state_reason.starts_with(&format!(
             "the rollout failed {PAUSE_AFTER_FAILED_TICKS} times in a row: stored campaign"

@@ -362,13 +362,6 @@ pub(crate) async fn deployment_base(
     .into_response())
 }
 
-fn is_final(state: &str) -> bool {
-    matches!(
-        state,
-        "succeeded" | "failed" | "rejected" | "cancelled" | "timed_out"
-    )
-}
-
 pub(crate) async fn deployment_feedback(
     State(s): State<DdiState>,
     Path((tenant, controller, ddi_id)): Path<(String, String, String)>,
@@ -386,7 +379,7 @@ pub(crate) async fn deployment_feedback(
         .report_status(pb::ReportStatusRequest {
             vin: c.vin.clone(),
             action_id: action_id.clone(),
-            state: state.to_owned(),
+            state: state.into(),
             progress,
             message: model::message_of(&feedback.status),
             seq: s.next_seq(),
@@ -394,10 +387,10 @@ pub(crate) async fn deployment_feedback(
         })
         .await?
         .into_inner();
-    if is_final(&res.state) {
-        s.memory.finish(&c.vin, &action_id, &res.state);
+    if res.state().is_final() {
+        s.memory.finish(&c.vin, &action_id, res.state());
     }
-    if ota_staging::FINISHING_STATES.contains(&state) {
+    if state.is_finishing_report() {
         s.staging.restage_after_finish(&c.vin).await;
     }
     Ok(StatusCode::OK)
@@ -504,10 +497,18 @@ pub(crate) async fn installed_base(
                 name: seen.name,
                 artifacts: Vec::new(),
             };
-            (chunk, seen.finished.unwrap_or_else(|| "cancelled".into()))
+            // Gone without the device closing it: withdrawn.
+            (
+                chunk,
+                seen.finished
+                    .unwrap_or(pb::ActionState::Cancelled)
+                    .to_string(),
+            )
         }
     };
-    let status = seen.and_then(|x| x.finished).unwrap_or(status);
+    let status = seen
+        .and_then(|x| x.finished)
+        .map_or(status, |s| s.to_string());
     Ok(Json(model::DeploymentBase {
         id: ddi_id,
         deployment: model::Deployment {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use ota_proto::v1::ActionState;
 use serde::{Deserialize, Serialize};
 
 /// `status.execution` of a feedback.
@@ -87,20 +88,22 @@ pub struct ConfigData {
 /// | scheduled | any | accepted |
 /// | rejected | any | rejected |
 /// | canceled | any | failed ("canceled by the device") |
-pub fn state_of(status: &Status) -> (&'static str, u32) {
+pub fn state_of(status: &Status) -> (ActionState, u32) {
     let pct = status.result.progress.as_ref().and_then(|p| match p.of {
         Some(of) if of > 0 => Some((p.cnt.min(of) * 100 / of) as u32),
         _ => None,
     });
     match (status.execution, status.result.finished) {
-        (Execution::Closed, Finished::Failure) => ("failed", pct.unwrap_or(0)),
-        (Execution::Closed, _) => ("succeeded", 100),
-        (Execution::Proceeding | Execution::Resumed, _) => ("installing", pct.unwrap_or(0)),
-        (Execution::Download, _) => ("downloading", pct.unwrap_or(0)),
-        (Execution::Downloaded, _) => ("downloading", 100),
-        (Execution::Scheduled, _) => ("accepted", 0),
-        (Execution::Rejected, _) => ("rejected", pct.unwrap_or(0)),
-        (Execution::Canceled, _) => ("failed", pct.unwrap_or(0)),
+        (Execution::Closed, Finished::Failure) => (ActionState::Failed, pct.unwrap_or(0)),
+        (Execution::Closed, _) => (ActionState::Succeeded, 100),
+        (Execution::Proceeding | Execution::Resumed, _) => {
+            (ActionState::Installing, pct.unwrap_or(0))
+        }
+        (Execution::Download, _) => (ActionState::Downloading, pct.unwrap_or(0)),
+        (Execution::Downloaded, _) => (ActionState::Downloading, 100),
+        (Execution::Scheduled, _) => (ActionState::Accepted, 0),
+        (Execution::Rejected, _) => (ActionState::Rejected, pct.unwrap_or(0)),
+        (Execution::Canceled, _) => (ActionState::Failed, pct.unwrap_or(0)),
     }
 }
 
@@ -215,7 +218,9 @@ mod tests {
                 result["progress"] = serde_json::json!({"cnt": cnt, "of": of});
             }
             let s = status(serde_json::json!({"execution": execution, "result": result}));
-            assert_eq!(state_of(&s), expected, "{execution}/{finished}");
+            let (state, pct) = state_of(&s);
+            assert!(state.is_reportable(), "{execution}/{finished}");
+            assert_eq!((state.as_str(), pct), expected, "{execution}/{finished}");
         }
     }
 
@@ -223,10 +228,10 @@ mod tests {
     fn progress_beyond_of_or_without_of_is_safe() {
         let s = status(serde_json::json!({"execution": "proceeding",
             "result": {"finished": "none", "progress": {"cnt": 9, "of": 3}}}));
-        assert_eq!(state_of(&s), ("installing", 100));
+        assert_eq!(state_of(&s), (ActionState::Installing, 100));
         let s = status(serde_json::json!({"execution": "proceeding",
             "result": {"finished": "none", "progress": {"cnt": 9}}}));
-        assert_eq!(state_of(&s), ("installing", 0));
+        assert_eq!(state_of(&s), (ActionState::Installing, 0));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
+use ota_proto::v1::ActionState;
+
 /// Entries kept before a map is dropped whole: bounds memory (about 200
 /// bytes an entry) against a fleet larger than expected.
 const MAX_ENTRIES: usize = 1_000_000;
@@ -22,7 +24,7 @@ pub struct Seen {
     pub name: String,
     pub version: String,
     /// The final state once the device closed it (our report's answer).
-    pub finished: Option<String>,
+    pub finished: Option<ActionState>,
 }
 
 #[derive(Default)]
@@ -46,10 +48,10 @@ impl Memory {
         self.actions.lock().expect("memory").get(vin).cloned()
     }
 
-    pub fn finish(&self, vin: &str, action_id: &str, state: &str) {
+    pub fn finish(&self, vin: &str, action_id: &str, state: ActionState) {
         if let Some(s) = self.actions.lock().expect("memory").get_mut(vin) {
             if s.action_id == action_id {
-                s.finished = Some(state.to_owned());
+                s.finished = Some(state);
             }
         }
     }

@@ -184,7 +184,7 @@ mod tests {
             deadline: Some(ota_common::vehicle::to_timestamp(
                 chrono::DateTime::from_timestamp(1_796_083_200, 0).unwrap(),
             )),
-            state: "staged".into(),
+            state: pb::ActionState::Staged.into(),
             attempt: 1,
         };
         let stored = ota_staging::document::build(VIN, &[open], 300, "")

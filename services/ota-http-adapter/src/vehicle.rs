@@ -129,16 +129,6 @@ pub async fn actions(
         .into_response())
 }
 
-/// The six states a vehicle may report; the others are the platform's.
-const REPORTED_STATES: [&str; 6] = [
-    "accepted",
-    "downloading",
-    "installing",
-    "succeeded",
-    "failed",
-    "rejected",
-];
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StatusBody {
@@ -153,7 +143,7 @@ struct StatusBody {
 #[derive(Serialize)]
 struct StatusAnswer {
     applied: bool,
-    state: String,
+    state: pb::ActionState,
 }
 
 /// `POST /v1/vehicles/{vin}/actions/{action_id}/status`: 202 once the
@@ -165,13 +155,7 @@ pub async fn status(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, AdapterError> {
     let body: StatusBody = json_body(&s, body, "status report")?;
-    if !REPORTED_STATES.contains(&body.state.as_str()) {
-        return Err(AdapterError::Invalid(format!(
-            "unknown state {:?}: expected one of {}",
-            body.state,
-            REPORTED_STATES.join(", ")
-        )));
-    }
+    let state = pb::ActionState::parse_reported(&body.state).map_err(AdapterError::Invalid)?;
     if body.progress > 100 {
         return Err(AdapterError::Invalid(format!(
             "progress {} is above 100",
@@ -179,11 +163,10 @@ pub async fn status(
         )));
     }
     let mut campaigns = s.inner.campaigns.clone();
-    let finished = ota_staging::FINISHING_STATES.contains(&body.state.as_str());
     let r = crate::bounded(campaigns.report_status(pb::ReportStatusRequest {
         vin: vehicle.vin.clone(),
         action_id,
-        state: body.state,
+        state: state.into(),
         progress: body.progress,
         message: body.message,
         seq: body.seq,
@@ -191,14 +174,14 @@ pub async fn status(
     }))
     .await?;
     s.inner.delivered.forget(&vehicle.vin);
-    if finished {
+    if state.is_finishing_report() {
         s.inner.staging.restage_after_finish(&vehicle.vin).await;
     }
     Ok((
         StatusCode::ACCEPTED,
         Json(StatusAnswer {
             applied: r.applied,
-            state: r.state,
+            state: r.state(),
         }),
     )
         .into_response())

@@ -385,6 +385,11 @@ async fn status_reports_are_applied_once_and_checked() {
             "unknown state \"done\"",
         ),
         (
+            json!({"state": "timed_out", "seq": 3}).to_string(),
+            "unknown state \"timed_out\": expected one of accepted, downloading, installing, \
+             succeeded, failed, rejected",
+        ),
+        (
             json!({"state": "installing", "progress": 150, "seq": 3}).to_string(),
             "progress 150 is above 100",
         ),

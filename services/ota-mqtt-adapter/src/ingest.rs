@@ -297,10 +297,13 @@ impl Recorder {
             Kind::Status => {
                 let r: StatusReport = serde_json::from_slice(payload)
                     .map_err(|e| Rejected::Refused("payload", format!("status of {vin}: {e}")))?;
+                // Refused as the campaign manager refuses it over gRPC.
+                let state = pb::ActionState::parse_reported(&r.state)
+                    .map_err(|e| Rejected::Refused("invalid", e))?;
                 let req = pb::ReportStatusRequest {
                     vin,
                     action_id: r.action_id,
-                    state: r.state,
+                    state: state.into(),
                     progress: r.progress,
                     message: r.message,
                     seq: r.seq,

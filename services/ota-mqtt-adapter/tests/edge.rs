@@ -236,6 +236,16 @@ async fn vehicles_cannot_leave_garbage_retained_on_the_broker() {
         .await,
         PubAckReason::Success
     );
+    // A state no vehicle may report is refused as malformed, whether
+    // unknown or the platform's own.
+    for state in ["done", "timed_out"] {
+        assert_eq!(
+            a5.publish(&topic(&a, "status"), false, status(&action_a, state, 3))
+                .await,
+            PubAckReason::PayloadFormatInvalid,
+            "{state}"
+        );
+    }
 
     // The same over MQTT 3.1.1: acknowledged (it has no negative PUBACK)
     // but neither kept nor recorded.

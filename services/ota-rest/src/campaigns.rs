@@ -118,11 +118,16 @@ pub async fn list(
 ) -> Result<Json<CampaignList>, RestError> {
     caller.require(Role::Viewer)?;
     let Query(q) = query.map_err(|e| RestError::Invalid(e.body_text().to_lowercase()))?;
+    // No state, or an empty one, lists them all.
+    let state = match q.state.as_deref() {
+        None | Some("") => pb::CampaignState::Unspecified,
+        Some(name) => name.parse().map_err(RestError::Invalid)?,
+    };
     let r = s
         .campaigns
         .clone()
         .list_campaigns(pb::ListCampaignsRequest {
-            state: q.state.unwrap_or_default(),
+            state: state.into(),
         })
         .await?
         .into_inner();

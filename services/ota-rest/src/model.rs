@@ -1,10 +1,12 @@
 //! The JSON shapes of the campaign-manager endpoints: the gRPC messages with
-//! snake_case fields, RFC 3339 timestamps and `null` for what is unset. The
+//! snake_case fields, RFC 3339 timestamps and `null` for what is unset.
+//! States are the contract's enums, written with their one text name. The
 //! CLI reads the answers back with these same types.
 
 use chrono::{DateTime, Utc};
 use ota_common::vehicle::from_timestamp;
 use ota_proto::v1 as pb;
+use pb::{ActionState, CampaignState};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,8 +98,7 @@ impl From<pb::Package> for Package {
 pub struct Campaign {
     pub id: String,
     pub name: String,
-    /// draft, approved, running, paused, completed, aborted or cancelled.
-    pub state: String,
+    pub state: CampaignState,
     /// Why the campaign is in its state, empty when nobody said.
     pub state_reason: String,
     pub priority: i32,
@@ -138,9 +139,9 @@ impl From<pb::Campaign> for Campaign {
             updated_at: c.updated_at.as_ref().map(from_timestamp),
             launched_at: c.launched_at.as_ref().map(from_timestamp),
             wave_opened_at: c.wave_opened_at.as_ref().map(from_timestamp),
+            state: c.state(),
             id: c.id,
             name: c.name,
-            state: c.state,
             state_reason: c.state_reason,
             priority: c.priority,
             target: c.target,
@@ -216,7 +217,7 @@ pub struct CampaignValidation {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateCount {
-    pub state: String,
+    pub state: ActionState,
     pub count: u64,
 }
 
@@ -259,7 +260,7 @@ pub struct CompletionPoint {
 pub struct CampaignReport {
     pub campaign_id: String,
     pub name: String,
-    pub state: String,
+    pub state: CampaignState,
     pub state_reason: String,
     /// As on [`Campaign`]: the rollout's current failure on this campaign.
     pub last_error: Option<String>,
@@ -281,7 +282,7 @@ pub struct CampaignReport {
 fn state_counts(v: Vec<pb::StateCount>) -> Vec<StateCount> {
     v.into_iter()
         .map(|s| StateCount {
-            state: s.state,
+            state: s.state(),
             count: s.count,
         })
         .collect()
@@ -302,9 +303,9 @@ fn groups(v: Vec<pb::GroupReport>) -> Vec<GroupReport> {
 impl From<pb::CampaignReport> for CampaignReport {
     fn from(r: pb::CampaignReport) -> Self {
         CampaignReport {
+            state: r.state(),
             campaign_id: r.campaign_id,
             name: r.name,
-            state: r.state,
             state_reason: r.state_reason,
             last_error: (!r.last_error.is_empty()).then_some(r.last_error),
             last_error_at: r.last_error_at.as_ref().map(from_timestamp),
@@ -349,25 +350,11 @@ impl From<pb::CampaignReport> for CampaignReport {
     }
 }
 
-/// Action states that are handed to the vehicle and not finished.
-pub const IN_PROGRESS_STATES: [&str; 5] = [
-    "staged",
-    "delivered",
-    "accepted",
-    "downloading",
-    "installing",
-];
-/// Final action states.
-pub const FINISHED_STATES: [&str; 5] =
-    ["succeeded", "failed", "rejected", "cancelled", "timed_out"];
-/// Final action states that count as failures.
-pub const FAILED_STATES: [&str; 3] = ["failed", "rejected", "timed_out"];
-
-/// Sums the counts of the given states.
-pub fn count_of(by_state: &[StateCount], states: &[&str]) -> u64 {
+/// Sums the counts of the states `f` picks, e.g. [`ActionState::is_final`].
+pub fn count_of(by_state: &[StateCount], f: impl Fn(ActionState) -> bool) -> u64 {
     by_state
         .iter()
-        .filter(|s| states.contains(&s.state.as_str()))
+        .filter(|s| f(s.state))
         .map(|s| s.count)
         .sum()
 }

@@ -82,13 +82,13 @@ async fn csv_report(s: &RestState, req: pb::ReportRequest) -> Result<Response, R
 }
 
 /// One CSV row. Text that came from vehicles, packages or engineers goes
-/// through [`text_cell`]; numbers and our own timestamps cannot start a
-/// formula and stay as they are.
+/// through [`text_cell`]; numbers, state names and our own timestamps cannot
+/// start a formula and stay as they are.
 fn row_fields(r: &pb::VehicleActionRow) -> [String; 13] {
     [
         text_cell(&r.vin),
         text_cell(&r.action_id),
-        text_cell(&r.state),
+        r.state().as_str().to_owned(),
         // Rows carry the wave's index; people count from 1.
         (r.wave + 1).to_string(),
         text_cell(&r.ecu),

@@ -184,7 +184,7 @@ fn open_actions(i: usize) -> Vec<pb::OpenAction> {
             seconds: 1_796_083_200,
             nanos: 0,
         }),
-        state: "pending".to_owned(),
+        state: pb::ActionState::Pending.into(),
         attempt: 1,
     };
     let mut a = vec![one(0, "BMS", "bms-fw", 5)];

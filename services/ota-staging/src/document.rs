@@ -380,7 +380,7 @@ mod tests {
                 }],
             }),
             deadline: None,
-            state: "pending".into(),
+            state: pb::ActionState::Pending.into(),
             attempt: 1,
         }
     }
@@ -576,7 +576,7 @@ mod tests {
                 seconds: 1_796_083_200,
                 nanos: 0,
             }),
-            state: "pending".into(),
+            state: pb::ActionState::Pending.into(),
             attempt: 1,
         };
         let vin = "WVWZZZE1ZMP000001";

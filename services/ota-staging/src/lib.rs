@@ -16,7 +16,7 @@ pub mod worker;
 
 pub use document::{Document, StoredDoc};
 pub use error::StagingError;
-pub use peer::{Found, StagingPeer, FINISHING_STATES};
+pub use peer::{Found, StagingPeer};
 pub use service::{StagingService, MAX_RESTAGE_VINS};
 pub use source::{campaign_manager_source, ActionBatches, ActionSource};
 pub use stager::{StageOutcome, Stager};

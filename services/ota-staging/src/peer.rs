@@ -16,10 +16,6 @@ use crate::{StagingError, StagingService};
 /// the vehicle retries, not a request held open until the vehicle gives up.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The states a vehicle reports when it is done with an action; the
-/// adapters restage the vehicle after recording one.
-pub const FINISHING_STATES: [&str; 3] = ["succeeded", "failed", "rejected"];
-
 #[derive(Clone)]
 pub enum StagingPeer {
     Local(StagingService),

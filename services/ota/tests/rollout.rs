@@ -144,7 +144,7 @@ async fn a_campaign_reaches_staged_documents_and_completes() {
             .report_status(pb::ReportStatusRequest {
                 vin: vin.clone(),
                 action_id: d.actions[0].action_id.clone(),
-                state: "succeeded".into(),
+                state: pb::ActionState::Succeeded.into(),
                 progress: 100,
                 seq: 1,
                 protocol: "test".into(),

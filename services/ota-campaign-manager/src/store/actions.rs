@@ -110,7 +110,7 @@ pub enum ReportOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaveCounts {
     pub wave: i32,
-    pub state: String,
+    pub state: ActionState,
     pub count: i64,
 }
 
@@ -122,7 +122,7 @@ pub(super) async fn on_campaign_state(
     to: CampaignState,
     now_ms: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let unfinished = ActionState::sql_list(|s| !s.is_final());
+    let unfinished = super::sql_list(|s| !s.is_final());
     let sql = match to {
         // Undelivered actions go back to pending, so they leave the staged
         // documents; what a vehicle already has stays with it.
@@ -283,7 +283,7 @@ impl Store {
                 .bind(max_retries as i32).bind(now_ms).bind(&retry_message).bind(&message)
                 .bind(campaign_id).bind(millis(cutoff))
                 .fetch_all(&mut *tx).await?;
-            let timed_out = rows.iter().filter(|(_, s)| s == "timed_out").count() as u64;
+            let timed_out = rows.iter().filter(|(_, s)| s == ActionState::TimedOut.as_str()).count() as u64;
             let retried = rows.len() as u64 - timed_out;
             let vins: Vec<String> = rows.into_iter().map(|(v, _)| v).collect();
             Conn::from(&mut *tx).enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
@@ -315,10 +315,15 @@ impl Store {
             sqlx::query_as("SELECT wave, state, COUNT(*) FROM actions WHERE campaign_id = $1 GROUP BY wave, state ORDER BY wave, state")
                 .bind(campaign_id).fetch_all(pool).await?
         });
-        Ok(rows
-            .into_iter()
-            .map(|(wave, state, count)| WaveCounts { wave, state, count })
-            .collect())
+        rows.into_iter()
+            .map(|(wave, state, count)| {
+                let state = state.parse().map_err(|reason| CampaignError::Corrupt {
+                    what: format!("action state in campaign {campaign_id}"),
+                    reason,
+                })?;
+                Ok(WaveCounts { wave, state, count })
+            })
+            .collect()
     }
 
     /// Actions by id, for applying status reports.
@@ -440,9 +445,9 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Vec<String>, CampaignError> {
         let from = if state == ActionState::Succeeded {
-            ActionState::sql_list(|s| !s.is_final())
+            super::sql_list(|s| !s.is_final())
         } else {
-            "('pending', 'waiting', 'staged')".to_string()
+            super::sql_list(|s| !s.is_delivered() && !s.is_final())
         };
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -15,8 +15,8 @@ use serde_json::json;
 use tokio::sync::{Mutex, Notify};
 
 use crate::model::{
-    from_millis, millis, Artifact, Campaign, CampaignState, Package, Plan, RolloutError,
-    UnreadableCampaign,
+    from_millis, millis, ActionState, Artifact, Campaign, CampaignState, Package, Plan,
+    RolloutError, UnreadableCampaign,
 };
 use crate::CampaignError;
 
@@ -24,6 +24,16 @@ pub use actions::{ActionRow, NewAction, OpenActionRow, ReportOutcome, StatusUpda
 pub use report::{GroupCounts, ReportData};
 
 pub(crate) use health::truncate;
+
+/// SQL list of the action states matching `f`, e.g. `('staged','delivered')`.
+pub(crate) fn sql_list(f: impl Fn(ActionState) -> bool) -> String {
+    let names: Vec<String> = ActionState::ALL
+        .into_iter()
+        .filter(|s| f(*s))
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect();
+    format!("({})", names.join(","))
+}
 
 /// VINs per staging event: keeps outbox payloads small.
 pub(crate) const VINS_PER_EVENT: usize = 1000;
@@ -700,5 +710,22 @@ impl Store {
             Conn::from(&mut *conn).audit(now, audit, entity, entity_id, action, detail).await?
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_lists_hold_the_stored_names() {
+        assert_eq!(
+            sql_list(ActionState::is_failure),
+            "('failed','rejected','timed_out')"
+        );
+        assert_eq!(
+            sql_list(|s| !s.is_delivered() && !s.is_final()),
+            "('pending','waiting','staged')"
+        );
     }
 }

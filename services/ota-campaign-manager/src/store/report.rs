@@ -35,8 +35,8 @@ impl Store {
         campaign_id: &str,
         top: u32,
     ) -> Result<ReportData, CampaignError> {
-        let failures = ActionState::sql_list(ActionState::is_failure);
-        let open = ActionState::sql_list(ActionState::is_open);
+        let failures = super::sql_list(ActionState::is_failure);
+        let open = super::sql_list(ActionState::is_open);
         let mut data = ReportData::default();
         for (column, target) in [
             ("model", &mut data.by_model),

@@ -143,7 +143,7 @@ pub fn action(id: &str, campaign: &str, priority: i32, version: &str) -> pb::Ope
             }],
         }),
         deadline: None,
-        state: "pending".into(),
+        state: pb::ActionState::Pending.into(),
         attempt: 1,
     }
 }

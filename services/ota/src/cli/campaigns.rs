@@ -383,7 +383,7 @@ fn print_list(list: &[Campaign]) {
         t.add_row([
             c.id.clone(),
             c.name.clone(),
-            c.state.clone(),
+            c.state.to_string(),
             c.priority.to_string(),
             wave_text(c),
             c.created_by.clone(),

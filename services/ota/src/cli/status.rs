@@ -7,16 +7,12 @@ use std::time::Duration;
 use anyhow::Context;
 use comfy_table::Table;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use ota_rest::model::{
-    count_of, CampaignReport, GroupReport, WaveReport, FAILED_STATES, FINISHED_STATES,
-    IN_PROGRESS_STATES,
-};
+use ota_proto::v1::{ActionState, CampaignState};
+use ota_rest::model::{count_of, CampaignReport, GroupReport, WaveReport};
 use reqwest::Method;
 
 use crate::client::{print_json, Api, Output};
 
-/// States after which a campaign never changes again.
-const FINAL_STATES: [&str; 3] = ["completed", "aborted", "cancelled"];
 /// Exit code of `status --watch` interrupted by ctrl-c.
 const EXIT_INTERRUPTED: i32 = 130;
 /// Exit code of `status --watch` for a campaign that ended aborted.
@@ -45,9 +41,9 @@ pub async fn run(api: &Api, id: &str, watch: bool, output: Output) -> anyhow::Re
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        if FINAL_STATES.contains(&report.state.as_str()) {
+        if report.state.is_final() {
             view.finish();
-            return Ok(if report.state == "aborted" {
+            return Ok(if report.state == CampaignState::Aborted {
                 EXIT_ABORTED
             } else {
                 0
@@ -86,9 +82,9 @@ enum View {
 /// Totals of one wave: (finished, in progress, failed).
 fn wave_counts(w: &WaveReport) -> (u64, u64, u64) {
     (
-        count_of(&w.by_state, &FINISHED_STATES),
-        count_of(&w.by_state, &IN_PROGRESS_STATES),
-        count_of(&w.by_state, &FAILED_STATES),
+        count_of(&w.by_state, ActionState::is_final),
+        count_of(&w.by_state, ActionState::is_open),
+        count_of(&w.by_state, ActionState::is_failure),
     )
 }
 
@@ -103,7 +99,7 @@ fn wave_message(w: &WaveReport) -> String {
 }
 
 fn state_line(r: &CampaignReport, problem: Option<&str>) -> String {
-    let finished = count_of(&r.by_state, &FINISHED_STATES);
+    let finished = count_of(&r.by_state, ActionState::is_final);
     let reason = if r.state_reason.is_empty() {
         String::new()
     } else {
@@ -232,7 +228,7 @@ pub fn print_report(r: &CampaignReport) {
     t.load_preset(comfy_table::presets::UTF8_BORDERS_ONLY);
     t.set_header(["state", "vehicles"]);
     for s in r.by_state.iter().filter(|s| s.count > 0) {
-        t.add_row([s.state.clone(), s.count.to_string()]);
+        t.add_row([s.state.to_string(), s.count.to_string()]);
     }
     println!("{t}");
 

@@ -579,7 +579,9 @@ impl CampaignWatch {
 }
 
 fn ended(state: &str) -> bool {
-    matches!(state, "completed" | "aborted" | "cancelled")
+    state
+        .parse()
+        .is_ok_and(ota_proto::v1::CampaignState::is_final)
 }
 
 /// When each campaign the vehicles saw was launched.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::Utc;
+use ota_proto::v1::ActionState;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -56,7 +57,7 @@ impl Reporter<'_> {
     async fn report(
         &self,
         f: &Fleet,
-        state: &str,
+        state: ActionState,
         progress: u32,
         message: &str,
     ) -> anyhow::Result<()> {
@@ -90,12 +91,12 @@ impl Reporter<'_> {
                 action_id,
             } => {
                 let (execution, finished) = match state {
-                    "accepted" => ("proceeding", "none"),
-                    "downloading" => ("download", "none"),
-                    "installing" => ("proceeding", "none"),
-                    "succeeded" => ("closed", "success"),
-                    "failed" => ("closed", "failure"),
-                    "rejected" => ("rejected", "none"),
+                    ActionState::Accepted => ("proceeding", "none"),
+                    ActionState::Downloading => ("download", "none"),
+                    ActionState::Installing => ("proceeding", "none"),
+                    ActionState::Succeeded => ("closed", "success"),
+                    ActionState::Failed => ("closed", "failure"),
+                    ActionState::Rejected => ("rejected", "none"),
                     other => bail!("no DDI feedback for state {other}"),
                 };
                 let r = f
@@ -180,29 +181,34 @@ async fn install(
 ) -> anyhow::Result<bool> {
     f.counters.actions_seen.fetch_add(1, Ordering::Relaxed);
     f.worked();
-    reporter.report(f, "accepted", 0, "").await?;
-    reporter.report(f, "downloading", 10, "").await?;
+    reporter.report(f, ActionState::Accepted, 0, "").await?;
+    reporter.report(f, ActionState::Downloading, 10, "").await?;
     for (url, sha256, size) in artifacts {
         if let Err(e) = download(f, url, auth, sha256, *size).await {
             reporter
-                .report(f, "failed", 0, &format!("download failed: {e:#}"))
+                .report(
+                    f,
+                    ActionState::Failed,
+                    0,
+                    &format!("download failed: {e:#}"),
+                )
                 .await?;
             f.counters.failed.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
     }
-    reporter.report(f, "installing", 50, "").await?;
+    reporter.report(f, ActionState::Installing, 50, "").await?;
     tokio::time::sleep(f.install_time).await;
     let (draw, reason) = outcome(vin, artifacts);
     let ok = draw >= f.fail_rate;
     if ok {
-        reporter.report(f, "succeeded", 100, "").await?;
+        reporter.report(f, ActionState::Succeeded, 100, "").await?;
         f.counters.succeeded.fetch_add(1, Ordering::Relaxed);
     } else {
         reporter
             .report(
                 f,
-                "failed",
+                ActionState::Failed,
                 60,
                 &format!("simulated install failure: {reason}"),
             )
