@@ -224,7 +224,7 @@ async fn install(
 }
 
 /// Whether a vehicle's install of these artifacts fails is drawn from a
-/// hash of the two, not at random: the same fleet and package fail the same
+/// hash of the VIN and the artifacts' file names, not at random: the same fleet and package fail the same
 /// way on every run (a demo or a test gets the same count each time), and a
 /// retry of a failing install fails again, as a real fault would. The
 /// reason varies, so failures fall into a few groups.
@@ -234,10 +234,13 @@ fn outcome(vin: &str, artifacts: &[(String, String, u64)]) -> (f64, &'static str
         "battery too low",
         "ecu did not answer after flashing",
     ];
+    // By file name, not content: the README's firmware is random bytes,
+    // and its quickstart must end the same way every time.
     let mut h = Sha256::new();
     h.update(vin.as_bytes());
-    for (_, sha256, _) in artifacts {
-        h.update(sha256.as_bytes());
+    for (url, _, _) in artifacts {
+        let path = url.split(['?', '#']).next().unwrap_or_default();
+        h.update(path.rsplit('/').next().unwrap_or_default().as_bytes());
     }
     let d = h.finalize();
     let n = u64::from_be_bytes(d[..8].try_into().expect("8 bytes"));
@@ -628,7 +631,22 @@ mod outcome_tests {
 
     #[test]
     fn failures_are_the_same_every_run_and_near_the_rate() {
-        let art = vec![("u".to_string(), "ab".repeat(32), 1)];
+        let art = vec![(
+            "https://ota.example/artifacts/ab/bms-2.3.1.bin".to_string(),
+            "ab".repeat(32),
+            1,
+        )];
+        // The same file over another protocol's link: the same outcome.
+        let ddi = vec![(
+            "https://ota.example/default/controller/v1/X/softwaremodules/7/artifacts/bms-2.3.1.bin"
+                .to_string(),
+            "ef".repeat(32),
+            1,
+        )];
+        assert_eq!(
+            outcome("WVWSMLTR000000007", &art),
+            outcome("WVWSMLTR000000007", &ddi)
+        );
         assert_eq!(
             outcome("WVWSMLTR000000007", &art),
             outcome("WVWSMLTR000000007", &art)
@@ -640,7 +658,11 @@ mod outcome_tests {
             (400..=600).contains(&failing),
             "{failing} of 10,000 below 0.05"
         );
-        let other = vec![("u".to_string(), "cd".repeat(32), 1)];
+        let other = vec![(
+            "https://ota.example/artifacts/cd/bms-2.4.0.bin".to_string(),
+            "cd".repeat(32),
+            1,
+        )];
         assert_ne!(
             (0..100)
                 .map(|n| outcome(&crate::simulate::vin(n), &art).0 < 0.5)
