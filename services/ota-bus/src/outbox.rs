@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ota_db::Db;
+use ota_db::{Conn, Db};
 use serde::Serialize;
 use sqlx::{PgConnection, SqliteConnection};
 use tokio::sync::{watch, Notify};
@@ -41,7 +41,7 @@ fn now_ms() -> i64 {
 
 /// Appends events for `topic` to the outbox of a SQLite database. Call it on
 /// the transaction that makes the change, so both commit or neither does.
-pub async fn enqueue_sqlite(
+async fn enqueue_sqlite(
     conn: &mut SqliteConnection,
     topic: &str,
     payloads: &[String],
@@ -70,7 +70,7 @@ pub async fn enqueue_sqlite(
 /// Appends events for `topic` to the outbox of a PostgreSQL database, in one
 /// statement however many there are. Call it on the transaction that makes
 /// the change.
-pub async fn enqueue_postgres(
+async fn enqueue_postgres(
     conn: &mut PgConnection,
     topic: &str,
     payloads: &[String],
@@ -91,44 +91,18 @@ pub async fn enqueue_postgres(
     Ok(())
 }
 
-/// A connection the outbox can be written through, so code inside
-/// [`ota_db::with_pool!`] calls one [`enqueue`] for both databases.
-#[async_trait::async_trait]
-pub trait OutboxConn: Send {
-    async fn enqueue_outbox(&mut self, topic: &str, payloads: &[String])
-        -> Result<(), sqlx::Error>;
-}
-
-#[async_trait::async_trait]
-impl OutboxConn for SqliteConnection {
-    async fn enqueue_outbox(
-        &mut self,
-        topic: &str,
-        payloads: &[String],
-    ) -> Result<(), sqlx::Error> {
-        enqueue_sqlite(self, topic, payloads).await
-    }
-}
-
-#[async_trait::async_trait]
-impl OutboxConn for PgConnection {
-    async fn enqueue_outbox(
-        &mut self,
-        topic: &str,
-        payloads: &[String],
-    ) -> Result<(), sqlx::Error> {
-        enqueue_postgres(self, topic, payloads).await
-    }
-}
-
-/// Appends events for `topic` to the outbox through `conn` (a transaction:
-/// `&mut *tx`), whichever database it is.
-pub async fn enqueue<C: OutboxConn + ?Sized>(
-    conn: &mut C,
+/// Appends events for `topic` to the outbox through `conn`, the
+/// transaction that makes the change (`&mut *tx`, or an `ota_db::Conn`),
+/// whichever database it is.
+pub async fn enqueue<'a>(
+    conn: impl Into<Conn<'a>>,
     topic: &str,
     payloads: &[String],
 ) -> Result<(), sqlx::Error> {
-    conn.enqueue_outbox(topic, payloads).await
+    match conn.into() {
+        Conn::Sqlite(c) => enqueue_sqlite(c, topic, payloads).await,
+        Conn::Postgres(c) => enqueue_postgres(c, topic, payloads).await,
+    }
 }
 
 /// Moves outbox rows to the bus, oldest first, and deletes them once

@@ -160,20 +160,13 @@ async fn committed_rows_are_relayed_in_order_and_deleted(t: TestDb) {
         outbox::enqueue(&mut *tx, "a", &[]).await.unwrap();
         tx.commit().await.unwrap();
     });
-    match db {
-        Db::Sqlite(pool) => {
-            let mut conn = pool.acquire().await.unwrap();
-            outbox::enqueue_sqlite(&mut conn, "b", &numbered("b", 2..4))
-                .await
-                .unwrap();
-        }
-        Db::Postgres(pool) => {
-            let mut conn = pool.acquire().await.unwrap();
-            outbox::enqueue_postgres(&mut conn, "b", &numbered("b", 2..4))
-                .await
-                .unwrap();
-        }
-    }
+    // Outside a transaction too, through a pooled connection.
+    ota_db::with_pool!(db, pool => {
+        let mut conn = pool.acquire().await.unwrap();
+        outbox::enqueue(&mut *conn, "b", &numbered("b", 2..4))
+            .await
+            .unwrap();
+    });
     let created: (i64, i64) = ota_db::with_pool!(db, pool => {
         sqlx::query_as("SELECT MIN(created_at), MAX(created_at) FROM outbox")
             .fetch_one(pool)

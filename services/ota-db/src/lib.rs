@@ -1,6 +1,8 @@
 //! Database connections for the services that persist state: one [`Db`] handle
 //! that is either the embedded SQLite file or PostgreSQL, with the matching
-//! migrations from `migrations/` applied at start.
+//! migrations from `migrations/` applied at start, and the one way stores
+//! run the same SQL on both: [`with_pool!`] on a pool, [`write_tx!`] for a
+//! write transaction, [`on_conn!`] on a [`Conn`] inside one.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -20,6 +22,77 @@ macro_rules! with_pool {
         match $db {
             $crate::Db::Sqlite($pool) => $body,
             $crate::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// A connection inside a transaction, on either database, so a helper
+/// runs its statements in its caller's transaction. Made from `&mut *tx`.
+pub enum Conn<'a> {
+    Sqlite(&'a mut sqlx::SqliteConnection),
+    Postgres(&'a mut sqlx::PgConnection),
+}
+
+impl<'a> From<&'a mut sqlx::SqliteConnection> for Conn<'a> {
+    fn from(c: &'a mut sqlx::SqliteConnection) -> Self {
+        Conn::Sqlite(c)
+    }
+}
+
+impl<'a> From<&'a mut sqlx::PgConnection> for Conn<'a> {
+    fn from(c: &'a mut sqlx::PgConnection) -> Self {
+        Conn::Postgres(c)
+    }
+}
+
+/// A reborrow, so a helper taking `impl Into<Conn>` can be handed the
+/// `&mut Conn` its caller holds.
+impl<'a, 'b: 'a> From<&'a mut Conn<'b>> for Conn<'a> {
+    fn from(c: &'a mut Conn<'b>) -> Self {
+        match c {
+            Conn::Sqlite(c) => Conn::Sqlite(c),
+            Conn::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+/// Runs the same sqlx code on whichever connection a `&mut Conn` holds,
+/// as [`with_pool!`] does for a pool.
+#[macro_export]
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::Conn::Sqlite(c) => {
+                let $c = &mut **c;
+                $body
+            }
+            $crate::Conn::Postgres(c) => {
+                let $c = &mut **c;
+                $body
+            }
+        }
+    };
+}
+
+/// Opens a write transaction named `$tx` for `$body`, which commits it: on
+/// SQLite `BEGIN IMMEDIATE` under `$lock` (a `tokio::sync::Mutex<()>`
+/// shared by the process's writers: one writer at a time and no failed
+/// lock upgrades), on PostgreSQL a plain one. Errors convert with `?`.
+#[macro_export]
+macro_rules! write_tx {
+    ($db:expr, $lock:expr, $tx:ident => $body:expr) => {
+        match $db {
+            $crate::Db::Sqlite(pool) => {
+                let _guard = $lock.lock().await;
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                $body
+            }
+            $crate::Db::Postgres(pool) => {
+                #[allow(unused_mut)]
+                let mut $tx = pool.begin().await?;
+                $body
+            }
         }
     };
 }

@@ -197,7 +197,7 @@ impl WriteTx for SqliteTx {
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         let mut this = *self;
         let events = crate::backend::change_events(&this.changed);
-        ota_bus::outbox::enqueue_sqlite(&mut this.tx, ota_bus::topics::VEHICLES, &events).await?;
+        ota_bus::outbox::enqueue(&mut *this.tx, ota_bus::topics::VEHICLES, &events).await?;
         this.tx.commit().await?;
         Ok(())
     }

@@ -9,7 +9,7 @@ use ota_bus::topics;
 use ota_db::with_pool;
 use sqlx::QueryBuilder;
 
-use super::{on_conn, staging_events, write_tx, Conn, Store};
+use super::{on_conn, staging_events, write_tx, Conn, Store, StoreConn};
 use crate::model::{millis, ActionState, CampaignState};
 use crate::CampaignError;
 

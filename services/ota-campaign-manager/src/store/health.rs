@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{write_tx, Audit, Conn, Store, MAX_ROLLOUT_ERROR_BYTES};
+use super::{write_tx, Audit, Conn, Store, StoreConn, MAX_ROLLOUT_ERROR_BYTES};
 use crate::model::millis;
 use crate::CampaignError;
 

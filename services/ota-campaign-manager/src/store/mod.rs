@@ -38,82 +38,39 @@ pub(crate) fn sql_list(f: impl Fn(ActionState) -> bool) -> String {
 /// VINs per staging event: keeps outbox payloads small.
 pub(crate) const VINS_PER_EVENT: usize = 1000;
 
-/// Opens a write transaction: on SQLite `BEGIN IMMEDIATE` under a process
-/// lock (one writer at a time, no failed lock upgrades), on PostgreSQL a
-/// plain one. The body commits.
+pub(crate) use ota_db::{on_conn, Conn};
+
+/// A write transaction of the store (`ota_db::write_tx!` under the
+/// store's SQLite writer lock).
 macro_rules! write_tx {
     ($store:expr, $tx:ident => $body:expr) => {
-        match &$store.db {
-            ota_db::Db::Sqlite(pool) => {
-                let _guard = $store.sqlite_lock.lock().await;
-                #[allow(unused_mut)]
-                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                $body
-            }
-            ota_db::Db::Postgres(pool) => {
-                #[allow(unused_mut)]
-                let mut $tx = pool.begin().await?;
-                $body
-            }
-        }
+        ota_db::write_tx!(&$store.db, $store.sqlite_lock, $tx => $body)
     };
 }
 pub(crate) use write_tx;
 
-/// A connection inside a transaction, on either database, so helpers can
-/// run several statements in the caller's transaction.
-pub(crate) enum Conn<'a> {
-    Sqlite(&'a mut sqlx::SqliteConnection),
-    Postgres(&'a mut sqlx::PgConnection),
-}
-
-impl<'a> From<&'a mut sqlx::SqliteConnection> for Conn<'a> {
-    fn from(c: &'a mut sqlx::SqliteConnection) -> Self {
-        Conn::Sqlite(c)
-    }
-}
-
-impl<'a> From<&'a mut sqlx::PgConnection> for Conn<'a> {
-    fn from(c: &'a mut sqlx::PgConnection) -> Self {
-        Conn::Postgres(c)
-    }
-}
-
-/// Runs the same sqlx code on whichever connection `conn` holds.
-macro_rules! on_conn {
-    ($conn:expr, $c:ident => $body:expr) => {
-        match $conn {
-            $crate::store::Conn::Sqlite(c) => {
-                let $c = &mut **c;
-                $body
-            }
-            $crate::store::Conn::Postgres(c) => {
-                let $c = &mut **c;
-                $body
-            }
-        }
-    };
-}
-pub(crate) use on_conn;
-
-impl Conn<'_> {
-    /// Writes events into the outbox, committed with the caller's change.
-    pub(crate) async fn enqueue(
-        &mut self,
-        topic: &str,
-        payloads: &[String],
-    ) -> Result<(), sqlx::Error> {
-        if payloads.is_empty() {
-            return Ok(());
-        }
-        match self {
-            Conn::Sqlite(c) => ota_bus::outbox::enqueue_sqlite(c, topic, payloads).await,
-            Conn::Postgres(c) => ota_bus::outbox::enqueue_postgres(c, topic, payloads).await,
-        }
-    }
-
+/// What the campaign store writes inside a caller's transaction.
+pub(crate) trait StoreConn {
+    async fn enqueue(&mut self, topic: &str, payloads: &[String]) -> Result<(), sqlx::Error>;
     #[allow(clippy::too_many_arguments)]
-    pub(crate) async fn audit(
+    async fn audit(
+        &mut self,
+        at: i64,
+        audit: &Audit,
+        entity: &str,
+        entity_id: &str,
+        action: &str,
+        detail: &str,
+    ) -> Result<(), sqlx::Error>;
+}
+
+impl StoreConn for Conn<'_> {
+    /// Writes events into the outbox, committed with the caller's change.
+    async fn enqueue(&mut self, topic: &str, payloads: &[String]) -> Result<(), sqlx::Error> {
+        ota_bus::outbox::enqueue(self, topic, payloads).await
+    }
+
+    async fn audit(
         &mut self,
         at: i64,
         audit: &Audit,
