@@ -108,20 +108,21 @@ impl Services {
     }
 }
 
+/// [`Services`] (reached through `Deref`: `p.manager`, `p.vehicle_peer`)
+/// with staging, vehicle credentials and the database they live in.
 pub struct Platform {
-    pub vehicles: VehicleStore,
-    pub vehicle_peer: Peer,
-    pub rule_peer: Peer,
-    pub bus: SharedBus,
-    /// Carries the stores' outbox to the bus (run it, or call
-    /// `relay.run_once()`, where a test wants the events).
-    pub relay: Relay,
-    pub manager: CampaignManager,
-    pub campaign_peer: Peer,
+    pub services: Services,
     pub stager: Stager,
     pub staging: StagingService,
     pub credentials: VehicleCredentials,
     pub db: TestDb,
+}
+
+impl std::ops::Deref for Platform {
+    type Target = Services;
+    fn deref(&self) -> &Services {
+        &self.services
+    }
 }
 
 impl Platform {
@@ -130,18 +131,10 @@ impl Platform {
     }
 
     pub async fn with(db: TestDb, options: Options) -> Self {
-        let Services {
-            vehicles,
-            vehicle_peer,
-            rule_peer,
-            bus,
-            relay,
-            manager,
-            campaign_peer,
-        } = Services::new(db.db());
+        let services = Services::new(db.db());
         let stager = Stager::new(
             Arc::new(MemoryStore::new()),
-            Arc::new(campaign_manager_source(campaign_peer.clone())),
+            Arc::new(campaign_manager_source(services.campaign_peer.clone())),
             options.poll_after_s,
         )
         .with_public_url(&options.public_url);
@@ -149,16 +142,10 @@ impl Platform {
             .full_rebuild()
             .await
             .expect("staging rebuilds from an empty campaign manager");
-        let staging = StagingService::new(stager.clone(), bus.clone());
+        let staging = StagingService::new(stager.clone(), services.bus.clone());
         Self {
             credentials: VehicleCredentials::new(db.db().clone()),
-            vehicles,
-            vehicle_peer,
-            rule_peer,
-            bus,
-            relay,
-            manager,
-            campaign_peer,
+            services,
             stager,
             staging,
             db,

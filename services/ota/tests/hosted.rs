@@ -44,26 +44,7 @@ async fn hosted_artifacts_survive_a_new_public_url() {
     let sha = hex::encode(Sha256::digest(&firmware));
     let file = tmp.path().join("bms.bin");
     std::fs::write(&file, &firmware).unwrap();
-    let out = s.cli(
-        &admin,
-        &[
-            "packages",
-            "add",
-            "--name",
-            "bms-fw",
-            "--version",
-            "2.3.1",
-            "--ecu",
-            "BMS",
-            "--file",
-            file.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.add_hosted_package(&admin, "bms-fw", "2.3.1", "BMS", &file);
     let car = vehicle(0);
     let vin = car["vin"].as_str().unwrap().to_owned();
     import(&s.http, &admin, &[car]).await;

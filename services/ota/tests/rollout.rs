@@ -342,26 +342,7 @@ async fn a_simulated_mixed_fleet_completes_a_campaign_on_postgres_redis_and_mosq
 fn add_hosted_bms_package(s: &Server, admin: &str, dir: &std::path::Path, size: usize) {
     let firmware = dir.join("bms-2.3.1.bin");
     std::fs::write(&firmware, vec![7u8; size]).unwrap();
-    let out = s.cli(
-        admin,
-        &[
-            "packages",
-            "add",
-            "--name",
-            "bms-fw",
-            "--version",
-            "2.3.1",
-            "--ecu",
-            "BMS",
-            "--file",
-            firmware.to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    s.add_hosted_package(admin, "bms-fw", "2.3.1", "BMS", &firmware);
 }
 
 async fn simulated_fleet_completes_a_campaign(s: &Server, first: u32, mqtt: &str, protocol: &str) {

@@ -245,25 +245,12 @@ async fn swupdate_installs_a_signed_update_from_ota() {
     car["ecus"] = json!({"main": {"hw": "board-1.0", "sw": "2.3.0"}});
     import(&s.http, &admin, &[car]).await;
     let token = credential(&s.http, &admin, VIN).await;
-    let out = s.cli(
+    s.add_hosted_package(
         &admin,
-        &[
-            "packages",
-            "add",
-            "--name",
-            "rootfs",
-            "--version",
-            "2.3.1",
-            "--ecu",
-            "main",
-            "--file",
-            dir.path().join("update.swu").to_str().unwrap(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        "rootfs",
+        "2.3.1",
+        "main",
+        &dir.path().join("update.swu"),
     );
 
     let spec = format!(

@@ -119,6 +119,38 @@ impl Server {
             .expect("run ota cli")
     }
 
+    /// `ota packages add --file`: the server hosts the file. Fails the
+    /// test with the CLI's error when it does not succeed.
+    pub fn add_hosted_package(
+        &self,
+        token: &str,
+        name: &str,
+        version: &str,
+        ecu: &str,
+        file: &Path,
+    ) {
+        let out = self.cli(
+            token,
+            &[
+                "packages",
+                "add",
+                "--name",
+                name,
+                "--version",
+                version,
+                "--ecu",
+                ecu,
+                "--file",
+                file.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "packages add --file: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
         // The server logs to a pipe; it is read after exit (logs are small).
         Command::new("kill")
