@@ -71,7 +71,7 @@ async fn authorize(
         let ok = s
             .gateway_token
             .as_deref()
-            .is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
+            .is_some_and(|g| ota_common::secret::constant_time_eq(g.as_bytes(), token.as_bytes()));
         if !ok {
             return Err(DdiError::BadToken);
         }
@@ -107,16 +107,6 @@ async fn authorize(
         url: format!("{base}/{tenant}/controller/v1/{controller}"),
         base,
     })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    // Compare digests so neither the length nor the first differing byte
-    // shows in the timing.
-    let (a, b) = (Sha256::digest(a), Sha256::digest(b));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
 }
 
 fn parse<T: DeserializeOwned>(

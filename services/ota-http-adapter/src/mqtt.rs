@@ -111,13 +111,8 @@ fn is_superuser(s: &AdapterState, username: &str, password: Option<&str>) -> boo
     if su.username.is_empty() || username != su.username {
         return false;
     }
-    password.is_none_or(|p| constant_time_eq(p.as_bytes(), su.password.as_bytes()))
-}
-
-/// Compares without an early exit, so the answer time says nothing about
-/// how much of the password was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    password
+        .is_none_or(|p| ota_common::secret::constant_time_eq(p.as_bytes(), su.password.as_bytes()))
 }
 
 /// `POST /v1/mqtt/auth`
@@ -234,12 +229,5 @@ mod tests {
         assert_eq!(retain(serde_json::Value::Null), None);
         let missing: AclRequest = serde_json::from_str("{}").unwrap();
         assert_eq!(missing.retain, None);
-    }
-
-    #[test]
-    fn constant_time_eq_compares() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

@@ -284,17 +284,12 @@ fn refuse(code: PublishAckReason, reason: &str) -> PublishAclResult {
     ))
 }
 
-/// Equal without an early exit.
-fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 impl Acl {
     fn is_superuser_password(&self, password: &[u8]) -> bool {
         let Ok(password) = std::str::from_utf8(password) else {
             return false;
         };
-        constant_time_eq(&ota_auth::secret_digest(password), &self.superuser_digest)
+        ota_common::secret::digests_eq(&ota_auth::secret_digest(password), &self.superuser_digest)
     }
 
     async fn authenticate(&self, c: &ConnectInfo) -> AuthResult {
