@@ -7,7 +7,9 @@ use pb::campaign_manager_server::CampaignManager as CampaignManagerRpc;
 use tonic::{Request, Response, Status};
 
 use crate::manager::{Actor, CampaignManager};
-use crate::model::{ActionState, Campaign, CampaignState, Package, Transition, UnreadableCampaign};
+use crate::model::{
+    ActionState, Campaign, CampaignState, Package, RolloutError, Transition, UnreadableCampaign,
+};
 use crate::spec::SpecError;
 use crate::status::StatusReport;
 use crate::store::{AuditEntry, CampaignEntry};
@@ -54,6 +56,7 @@ fn actor(name: &str, role: &str) -> Actor {
 
 impl From<Campaign> for pb::Campaign {
     fn from(c: Campaign) -> Self {
+        let (last_error, last_error_at) = RolloutError::shown(c.rollout_error.as_ref());
         pb::Campaign {
             waves: c.waves().to_vec(),
             target: c.plan.spec.target.clone(),
@@ -70,12 +73,8 @@ impl From<Campaign> for pb::Campaign {
             current_wave: c.current_wave,
             launched_at: c.launched_at.map(to_timestamp),
             wave_opened_at: c.wave_opened_at.map(to_timestamp),
-            last_error: c
-                .rollout_error
-                .as_ref()
-                .map(|e| e.message.clone())
-                .unwrap_or_default(),
-            last_error_at: c.rollout_error.as_ref().map(|e| to_timestamp(e.at)),
+            last_error,
+            last_error_at,
             failed_ticks: c.rollout_error.map_or(0, |e| e.failed_ticks),
         }
     }

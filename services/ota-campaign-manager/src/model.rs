@@ -116,6 +116,19 @@ pub struct RolloutError {
     pub failed_ticks: u32,
 }
 
+impl RolloutError {
+    /// The contract's `last_error` and `last_error_at` (empty and none
+    /// while the rollout of the campaign works).
+    pub fn shown(e: Option<&RolloutError>) -> (String, Option<prost_types::Timestamp>) {
+        e.map_or((String::new(), None), |e| {
+            (
+                e.message.clone(),
+                Some(ota_common::vehicle::to_timestamp(e.at)),
+            )
+        })
+    }
+}
+
 /// A stored campaign this version cannot read (its plan or state does not
 /// parse: stored by a version that accepted more, or edited by hand). It
 /// can be shown, and the rollout pauses it, but never rolls it out.

@@ -7,13 +7,14 @@ use ota_proto::v1 as pb;
 use crate::manager::CampaignManager;
 use chrono::{DateTime, Utc};
 
-use crate::model::ActionState;
+use crate::model::{ActionState, RolloutError};
 use crate::store::GroupCounts;
 use crate::CampaignError;
 
 impl CampaignManager {
     pub async fn report(&self, id: &str, top: u32) -> Result<pb::CampaignReport, CampaignError> {
         let c = self.campaign(id).await?;
+        let (last_error, last_error_at) = RolloutError::shown(c.rollout_error.as_ref());
         let store = &self.inner.store;
         let counts = store.state_counts(id).await?;
         let waves = store.wave_counts(id).await?;
@@ -116,12 +117,8 @@ impl CampaignManager {
             },
             state_reason: c.state_reason,
             retries: data.retries,
-            last_error: c
-                .rollout_error
-                .as_ref()
-                .map(|e| e.message.clone())
-                .unwrap_or_default(),
-            last_error_at: c.rollout_error.as_ref().map(|e| to_timestamp(e.at)),
+            last_error,
+            last_error_at,
         })
     }
 

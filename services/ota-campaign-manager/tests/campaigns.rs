@@ -1,6 +1,7 @@
 //! Campaigns from file to report against the real databases: waves,
 //! approvals, thresholds, timeouts, retries, conflicts, dynamic targeting.
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -8,17 +9,6 @@ use ota_campaign_manager::model::{ActionState, CampaignState, Transition};
 use ota_campaign_manager::{CampaignError, CampaignManagerService};
 use ota_common::peer;
 use ota_proto::v1 as pb;
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(super::Harness::new(ota_tests::db::sqlite().await).await).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(super::Harness::new(ota_tests::db::postgres().await).await).await } )*
-        }
-    };
-}
 
 on_both!(
     campaign_runs_from_file_to_completed_report,

@@ -4,6 +4,7 @@
 //! metrics, audited once, and paused after repeated failures; the other
 //! campaigns keep advancing in the same ticks and after a restart.
 
+#[macro_use]
 mod common;
 
 use std::sync::Arc;
@@ -19,17 +20,6 @@ use ota_proto::v1 as pb;
 use ota_rule_engine::{RuleEngineService, StoreVehicles};
 use ota_vehicle_store::grpc::VehicleStoreService;
 use pb::campaign_manager_client::CampaignManagerClient;
-
-macro_rules! on_both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test] async fn $name() { super::$name(super::Harness::new(ota_tests::db::sqlite().await).await).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test] async fn $name() { super::$name(super::Harness::new(ota_tests::db::postgres().await).await).await } )*
-        }
-    };
-}
 
 on_both!(
     a_campaign_whose_dates_overflow_does_not_stop_the_others,

@@ -39,13 +39,7 @@ async fn api(t: ota_tests::db::TestDb) -> Api {
     let engineer = token("erin", Role::Engineer).await;
     let carol = token("carol", Role::Approver).await;
     let dave = token("dave", Role::Approver).await;
-    let router = ota_rest::router(ota_rest::RestState::new(
-        tokens,
-        peers.vehicles,
-        peers.rules,
-        peers.campaigns,
-        ota_rest::Limits::default(),
-    ));
+    let router = ota_rest::router(peers.state(tokens, ota_rest::Limits::default()));
     Api {
         router,
         admin,

@@ -30,13 +30,7 @@ async fn api() -> Api {
     let tokens = TokenStore::new(t.db.clone());
     let admin = tokens.create("admin", Role::Admin).await.unwrap().token;
     let engineer = tokens.create("eng", Role::Engineer).await.unwrap().token;
-    let state = ota_rest::RestState::new(
-        tokens,
-        peers.vehicles,
-        peers.rules,
-        peers.campaigns,
-        ota_rest::Limits::default(),
-    );
+    let state = peers.state(tokens, ota_rest::Limits::default());
     let credentials = state.credentials.clone();
     let api = Api {
         router: ota_rest::router(state),

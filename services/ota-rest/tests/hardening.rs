@@ -28,13 +28,7 @@ async fn api(t: ota_tests::db::TestDb) -> Api {
     let tokens = TokenStore::new(t.db.clone());
     let admin = tokens.create("admin", Role::Admin).await.unwrap().token;
     let engineer = tokens.create("erin", Role::Engineer).await.unwrap().token;
-    let router = ota_rest::router(ota_rest::RestState::new(
-        tokens,
-        peers.vehicles,
-        peers.rules,
-        peers.campaigns,
-        ota_rest::Limits::default(),
-    ));
+    let router = ota_rest::router(peers.state(tokens, ota_rest::Limits::default()));
     Api {
         router,
         admin,

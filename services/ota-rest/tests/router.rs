@@ -28,13 +28,7 @@ async fn api() -> Api {
         max_body_bytes: 2048,
         max_import_bytes: 64 * 1024,
     };
-    let router = ota_rest::router(ota_rest::RestState::new(
-        tokens,
-        peers.vehicles,
-        peers.rules,
-        peers.campaigns,
-        limits,
-    ));
+    let router = ota_rest::router(peers.state(tokens, limits));
     Api {
         router,
         admin,

@@ -41,13 +41,7 @@ async fn api(engine: Option<(u64, Arc<EvalPool>)>) -> Api {
     let tokens = TokenStore::new(t.db.clone());
     let admin = tokens.create("admin", Role::Admin).await.unwrap().token;
     let viewer = tokens.create("viewer", Role::Viewer).await.unwrap().token;
-    let router = ota_rest::router(ota_rest::RestState::new(
-        tokens,
-        peers.vehicles,
-        peers.rules,
-        peers.campaigns,
-        ota_rest::Limits::default(),
-    ));
+    let router = ota_rest::router(peers.state(tokens, ota_rest::Limits::default()));
     let a = Api {
         router,
         admin,

@@ -274,47 +274,6 @@ async fn metrics(State(s): State<Arc<HttpState>>, headers: http::HeaderMap) -> R
         .into_response()
 }
 
-/// What `GET /api/v1/info` tells: where vehicles reach this deployment.
-pub fn server_info(cfg: &Config, services: &BTreeSet<Service>) -> ota_rest::ServerInfo {
-    let public_url = cfg.public_url();
-    let mqtt = match (&cfg.mqtt_url, services.contains(&Service::MqttAdapter)) {
-        (Some(url), _) => Some(ota_rest::MqttInfo {
-            url: url.clone(),
-            embedded: false,
-        }),
-        (None, true) => {
-            let listen = cfg.mqtt_listen_addr();
-            // A broker on every interface is reached by the public host.
-            let host = if listen.ip().is_unspecified() {
-                http::Uri::try_from(public_url.as_str())
-                    .ok()
-                    .and_then(|u| u.host().map(str::to_owned))
-                    .unwrap_or_else(|| "127.0.0.1".into())
-            } else {
-                listen.ip().to_string()
-            };
-            let host = if host.contains(':') && !host.starts_with('[') {
-                format!("[{host}]")
-            } else {
-                host
-            };
-            Some(ota_rest::MqttInfo {
-                url: format!("mqtt://{host}:{}", listen.port()),
-                embedded: true,
-            })
-        }
-        (None, false) => None,
-    };
-    ota_rest::ServerInfo {
-        version: env!("CARGO_PKG_VERSION").into(),
-        services: services.iter().map(|s| s.name().to_owned()).collect(),
-        ddi_url: format!("{public_url}/{}/controller/v1/", ota_ddi::TENANT),
-        ddi_tenant: ota_ddi::TENANT.into(),
-        public_url,
-        mqtt,
-    }
-}
-
 /// The data directory holds the SQLite database, artifacts and the
 /// bootstrap token: only roles that keep one of those create it.
 fn uses_data_dir(cfg: &Config, services: &BTreeSet<Service>) -> bool {

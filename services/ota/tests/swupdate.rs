@@ -16,8 +16,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{create_approve_launch, credential, http, import, post, Server};
-use serde_json::{json, Value};
+use common::{create_approve_launch, credential, get_json, http, import, post, Server};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 const VIN: &str = "WVWZZZE1ZMP000777";
@@ -176,18 +176,6 @@ impl Drop for Kill {
     }
 }
 
-async fn get(url: &str, token: &str) -> Value {
-    http()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 async fn action_state(server: &str, admin: &str, campaign: &str) -> String {
     // The CSV report has a row per vehicle: vin, action_id, state, ...
     let csv = http()
@@ -311,7 +299,11 @@ async fn swupdate_installs_a_signed_update_from_ota() {
     // matches the vehicle.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let v = get(&api(&format!("/vehicles/{VIN}")), &admin).await;
+        let v = get_json(
+            &api(&format!("/vehicles/{VIN}")),
+            &format!("Bearer {admin}"),
+        )
+        .await;
         if v["ecus"]["main"]["sw"] == "2.3.1" {
             assert_eq!(v["provenance"]["ecus.main.sw"], "install", "{v}");
             break;

@@ -9,7 +9,7 @@ use ota_bus::topics;
 use ota_db::with_pool;
 use sqlx::QueryBuilder;
 
-use super::{on_conn, staging_events, write_tx, Conn, Store, StoreConn};
+use super::{on_conn, staging_events, write_tx, Conn, Store};
 use crate::model::{millis, ActionState, CampaignState};
 use crate::CampaignError;
 
@@ -216,7 +216,7 @@ impl Store {
                     .execute(&mut *tx).await?;
             }
             let vins: Vec<String> = released.into_iter().map(|(v,)| v).collect();
-            Conn::from(&mut *tx).enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
+            ota_bus::outbox::enqueue(&mut *tx, topics::STAGING, &staging_events(&vins, now)).await?;
             tx.commit().await?;
             vins
         });
@@ -246,7 +246,7 @@ impl Store {
                 .bind(now_ms).bind(campaign_id).bind(priority).bind(max_wave)
                 .fetch_all(&mut *tx).await?;
             let vins: Vec<String> = rows.into_iter().map(|(v,)| v).collect();
-            Conn::from(&mut *tx).enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
+            ota_bus::outbox::enqueue(&mut *tx, topics::STAGING, &staging_events(&vins, now)).await?;
             tx.commit().await?;
             vins
         });
@@ -286,7 +286,7 @@ impl Store {
             let timed_out = rows.iter().filter(|(_, s)| s == ActionState::TimedOut.as_str()).count() as u64;
             let retried = rows.len() as u64 - timed_out;
             let vins: Vec<String> = rows.into_iter().map(|(v, _)| v).collect();
-            Conn::from(&mut *tx).enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
+            ota_bus::outbox::enqueue(&mut *tx, topics::STAGING, &staging_events(&vins, now)).await?;
             tx.commit().await?;
             (timed_out, retried)
         });
@@ -391,14 +391,14 @@ impl Store {
                 .map(|(u, _)| u.vin.clone()).collect();
             vins.sort();
             vins.dedup();
-            conn.enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
+            ota_bus::outbox::enqueue(&mut conn, topics::STAGING, &staging_events(&vins, now)).await?;
             // In the same transaction: a success acknowledged to a vehicle
             // reaches its inventory even if this process dies next.
             let installs: Vec<ota_bus::Install> = updates.iter().zip(&outcomes)
                 .filter(|(u, o)| **o == ReportOutcome::Applied && u.state == ActionState::Succeeded)
                 .map(|(u, _)| ota_bus::Install { vin: u.vin.clone(), action_id: u.id.clone(), ecu: u.ecu.clone(), package_id: u.package_id.clone() })
                 .collect();
-            conn.enqueue(topics::INSTALLED, &installed_events(&installs, now)).await?;
+            ota_bus::outbox::enqueue(&mut conn, topics::INSTALLED, &installed_events(&installs, now)).await?;
             tx.commit().await?;
             (outcomes, vins)
         });
@@ -465,7 +465,7 @@ impl Store {
             q.push(") RETURNING vin");
             let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut *tx).await?;
             let vins: Vec<String> = rows.into_iter().map(|(v,)| v).collect();
-            Conn::from(&mut *tx).enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
+            ota_bus::outbox::enqueue(&mut *tx, topics::STAGING, &staging_events(&vins, now)).await?;
             tx.commit().await?;
             vins
         });

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{write_tx, Audit, Conn, Store, StoreConn, MAX_ROLLOUT_ERROR_BYTES};
+use super::{write_audit, write_tx, Audit, Store, MAX_ROLLOUT_ERROR_BYTES};
 use crate::model::millis;
 use crate::CampaignError;
 
@@ -35,8 +35,7 @@ impl Store {
                         .bind(message).bind(at_ms).bind(failed).bind(id)
                         .execute(&mut *tx).await?;
                     if last_error.is_none() {
-                        Conn::from(&mut *tx)
-                            .audit(at_ms, &Audit::system(message), "campaign", id, "rollout-failing", "{}")
+                        write_audit(&mut *tx, at_ms, &Audit::system(message), "campaign", id, "rollout-failing", "{}")
                             .await?;
                     }
                     tx.commit().await?;
@@ -63,8 +62,7 @@ impl Store {
                 sqlx::query("UPDATE campaigns SET last_error = NULL, last_error_at = NULL, failed_ticks = 0 WHERE id = $1")
                     .bind(id).execute(&mut *tx).await?;
                 let detail = json!({"failed_ticks": failed}).to_string();
-                Conn::from(&mut *tx)
-                    .audit(at_ms, &Audit::system("a rollout tick succeeded again"), "campaign", id, "rollout-recovered", &detail)
+                write_audit(&mut *tx, at_ms, &Audit::system("a rollout tick succeeded again"), "campaign", id, "rollout-recovered", &detail)
                     .await?;
             }
             tx.commit().await?;

@@ -49,42 +49,21 @@ macro_rules! write_tx {
 }
 pub(crate) use write_tx;
 
-/// What the campaign store writes inside a caller's transaction.
-pub(crate) trait StoreConn {
-    async fn enqueue(&mut self, topic: &str, payloads: &[String]) -> Result<(), sqlx::Error>;
-    #[allow(clippy::too_many_arguments)]
-    async fn audit(
-        &mut self,
-        at: i64,
-        audit: &Audit,
-        entity: &str,
-        entity_id: &str,
-        action: &str,
-        detail: &str,
-    ) -> Result<(), sqlx::Error>;
-}
-
-impl StoreConn for Conn<'_> {
-    /// Writes events into the outbox, committed with the caller's change.
-    async fn enqueue(&mut self, topic: &str, payloads: &[String]) -> Result<(), sqlx::Error> {
-        ota_bus::outbox::enqueue(self, topic, payloads).await
-    }
-
-    async fn audit(
-        &mut self,
-        at: i64,
-        audit: &Audit,
-        entity: &str,
-        entity_id: &str,
-        action: &str,
-        detail: &str,
-    ) -> Result<(), sqlx::Error> {
-        on_conn!(self, c => {
-            sqlx::query("INSERT INTO audit_log (at, actor, entity, entity_id, action, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
-                .bind(at).bind(&audit.actor).bind(entity).bind(entity_id).bind(action).bind(&audit.reason).bind(detail)
-                .execute(c).await.map(drop)
-        })
-    }
+/// Appends an audit entry in the caller's transaction (`&mut *tx`).
+pub(crate) async fn write_audit<'a>(
+    conn: impl Into<Conn<'a>>,
+    at: i64,
+    audit: &Audit,
+    entity: &str,
+    entity_id: &str,
+    action: &str,
+    detail: &str,
+) -> Result<(), sqlx::Error> {
+    on_conn!(&mut conn.into(), c => {
+        sqlx::query("INSERT INTO audit_log (at, actor, entity, entity_id, action, reason, detail) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(at).bind(&audit.actor).bind(entity).bind(entity_id).bind(action).bind(&audit.reason).bind(detail)
+            .execute(c).await.map(drop)
+    })
 }
 
 /// Staging events for these VINs, in chunks.
@@ -354,7 +333,7 @@ impl Store {
                     .bind(&p.id).bind(&p.name).bind(&p.version).bind(&p.ecu).bind(&hw).bind(&artifacts)
                     .bind(&p.release_notes).bind(&p.created_by).bind(millis(p.created_at)).bind(false)
                     .execute(&mut *tx).await?;
-                Conn::from(&mut *tx).audit(millis(p.created_at), &Audit::new(&p.created_by, ""), "package", &p.id, "create", &detail).await?;
+                write_audit(&mut *tx, millis(p.created_at), &Audit::new(&p.created_by, ""), "package", &p.id, "create", &detail).await?;
                 tx.commit().await
             })
         }
@@ -406,7 +385,7 @@ impl Store {
             for id in &c.plan.packages {
                 sqlx::query("UPDATE packages SET in_use = $1 WHERE id = $2").bind(true).bind(id).execute(&mut *tx).await?;
             }
-            Conn::from(&mut *tx).audit(now, &Audit::new(&c.created_by, ""), "campaign", &c.id, "create", &detail).await?;
+            write_audit(&mut *tx, now, &Audit::new(&c.created_by, ""), "campaign", &c.id, "create", &detail).await?;
             tx.commit().await?;
         });
         Ok(())
@@ -522,9 +501,9 @@ impl Store {
                 (false, Vec::new())
             } else {
                 let vins = actions::on_campaign_state(Conn::from(&mut *tx), id, to, now_ms).await?;
-                Conn::from(&mut *tx).audit(now_ms, audit, "campaign", id, action, &detail).await?;
+                write_audit(&mut *tx, now_ms, audit, "campaign", id, action, &detail).await?;
                 if !vins.is_empty() {
-                    Conn::from(&mut *tx).enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
+                    ota_bus::outbox::enqueue(&mut *tx, topics::STAGING, &staging_events(&vins, now)).await?;
                 }
                 tx.commit().await?;
                 (true, vins)
@@ -553,8 +532,8 @@ impl Store {
             sqlx::query("UPDATE campaigns SET priority = $1, plan = $2, updated_at = $3 WHERE id = $4")
                 .bind(priority).bind(&plan).bind(now_ms).bind(&c.id).execute(&mut *tx).await?;
             let vins = actions::open_vins(Conn::from(&mut *tx), &c.id).await?;
-            Conn::from(&mut *tx).audit(now_ms, audit, "campaign", &c.id, "priority", &detail).await?;
-            Conn::from(&mut *tx).enqueue(topics::STAGING, &staging_events(&vins, now)).await?;
+            write_audit(&mut *tx, now_ms, audit, "campaign", &c.id, "priority", &detail).await?;
+            ota_bus::outbox::enqueue(&mut *tx, topics::STAGING, &staging_events(&vins, now)).await?;
             tx.commit().await?;
         });
         self.wake_relay();
@@ -575,7 +554,7 @@ impl Store {
             let n = sqlx::query("UPDATE campaigns SET current_wave = $1, wave_opened_at = $2, updated_at = $2 WHERE id = $3 AND current_wave = $4")
                 .bind(wave).bind(now_ms).bind(&c.id).bind(wave - 1).execute(&mut *tx).await?.rows_affected();
             if n > 0 {
-                Conn::from(&mut *tx).audit(now_ms, audit, "campaign", &c.id, "wave-open", &detail).await?;
+                write_audit(&mut *tx, now_ms, audit, "campaign", &c.id, "wave-open", &detail).await?;
             }
             tx.commit().await?;
             n > 0
@@ -664,7 +643,7 @@ impl Store {
         let now = millis(Utc::now());
         with_pool!(&self.db, pool => {
             let mut conn = pool.acquire().await?;
-            Conn::from(&mut *conn).audit(now, audit, entity, entity_id, action, detail).await?
+            write_audit(&mut *conn, now, audit, entity, entity_id, action, detail).await?
         });
         Ok(())
     }

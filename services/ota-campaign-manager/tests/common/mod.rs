@@ -4,6 +4,20 @@
 
 #![allow(dead_code)]
 
+/// One test per name on each database: `name(Harness)` runs on a fresh
+/// SQLite file and on a fresh PostgreSQL database (the tests' module uses
+/// `#[macro_use] mod common;`).
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test] async fn $name() { super::$name(super::Harness::new(ota_tests::db::sqlite().await).await).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test] async fn $name() { super::$name(super::Harness::new(ota_tests::db::postgres().await).await).await } )*
+        }
+    };
+}
+
 use ota_bus::outbox::Relay;
 use ota_bus::{topics, SharedBus, StagingEvent};
 use ota_campaign_manager::model::ActionState;

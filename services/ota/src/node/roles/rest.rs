@@ -1,9 +1,11 @@
 //! `rest`: the management API (`/api/v1`) for engineers and dashboards,
 //! and the bootstrap admin token on a database's first start.
 
+use std::collections::BTreeSet;
+
 use ota_auth::TokenStore;
 
-use crate::config::Service;
+use crate::config::{Config, Service};
 use crate::node::{Node, Parts, Role};
 
 pub const ROLE: Role = Role {
@@ -39,9 +41,50 @@ async fn create(node: &mut Node, parts: &mut Parts) -> anyhow::Result<()> {
     if node.runs(Service::Staging) || cfg.peers.staging.is_some() {
         rest = rest.with_staging(node.peer(Service::Staging)?);
     }
-    let rest = rest.with_info(crate::serve::server_info(cfg, &node.services));
+    let rest = rest.with_info(server_info(cfg, &node.services));
     parts.http = std::mem::take(&mut parts.http)
         .merge(ota_rest::routes(rest))
         .fallback(ota_rest::not_found);
     Ok(())
+}
+
+/// What `GET /api/v1/info` tells: where vehicles reach this deployment.
+fn server_info(cfg: &Config, services: &BTreeSet<Service>) -> ota_rest::ServerInfo {
+    let public_url = cfg.public_url();
+    let mqtt = match (&cfg.mqtt_url, services.contains(&Service::MqttAdapter)) {
+        (Some(url), _) => Some(ota_rest::MqttInfo {
+            url: url.clone(),
+            embedded: false,
+        }),
+        (None, true) => {
+            let listen = cfg.mqtt_listen_addr();
+            // A broker on every interface is reached by the public host.
+            let host = if listen.ip().is_unspecified() {
+                http::Uri::try_from(public_url.as_str())
+                    .ok()
+                    .and_then(|u| u.host().map(str::to_owned))
+                    .unwrap_or_else(|| "127.0.0.1".into())
+            } else {
+                listen.ip().to_string()
+            };
+            let host = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]")
+            } else {
+                host
+            };
+            Some(ota_rest::MqttInfo {
+                url: format!("mqtt://{host}:{}", listen.port()),
+                embedded: true,
+            })
+        }
+        (None, false) => None,
+    };
+    ota_rest::ServerInfo {
+        version: env!("CARGO_PKG_VERSION").into(),
+        services: services.iter().map(|s| s.name().to_owned()).collect(),
+        ddi_url: format!("{public_url}/{}/controller/v1/", ota_ddi::TENANT),
+        ddi_tenant: ota_ddi::TENANT.into(),
+        public_url,
+        mqtt,
+    }
 }
