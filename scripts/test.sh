@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: makes sure PostgreSQL, Redis and
 # Mosquitto are running (starting them, or installing them with apt-get when
-# they are missing), installs SWUpdate, cargo-nextest and the infra/ npm
-# packages when needed, then runs the infra type check and tests, the lint
+# they are missing), installs SWUpdate, Chromium with its WebDriver,
+# cargo-nextest and the infra/ npm packages when needed, then runs the infra type check and tests, the lint
 # gates (rustfmt, clippy) and every Rust test in the workspace.
 #
 #   scripts/test.sh                 # everything
@@ -82,6 +82,14 @@ ensure_device_clients() {
   apt_install swupdate openssl
 }
 
+# The headless browser the dashboard's page tests drive
+# (services/ota/tests/dashboard.rs).
+ensure_browser() {
+  command -v chromium >/dev/null && command -v chromedriver >/dev/null && return
+  log "installing chromium and chromium-driver"
+  apt_install chromium chromium-driver
+}
+
 ensure_lint_tools() {
   cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 && return
   log "installing rustfmt and clippy"
@@ -99,6 +107,7 @@ ensure_redis
 ensure_mosquitto
 ensure_node
 ensure_device_clients
+ensure_browser
 ensure_lint_tools
 ensure_nextest
 

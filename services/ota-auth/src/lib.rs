@@ -3,9 +3,11 @@
 //! a service). A token's secret is shown once at creation; only its SHA-256
 //! is stored, so a leaked database leaks no credentials. Issuing and
 //! revoking tokens, and provisioning principals, go into the audit log in
-//! the same transaction as the change.
+//! the same transaction as the change. The dashboard's browser sessions
+//! ([`sessions`]) stand for a token and end with it.
 
 mod principal;
+pub mod sessions;
 mod token_file;
 pub mod vehicles;
 

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use ota_auth::sessions::Sessions;
 use ota_auth::{AuthError, PrincipalKind, Role, TokenInfo, TokenRequest, TokenStore};
 use ota_common::{CodedError, ErrorCode};
 
@@ -407,6 +408,44 @@ async fn a_database_from_before_principals_keeps_working(url: &str) {
     assert_eq!(s.bootstrap(dir.path()).await.unwrap(), None);
 }
 
+async fn a_session_lasts_until_logout_and_knows_its_token(s: TokenStore, db: ota_db::Db) {
+    let t = s.create("ada", Role::Engineer).await.unwrap();
+    let sessions = Sessions::new(s.clone());
+    let (secret, opened) = sessions.login(&t.token).await.unwrap();
+    assert_eq!(opened.token.principal, "ada");
+    assert_ne!(secret, t.token, "the cookie never carries the token");
+    let stored: Vec<String> = ota_db::with_pool!(&db, pool => {
+        sqlx::query_scalar("SELECT id_hash FROM ui_sessions").fetch_all(pool).await.unwrap()
+    });
+    assert_eq!(stored, vec![ota_auth::hash_secret(&secret)], "only the digest is stored");
+    let again = sessions.get(&secret).await.unwrap();
+    assert_eq!(again.csrf, opened.csrf);
+    assert_eq!(again.token.role, Role::Engineer);
+    sessions.logout(&secret).await.unwrap();
+    assert!(matches!(sessions.get(&secret).await, Err(AuthError::BadToken)));
+}
+
+async fn wrong_tokens_and_revoked_tokens_end_sessions(s: TokenStore, _db: ota_db::Db) {
+    let admin = s.create("root", Role::Admin).await.unwrap();
+    let t = s.create("bob", Role::Viewer).await.unwrap();
+    let sessions = Sessions::new(s.clone());
+    assert!(matches!(sessions.login("ota_not-a-token").await, Err(AuthError::BadToken)));
+    assert!(matches!(sessions.get("no-such-session").await, Err(AuthError::BadToken)));
+    let (secret, _) = sessions.login(&t.token).await.unwrap();
+    let (other, _) = sessions.login(&admin.token).await.unwrap();
+    s.revoke(&admin.info, &t.info.id).await.unwrap();
+    assert!(matches!(sessions.get(&secret).await, Err(AuthError::BadToken)));
+    assert!(sessions.get(&other).await.is_ok(), "other sessions go on");
+}
+
+async fn sessions_expire(s: TokenStore, _db: ota_db::Db) {
+    let t = s.create("eve", Role::Viewer).await.unwrap();
+    let sessions = Sessions::new(s).with_ttl(std::time::Duration::ZERO);
+    let (secret, _) = sessions.login(&t.token).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert!(matches!(sessions.get(&secret).await, Err(AuthError::BadToken)));
+}
+
 macro_rules! conformance {
     ($($(#[$attr:meta])* $name:ident),*) => {
         mod sqlite {
@@ -470,5 +509,8 @@ conformance!(
     invalid_names_are_rejected,
     tokens_belong_to_the_callers_principal_by_default,
     another_principal_is_provisioned_and_audited,
-    principal_requests_are_checked
+    principal_requests_are_checked,
+    a_session_lasts_until_logout_and_knows_its_token,
+    wrong_tokens_and_revoked_tokens_end_sessions,
+    sessions_expire
 );

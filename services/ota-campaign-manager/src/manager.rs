@@ -586,7 +586,7 @@ impl CampaignManager {
 }
 
 /// The rule engine's view of a campaign: the action of each rule is its index.
-pub(crate) fn rule_set(spec: &CampaignSpec) -> RuleSet {
+pub fn rule_set(spec: &CampaignSpec) -> RuleSet {
     RuleSet {
         target: spec.target.clone(),
         rules: spec

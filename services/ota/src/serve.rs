@@ -46,6 +46,7 @@ pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut node = Node::connect(cfg, shutdown_rx.clone(), open_files).await?;
+    node.metrics = Some(telemetry.metrics.clone());
     let parts = node.create_roles().await?;
     tokio::spawn(async move {
         wait_for_signal().await;

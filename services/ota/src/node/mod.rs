@@ -104,6 +104,8 @@ pub struct Node {
     pub staging: Option<ota_staging::StagingService>,
     vehicle_limits: OnceLock<Arc<VehicleLimits>>,
     credentials: OnceLock<VehicleCredentials>,
+    /// The process's metrics, for the dashboard's health page.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Node {
@@ -146,6 +148,7 @@ impl Node {
             staging: None,
             vehicle_limits: OnceLock::new(),
             credentials: OnceLock::new(),
+            metrics: None,
         })
     }
 

@@ -1,5 +1,6 @@
-//! `rest`: the management API (`/api/v1`) for engineers and dashboards,
-//! and the bootstrap admin token on a database's first start.
+//! `rest`: the management API (`/api/v1`) for engineers and scripts, the
+//! admin dashboard (`/ui`) on the same clients, and the bootstrap admin
+//! token on a database's first start.
 
 use std::collections::BTreeSet;
 
@@ -42,10 +43,59 @@ async fn create(node: &mut Node, parts: &mut Parts) -> anyhow::Result<()> {
         rest = rest.with_staging(node.peer(Service::Staging)?);
     }
     let rest = rest.with_info(server_info(cfg, &node.services));
+    let dashboard = ota_dashboard::DashState::new(rest.clone(), health(node))
+        .with_secure_cookies(cfg.public_url().starts_with("https://"));
     parts.http = std::mem::take(&mut parts.http)
         .merge(ota_rest::routes(rest))
+        .merge(ota_dashboard::routes(dashboard))
         .fallback(ota_rest::not_found);
     Ok(())
+}
+
+/// What the dashboard's health page probes: every role, here or at the
+/// peer address this process would call.
+fn health(node: &Node) -> ota_dashboard::Health {
+    use ota_dashboard::{Place, RoleProbe};
+    let roles = Service::ALL
+        .into_iter()
+        .map(|s| {
+            let place = if node.runs(s) {
+                Place::Here
+            } else {
+                match node.cfg.peer_url(s).and_then(|url| Ok((url, node.peer(s)?))) {
+                    Ok((url, peer)) => Place::Remote { url, peer },
+                    Err(_) if grpc_name(s).is_empty() => {
+                        Place::Elsewhere("not in this process (no gRPC service to probe)".into())
+                    }
+                    Err(_) => Place::Elsewhere("not in this process and no peer address".into()),
+                }
+            };
+            RoleProbe {
+                role: s.name().to_owned(),
+                grpc_service: grpc_name(s).to_owned(),
+                place,
+            }
+        })
+        .collect();
+    let health = ota_dashboard::Health::new(roles);
+    match node.metrics.clone() {
+        Some(m) => health.with_metrics(move || m.render()),
+        None => health,
+    }
+}
+
+/// The gRPC service a role serves, as the health service names it.
+fn grpc_name(s: Service) -> &'static str {
+    use ota_proto::v1::{
+        campaign_manager_server, rule_engine_server, staging_server, vehicle_store_server,
+    };
+    match s {
+        Service::VehicleStore => vehicle_store_server::SERVICE_NAME,
+        Service::RuleEngine => rule_engine_server::SERVICE_NAME,
+        Service::Staging => staging_server::SERVICE_NAME,
+        Service::CampaignManager => campaign_manager_server::SERVICE_NAME,
+        Service::HttpAdapter | Service::MqttAdapter | Service::Rest => "",
+    }
 }
 
 /// What `GET /api/v1/info` tells: where vehicles reach this deployment.
