@@ -3,7 +3,11 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not when it is compiled: cargo reuses a
+    // compiled build script across checkouts of the workspace (its hash
+    // leaves the workspace's path out), and a path baked in at compile time
+    // would generate another checkout's protos.
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "ota/v1/common.proto",
         "ota/v1/vehicle_store.proto",

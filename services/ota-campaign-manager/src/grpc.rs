@@ -447,6 +447,48 @@ impl CampaignManagerRpc for CampaignManagerService {
         }))
     }
 
+    async fn failure_groups(
+        &self,
+        req: Request<pb::FailureGroupsRequest>,
+    ) -> Result<Response<pb::FailureGroupsResponse>, Status> {
+        let r = req.into_inner();
+        Ok(Response::new(
+            self.manager.failure_groups(&r.campaign_id, r.limit).await?,
+        ))
+    }
+
+    async fn failure_group_vins(
+        &self,
+        req: Request<pb::FailureGroupVinsRequest>,
+    ) -> Result<Response<pb::FailureGroupVinsResponse>, Status> {
+        let r = req.into_inner();
+        let vins = self
+            .manager
+            .failure_group_vins(&r.campaign_id, &r.reason, &r.after_vin, r.limit)
+            .await?;
+        Ok(Response::new(pb::FailureGroupVinsResponse { vins }))
+    }
+
+    async fn retry_group(
+        &self,
+        req: Request<pb::RetryGroupRequest>,
+    ) -> Result<Response<pb::RetryGroupResponse>, Status> {
+        let r = req.into_inner();
+        let (retried, skipped) = self
+            .manager
+            .retry_group(&r.campaign_id, &r.reason, &actor(&r.actor, &r.actor_role))
+            .await?;
+        Ok(Response::new(pb::RetryGroupResponse { retried, skipped }))
+    }
+
+    async fn vehicle_actions(
+        &self,
+        req: Request<pb::VehicleActionsRequest>,
+    ) -> Result<Response<pb::VehicleActionsResponse>, Status> {
+        let actions = self.manager.vehicle_history(&req.into_inner().vin).await?;
+        Ok(Response::new(pb::VehicleActionsResponse { actions }))
+    }
+
     async fn open_actions(
         &self,
         req: Request<pb::OpenActionsRequest>,

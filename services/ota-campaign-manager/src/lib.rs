@@ -9,7 +9,13 @@
 //! them and stops the campaign when failures climb. Vehicles' status reports
 //! are written in batches ([`status`]). Every change that alters a vehicle's
 //! pending actions leaves an event in the outbox for staging.
+//!
+//! Reports read counters the store keeps with every change of an action
+//! (`store::Counts`), never a scan of a campaign's actions; each action
+//! keeps its recent history, and admins diagnose failures by reason and
+//! retry them ([`diagnose`]).
 
+mod diagnose;
 mod error;
 pub mod grpc;
 mod installed;

@@ -9,7 +9,7 @@ use chrono::Utc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::model::ActionState;
-use crate::store::{ActionRow, ReportOutcome, StatusUpdate, Store};
+use crate::store::{ActionRow, NewEvent, ReportOutcome, StatusUpdate, Store};
 use crate::CampaignError;
 
 #[derive(Debug, Clone)]
@@ -124,6 +124,8 @@ struct Working {
     message: String,
     restaged: bool,
     changed: bool,
+    /// The history the decided reports add.
+    events: Vec<NewEvent>,
 }
 
 async fn apply(
@@ -181,6 +183,7 @@ async fn apply(
                 message: row.message.clone(),
                 restaged: false,
                 changed: false,
+                events: Vec::new(),
                 row: row.clone(),
             });
             let max_retries = retries.get(&row.campaign_id).copied().unwrap_or(0);
@@ -209,6 +212,7 @@ async fn apply(
                 restaged: w.restaged,
                 ecu: w.row.ecu.clone(),
                 package_id: w.row.package_id.clone(),
+                events: w.events.clone(),
             })
             .collect();
         let outcomes = store.write_status(&updates, Utc::now()).await?;
@@ -254,12 +258,27 @@ fn decide(w: &mut Working, r: &StatusReport, max_retries: u32) -> bool {
     w.seq = seq;
     w.progress = r.progress.min(100) as i32;
     w.changed = true;
+    // The report as the vehicle sent it, then what the platform made of it.
+    w.events.push(NewEvent {
+        action_id: w.row.id.clone(),
+        state: r.state,
+        progress: w.progress,
+        message: message.clone(),
+        protocol: r.protocol.clone(),
+        attempt: w.attempts,
+    });
     if r.state == ActionState::Failed && w.attempts as u32 <= max_retries {
         w.state = ActionState::Staged;
         w.restaged = true;
         w.message = format!("attempt {} failed: {message}", w.attempts);
         w.attempts += 1;
         w.progress = 0;
+        w.events.push(NewEvent::platform(
+            &w.row.id,
+            ActionState::Staged,
+            format!("{}; retrying", w.message),
+            w.attempts,
+        ));
     } else {
         w.state = r.state;
         w.message = message;
@@ -287,6 +306,7 @@ mod tests {
                 message: String::new(),
                 model: String::new(),
                 region: String::new(),
+                hardware: String::new(),
                 staged_at: None,
                 state_at: 0,
             },
@@ -297,6 +317,7 @@ mod tests {
             message: String::new(),
             restaged: false,
             changed: false,
+            events: Vec::new(),
         }
     }
 
@@ -340,6 +361,28 @@ mod tests {
         assert!(w.message.contains("attempt 1 failed"));
         assert!(decide(&mut w, &report(ActionState::Failed, 2), 1));
         assert_eq!((w.state, w.attempts), (ActionState::Failed, 2));
+    }
+
+    #[test]
+    fn each_applied_report_and_each_retry_leave_an_event() {
+        let mut w = working(ActionState::Delivered, 1, 0);
+        assert!(decide(&mut w, &report(ActionState::Downloading, 1), 1));
+        assert!(!decide(&mut w, &report(ActionState::Downloading, 1), 1));
+        assert!(decide(&mut w, &report(ActionState::Failed, 2), 1));
+        let events: Vec<(ActionState, &str, i32)> = w
+            .events
+            .iter()
+            .map(|e| (e.state, e.protocol.as_str(), e.attempt))
+            .collect();
+        assert_eq!(
+            events,
+            [
+                (ActionState::Downloading, "test", 1),
+                (ActionState::Failed, "test", 1),
+                (ActionState::Staged, "platform", 2),
+            ]
+        );
+        assert_eq!(w.events[2].message, "attempt 1 failed: m; retrying");
     }
 
     #[test]

@@ -74,6 +74,7 @@ impl Targeting {
             platform: v.platform.clone().unwrap_or_default(),
             gateway: v.gateway.clone().unwrap_or_default(),
             region: v.region.clone().unwrap_or_default(),
+            hardware: ecu.map(|e| e.hw.clone()).unwrap_or_default(),
         })
     }
 

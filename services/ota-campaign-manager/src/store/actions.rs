@@ -1,6 +1,7 @@
 //! Per-vehicle actions: bulk creation at launch, release to staging under
-//! waves, rate and conflicts, timeouts, status reports, and the reads staging
-//! builds its documents from.
+//! waves, rate and conflicts, timeouts, and the reads staging builds its
+//! documents from. Every state change the platform makes here leaves an
+//! event in the action's history, in the same transaction.
 
 use std::collections::HashMap;
 
@@ -9,6 +10,7 @@ use ota_bus::topics;
 use ota_db::with_pool;
 use sqlx::QueryBuilder;
 
+use super::events::{self, NewEvent};
 use super::{on_conn, staging_events, write_tx, Conn, Store};
 use crate::model::{millis, ActionState, CampaignState};
 use crate::CampaignError;
@@ -30,6 +32,8 @@ pub struct NewAction {
     pub platform: String,
     pub gateway: String,
     pub region: String,
+    /// The targeted ECU's hardware in the inventory ('' when unknown).
+    pub hardware: String,
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -47,11 +51,21 @@ pub struct ActionRow {
     pub message: String,
     pub model: String,
     pub region: String,
+    pub hardware: String,
     pub staged_at: Option<i64>,
     pub state_at: i64,
 }
 
-const ACTION_COLUMNS: &str = "id, campaign_id, vin, ecu, package_id, wave, state, attempts, last_seq, progress, message, model, region, staged_at, state_at";
+pub(super) const ACTION_COLUMNS: &str = "id, campaign_id, vin, ecu, package_id, wave, state, attempts, last_seq, progress, message, model, region, hardware, staged_at, state_at";
+
+/// A vehicle's action with its campaign's name and state (as stored).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct VehicleActionEntry {
+    #[sqlx(flatten)]
+    pub row: ActionRow,
+    pub campaign_name: String,
+    pub campaign_state: String,
+}
 
 /// An open action with what staging needs to build the document.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -67,51 +81,22 @@ pub struct OpenActionRow {
     pub attempts: i32,
 }
 
-/// Installed events for these successes, in chunks.
-fn installed_events(installs: &[ota_bus::Install], now: DateTime<Utc>) -> Vec<String> {
-    installs
-        .chunks(super::VINS_PER_EVENT)
-        .map(|chunk| {
-            ota_bus::outbox::payload(&ota_bus::InstalledEvent::Succeeded {
-                installs: chunk.to_vec(),
-                at_ms: millis(now),
-            })
-        })
+/// (id, vin, attempts) of the rows an UPDATE changed.
+pub(super) type Changed = Vec<(String, String, i32)>;
+
+/// The platform's events for the rows an UPDATE moved to `state`.
+pub(super) fn transitions(rows: &Changed, state: ActionState, message: &str) -> Vec<NewEvent> {
+    rows.iter()
+        .map(|(id, _, attempts)| NewEvent::platform(id, state, message, *attempts))
         .collect()
 }
 
-/// A status report's effect on one action, decided by the caller.
-#[derive(Debug, Clone)]
-pub struct StatusUpdate {
-    pub id: String,
-    pub vin: String,
-    /// The row as it was read: the write applies only if it is unchanged.
-    pub old_state: String,
-    pub old_seq: i64,
-    pub state: ActionState,
-    pub attempts: i32,
-    pub seq: i64,
-    pub progress: i32,
-    pub message: String,
-    /// Staged again for a retry.
-    pub restaged: bool,
-    /// What the action installs: a success is recorded in the inventory.
-    pub ecu: String,
-    pub package_id: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportOutcome {
-    Applied,
-    /// The row changed between read and write; the report was not applied.
-    Raced,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WaveCounts {
-    pub wave: i32,
-    pub state: ActionState,
-    pub count: i64,
+/// The distinct VINs of changed rows, sorted.
+pub(super) fn vins_of(rows: &Changed) -> Vec<String> {
+    let mut vins: Vec<String> = rows.iter().map(|(_, v, _)| v.clone()).collect();
+    vins.sort();
+    vins.dedup();
+    vins
 }
 
 /// What a state change of the campaign does to its actions; returns the
@@ -123,30 +108,43 @@ pub(super) async fn on_campaign_state(
     now_ms: i64,
 ) -> Result<Vec<String>, sqlx::Error> {
     let unfinished = super::sql_list(|s| !s.is_final());
-    let sql = match to {
+    let (sql, state, message) = match to {
         // Undelivered actions go back to pending, so they leave the staged
         // documents; what a vehicle already has stays with it.
-        CampaignState::Paused => "UPDATE actions SET state = 'pending', open = 0, attempts = attempts - 1, staged_at = NULL, state_at = $1 \
-             WHERE campaign_id = $2 AND state = 'staged' RETURNING vin"
-            .to_string(),
-        CampaignState::Aborted => format!(
-            "UPDATE actions SET state = 'cancelled', open = 0, message = 'campaign aborted', state_at = $1, finished_at = $1 \
-             WHERE campaign_id = $2 AND state IN {unfinished} RETURNING vin"
+        CampaignState::Paused => (
+            "UPDATE actions SET state = 'pending', open = 0, attempts = attempts - 1, staged_at = NULL, state_at = $1 \
+             WHERE campaign_id = $2 AND state = 'staged' RETURNING id, vin, attempts"
+                .to_string(),
+            ActionState::Pending,
+            "campaign paused",
+        ),
+        CampaignState::Aborted => (
+            format!(
+                "UPDATE actions SET state = 'cancelled', open = 0, message = $3, state_at = $1, finished_at = $1 \
+                 WHERE campaign_id = $2 AND state IN {unfinished} RETURNING id, vin, attempts"
+            ),
+            ActionState::Cancelled,
+            "campaign aborted",
         ),
         // Completed (all waves done, or the schedule ended): what was not
         // delivered is cancelled; vehicles mid-install finish and report.
-        CampaignState::Completed => "UPDATE actions SET state = 'cancelled', open = 0, message = 'campaign completed before delivery', state_at = $1, finished_at = $1 \
-             WHERE campaign_id = $2 AND state IN ('pending', 'waiting', 'staged') RETURNING vin"
-            .to_string(),
+        CampaignState::Completed => (
+            "UPDATE actions SET state = 'cancelled', open = 0, message = $3, state_at = $1, finished_at = $1 \
+             WHERE campaign_id = $2 AND state IN ('pending', 'waiting', 'staged') RETURNING id, vin, attempts"
+                .to_string(),
+            ActionState::Cancelled,
+            "campaign completed before delivery",
+        ),
         _ => return Ok(Vec::new()),
     };
-    let vins: Vec<(String,)> = on_conn!(&mut conn, c => {
-        sqlx::query_as(&sql).bind(now_ms).bind(campaign_id).fetch_all(c).await?
+    let rows: Changed = on_conn!(&mut conn, c => {
+        let q = sqlx::query_as(&sql).bind(now_ms).bind(campaign_id);
+        // A pause keeps the message (a retry's reason, say).
+        let q = if to == CampaignState::Paused { q } else { q.bind(message) };
+        q.fetch_all(c).await?
     });
-    let mut vins: Vec<String> = vins.into_iter().map(|(v,)| v).collect();
-    vins.sort();
-    vins.dedup();
-    Ok(vins)
+    events::append(&mut conn, now_ms, &transitions(&rows, state, message)).await?;
+    Ok(vins_of(&rows))
 }
 
 pub(super) async fn open_vins(
@@ -160,9 +158,12 @@ pub(super) async fn open_vins(
     Ok(rows.into_iter().map(|(v,)| v).collect())
 }
 
-/// SQLite's bound-parameter limit is 32,766, and an action row binds 17.
+/// Why a pending action waits (its history's message).
+const BLOCKED: &str = "another campaign's action on this ECU is open";
+
+/// SQLite's bound-parameter limit is 32,766, and an action row binds 18.
 const SQLITE_MAX_PARAMS: usize = 32_766;
-const INSERTED_COLUMNS: usize = 17;
+const INSERTED_COLUMNS: usize = 18;
 const SQLITE_ROWS_PER_INSERT: usize = SQLITE_MAX_PARAMS / INSERTED_COLUMNS;
 
 impl Store {
@@ -200,22 +201,25 @@ impl Store {
     ) -> Result<Vec<String>, CampaignError> {
         let now_ms = millis(now);
         let vins = write_tx!(self, tx => {
-            let released: Vec<(String,)> = sqlx::query_as(
+            let released: Changed = sqlx::query_as(
                 "UPDATE actions SET state = 'staged', open = 1, attempts = attempts + 1, staged_at = $1, state_at = $1 \
                  WHERE id IN (SELECT a.id FROM actions a WHERE a.campaign_id = $2 AND a.state IN ('pending', 'waiting') AND a.wave <= $3 \
                    AND NOT EXISTS (SELECT 1 FROM actions b WHERE b.vin = a.vin AND b.ecu = a.ecu AND b.open = 1) \
-                   ORDER BY a.bucket LIMIT $4) RETURNING vin")
+                   ORDER BY a.bucket LIMIT $4) RETURNING id, vin, attempts")
                 .bind(now_ms).bind(campaign_id).bind(max_wave).bind(limit as i64)
                 .fetch_all(&mut *tx).await?;
+            let mut history = transitions(&released, ActionState::Staged, "");
             if (released.len() as u32) < limit {
                 // Whatever is left in the open waves is blocked by another
                 // campaign's action on the same ECU: show it as waiting.
-                sqlx::query("UPDATE actions SET state = 'waiting', state_at = $1 WHERE campaign_id = $2 AND state = 'pending' AND wave <= $3 \
-                     AND EXISTS (SELECT 1 FROM actions b WHERE b.vin = actions.vin AND b.ecu = actions.ecu AND b.open = 1)")
+                let blocked: Changed = sqlx::query_as("UPDATE actions SET state = 'waiting', state_at = $1 WHERE campaign_id = $2 AND state = 'pending' AND wave <= $3 \
+                     AND EXISTS (SELECT 1 FROM actions b WHERE b.vin = actions.vin AND b.ecu = actions.ecu AND b.open = 1) RETURNING id, vin, attempts")
                     .bind(now_ms).bind(campaign_id).bind(max_wave)
-                    .execute(&mut *tx).await?;
+                    .fetch_all(&mut *tx).await?;
+                history.extend(transitions(&blocked, ActionState::Waiting, BLOCKED));
             }
-            let vins: Vec<String> = released.into_iter().map(|(v,)| v).collect();
+            events::append(&mut Conn::from(&mut *tx), now_ms, &history).await?;
+            let vins: Vec<String> = released.into_iter().map(|(_, v, _)| v).collect();
             ota_bus::outbox::enqueue(&mut *tx, topics::STAGING, &staging_events(&vins, now)).await?;
             tx.commit().await?;
             vins
@@ -237,15 +241,17 @@ impl Store {
     ) -> Result<Vec<String>, CampaignError> {
         let now_ms = millis(now);
         let vins = write_tx!(self, tx => {
-            let rows: Vec<(String,)> = sqlx::query_as(
+            let rows: Changed = sqlx::query_as(
                 "UPDATE actions SET state = 'waiting', open = 0, attempts = attempts - 1, staged_at = NULL, state_at = $1 \
                  WHERE open = 1 AND state = 'staged' AND campaign_id <> $2 \
                    AND campaign_id IN (SELECT id FROM campaigns WHERE priority < $3) \
                    AND EXISTS (SELECT 1 FROM actions w WHERE w.campaign_id = $2 AND w.vin = actions.vin AND w.ecu = actions.ecu \
-                               AND w.state = 'waiting' AND w.wave <= $4) RETURNING vin")
+                               AND w.state = 'waiting' AND w.wave <= $4) RETURNING id, vin, attempts")
                 .bind(now_ms).bind(campaign_id).bind(priority).bind(max_wave)
                 .fetch_all(&mut *tx).await?;
-            let vins: Vec<String> = rows.into_iter().map(|(v,)| v).collect();
+            let message = format!("campaign {campaign_id} of higher priority took the ECU");
+            events::append(&mut Conn::from(&mut *tx), now_ms, &transitions(&rows, ActionState::Waiting, &message)).await?;
+            let vins = vins_of(&rows);
             ota_bus::outbox::enqueue(&mut *tx, topics::STAGING, &staging_events(&vins, now)).await?;
             tx.commit().await?;
             vins
@@ -270,7 +276,7 @@ impl Store {
         let message = format!("no final status within {timeout_text}");
         let retry_message = format!("{message}; retrying");
         let (timed_out, retried) = write_tx!(self, tx => {
-            let rows: Vec<(String, String)> = sqlx::query_as(
+            let rows: Vec<(String, String, i32, String, String)> = sqlx::query_as(
                 "UPDATE actions SET \
                    state = CASE WHEN attempts <= $1 THEN 'staged' ELSE 'timed_out' END, \
                    open = CASE WHEN attempts <= $1 THEN 1 ELSE 0 END, \
@@ -279,13 +285,18 @@ impl Store {
                    staged_at = CASE WHEN attempts <= $1 THEN $2 ELSE staged_at END, \
                    attempts = CASE WHEN attempts <= $1 THEN attempts + 1 ELSE attempts END, \
                    progress = 0, state_at = $2 \
-                 WHERE campaign_id = $5 AND open = 1 AND staged_at < $6 RETURNING vin, state")
+                 WHERE campaign_id = $5 AND open = 1 AND staged_at < $6 RETURNING id, vin, attempts, state, message")
                 .bind(max_retries as i32).bind(now_ms).bind(&retry_message).bind(&message)
                 .bind(campaign_id).bind(millis(cutoff))
                 .fetch_all(&mut *tx).await?;
-            let timed_out = rows.iter().filter(|(_, s)| s == ActionState::TimedOut.as_str()).count() as u64;
+            let timed_out = rows.iter().filter(|r| r.3 == ActionState::TimedOut.as_str()).count() as u64;
             let retried = rows.len() as u64 - timed_out;
-            let vins: Vec<String> = rows.into_iter().map(|(v, _)| v).collect();
+            let history: Vec<NewEvent> = rows.iter().map(|(id, _, attempts, state, message)| {
+                let state = if state == ActionState::TimedOut.as_str() { ActionState::TimedOut } else { ActionState::Staged };
+                NewEvent::platform(id, state, message, *attempts)
+            }).collect();
+            events::append(&mut Conn::from(&mut *tx), now_ms, &history).await?;
+            let vins: Vec<String> = rows.into_iter().map(|r| r.1).collect();
             ota_bus::outbox::enqueue(&mut *tx, topics::STAGING, &staging_events(&vins, now)).await?;
             tx.commit().await?;
             (timed_out, retried)
@@ -307,23 +318,6 @@ impl Store {
                 .bind(budget).bind(millis(at)).bind(campaign_id).execute(pool).await.map(drop)?
         });
         Ok(())
-    }
-
-    /// Counts per wave and state.
-    pub async fn wave_counts(&self, campaign_id: &str) -> Result<Vec<WaveCounts>, CampaignError> {
-        let rows: Vec<(i32, String, i64)> = with_pool!(&self.db, pool => {
-            sqlx::query_as("SELECT wave, state, COUNT(*) FROM actions WHERE campaign_id = $1 GROUP BY wave, state ORDER BY wave, state")
-                .bind(campaign_id).fetch_all(pool).await?
-        });
-        rows.into_iter()
-            .map(|(wave, state, count)| {
-                let state = state.parse().map_err(|reason| CampaignError::Corrupt {
-                    what: format!("action state in campaign {campaign_id}"),
-                    reason,
-                })?;
-                Ok(WaveCounts { wave, state, count })
-            })
-            .collect()
     }
 
     /// Actions by id, for applying status reports.
@@ -370,44 +364,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Applies decided status updates in one transaction; each applies only
-    /// if the row is still as it was read. VINs whose open actions changed
-    /// get a staging event.
-    pub async fn write_status(
-        &self,
-        updates: &[StatusUpdate],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<ReportOutcome>, CampaignError> {
-        if updates.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now_ms = millis(now);
-        let (outcomes, vins) = write_tx!(self, tx => {
-            let mut conn = Conn::from(&mut *tx);
-            let applied = write_status(&mut conn, updates, now_ms).await?;
-            let outcomes: Vec<ReportOutcome> = updates.iter().map(|u| if applied.contains(&u.id) { ReportOutcome::Applied } else { ReportOutcome::Raced }).collect();
-            let mut vins: Vec<String> = updates.iter().zip(&outcomes)
-                .filter(|(u, o)| **o == ReportOutcome::Applied && (u.state.is_final() || u.restaged))
-                .map(|(u, _)| u.vin.clone()).collect();
-            vins.sort();
-            vins.dedup();
-            ota_bus::outbox::enqueue(&mut conn, topics::STAGING, &staging_events(&vins, now)).await?;
-            // In the same transaction: a success acknowledged to a vehicle
-            // reaches its inventory even if this process dies next.
-            let installs: Vec<ota_bus::Install> = updates.iter().zip(&outcomes)
-                .filter(|(u, o)| **o == ReportOutcome::Applied && u.state == ActionState::Succeeded)
-                .map(|(u, _)| ota_bus::Install { vin: u.vin.clone(), action_id: u.id.clone(), ecu: u.ecu.clone(), package_id: u.package_id.clone() })
-                .collect();
-            ota_bus::outbox::enqueue(&mut conn, topics::INSTALLED, &installed_events(&installs, now)).await?;
-            tx.commit().await?;
-            (outcomes, vins)
-        });
-        if !vins.is_empty() {
-            self.wake_relay();
-        }
-        Ok(outcomes)
-    }
-
     /// Staged actions a vehicle has now been handed.
     pub async fn mark_delivered(
         &self,
@@ -426,10 +382,11 @@ impl Store {
             for id in ids {
                 sep.push_bind(id);
             }
-            q.push(")");
-            let n = q.build().execute(&mut *tx).await?.rows_affected();
+            q.push(") RETURNING id, vin, attempts");
+            let rows: Changed = q.build_query_as().fetch_all(&mut *tx).await?;
+            events::append(&mut Conn::from(&mut *tx), now_ms, &transitions(&rows, ActionState::Delivered, "")).await?;
             tx.commit().await?;
-            n
+            rows.len()
         });
         Ok(n as u32)
     }
@@ -462,9 +419,10 @@ impl Store {
             for id in ids {
                 sep.push_bind(id);
             }
-            q.push(") RETURNING vin");
-            let rows: Vec<(String,)> = q.build_query_as().fetch_all(&mut *tx).await?;
-            let vins: Vec<String> = rows.into_iter().map(|(v,)| v).collect();
+            q.push(") RETURNING id, vin, attempts");
+            let rows: Changed = q.build_query_as().fetch_all(&mut *tx).await?;
+            events::append(&mut Conn::from(&mut *tx), now_ms, &transitions(&rows, state, message)).await?;
+            let vins: Vec<String> = rows.into_iter().map(|(_, v, _)| v).collect();
             ota_bus::outbox::enqueue(&mut *tx, topics::STAGING, &staging_events(&vins, now)).await?;
             tx.commit().await?;
             vins
@@ -518,6 +476,25 @@ impl Store {
         Ok(rows)
     }
 
+    /// Every action of a vehicle, newest first, with its campaign's name
+    /// and state.
+    pub async fn vehicle_rows(&self, vin: &str) -> Result<Vec<VehicleActionEntry>, CampaignError> {
+        let columns: Vec<String> = ACTION_COLUMNS
+            .split(", ")
+            .map(|c| format!("a.{c}"))
+            .collect();
+        let sql = format!(
+            "SELECT {}, c.name AS campaign_name, c.state AS campaign_state \
+             FROM actions a JOIN campaigns c ON c.id = a.campaign_id WHERE a.vin = $1 \
+             ORDER BY a.created_at DESC, a.id DESC",
+            columns.join(", ")
+        );
+        let rows: Vec<VehicleActionEntry> = with_pool!(&self.db, pool => {
+            sqlx::query_as(&sql).bind(vin).fetch_all(pool).await?
+        });
+        Ok(rows)
+    }
+
     /// A campaign's actions after `after_vin`, in VIN order (report rows).
     pub async fn campaign_rows(
         &self,
@@ -530,26 +507,6 @@ impl Store {
                 .bind(campaign_id).bind(after_vin).bind(limit as i64).fetch_all(pool).await?
         });
         Ok(rows)
-    }
-
-    /// How many of the campaign's actions are in each state.
-    pub async fn state_counts(
-        &self,
-        campaign_id: &str,
-    ) -> Result<HashMap<ActionState, u64>, CampaignError> {
-        let rows: Vec<(String, i64)> = with_pool!(&self.db, pool => {
-            sqlx::query_as("SELECT state, COUNT(*) FROM actions WHERE campaign_id = $1 GROUP BY state")
-                .bind(campaign_id).fetch_all(pool).await?
-        });
-        let mut out = HashMap::new();
-        for (state, n) in rows {
-            let s: ActionState = state.parse().map_err(|reason| CampaignError::Corrupt {
-                what: format!("action state in campaign {campaign_id}"),
-                reason,
-            })?;
-            out.insert(s, n as u64);
-        }
-        Ok(out)
     }
 }
 
@@ -571,10 +528,10 @@ async fn insert_actions(
                 .map(|a| a.state.is_final().then_some(now_ms))
                 .collect();
             inserted += sqlx::query(
-                "INSERT INTO actions (id, campaign_id, vin, ecu, package_id, rule_index, bucket, wave, state, message, model, platform, gateway, region, finished_at, state_at, created_at) \
-                 SELECT u.id, $1, u.vin, u.ecu, u.package_id, u.rule_index, u.bucket, u.wave, u.state, u.message, u.model, u.platform, u.gateway, u.region, u.finished_at, $2, $2 \
-                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::bigint[]) \
-                   AS u(id, vin, ecu, package_id, rule_index, bucket, wave, state, message, model, platform, gateway, region, finished_at) \
+                "INSERT INTO actions (id, campaign_id, vin, ecu, package_id, rule_index, bucket, wave, state, message, model, platform, gateway, region, hardware, finished_at, state_at, created_at) \
+                 SELECT u.id, $1, u.vin, u.ecu, u.package_id, u.rule_index, u.bucket, u.wave, u.state, u.message, u.model, u.platform, u.gateway, u.region, u.hardware, u.finished_at, $2, $2 \
+                 FROM UNNEST($3::text[], $4::text[], $5::text[], $6::text[], $7::int[], $8::int[], $9::int[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[], $17::bigint[]) \
+                   AS u(id, vin, ecu, package_id, rule_index, bucket, wave, state, message, model, platform, gateway, region, hardware, finished_at) \
                  ON CONFLICT (campaign_id, vin) DO NOTHING")
                 .bind(campaign_id)
                 .bind(now_ms)
@@ -591,6 +548,7 @@ async fn insert_actions(
                 .bind(col(|a| a.platform.clone()))
                 .bind(col(|a| a.gateway.clone()))
                 .bind(col(|a| a.region.clone()))
+                .bind(col(|a| a.hardware.clone()))
                 .bind(finished)
                 .execute(&mut **c)
                 .await?
@@ -599,7 +557,7 @@ async fn insert_actions(
         Conn::Sqlite(c) => {
             for chunk in actions.chunks(SQLITE_ROWS_PER_INSERT) {
                 let mut q = QueryBuilder::new(
-                    "INSERT INTO actions (id, campaign_id, vin, ecu, package_id, rule_index, bucket, wave, state, message, model, platform, gateway, region, finished_at, state_at, created_at) ",
+                    "INSERT INTO actions (id, campaign_id, vin, ecu, package_id, rule_index, bucket, wave, state, message, model, platform, gateway, region, hardware, finished_at, state_at, created_at) ",
                 );
                 q.push_values(chunk, |mut b, a| {
                     b.push_bind(&a.id)
@@ -616,6 +574,7 @@ async fn insert_actions(
                         .push_bind(&a.platform)
                         .push_bind(&a.gateway)
                         .push_bind(&a.region)
+                        .push_bind(&a.hardware)
                         .push_bind(a.state.is_final().then_some(now_ms))
                         .push_bind(now_ms)
                         .push_bind(now_ms);
@@ -626,71 +585,4 @@ async fn insert_actions(
         }
     }
     Ok(inserted)
-}
-
-/// Returns the ids whose update applied.
-async fn write_status(
-    conn: &mut Conn<'_>,
-    updates: &[StatusUpdate],
-    now_ms: i64,
-) -> Result<std::collections::HashSet<String>, sqlx::Error> {
-    const SET: &str = "state = u.state, open = u.open, attempts = u.attempts, last_seq = u.seq, progress = u.progress, message = u.message, state_at = $1, \
-        finished_at = CASE WHEN u.finished = 1 THEN $1 ELSE NULL END, \
-        staged_at = CASE WHEN u.restaged = 1 THEN $1 ELSE actions.staged_at END";
-    let mut applied = std::collections::HashSet::new();
-    match conn {
-        Conn::Postgres(c) => {
-            let text =
-                |f: fn(&StatusUpdate) -> String| updates.iter().map(f).collect::<Vec<String>>();
-            let int = |f: fn(&StatusUpdate) -> i32| updates.iter().map(f).collect::<Vec<i32>>();
-            let rows: Vec<(String,)> = sqlx::query_as(&format!(
-                "UPDATE actions SET {SET} FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::int[], $7::int[], $8::bigint[], $9::int[], $10::text[], $11::int[], $12::int[]) \
-                   AS u(id, old_state, old_seq, state, open, attempts, seq, progress, message, finished, restaged) \
-                 WHERE actions.id = u.id AND actions.state = u.old_state AND actions.last_seq = u.old_seq RETURNING actions.id"))
-                .bind(now_ms)
-                .bind(text(|u| u.id.clone()))
-                .bind(text(|u| u.old_state.clone()))
-                .bind(updates.iter().map(|u| u.old_seq).collect::<Vec<i64>>())
-                .bind(text(|u| u.state.as_str().to_string()))
-                .bind(int(|u| u.state.is_open() as i32))
-                .bind(int(|u| u.attempts))
-                .bind(updates.iter().map(|u| u.seq).collect::<Vec<i64>>())
-                .bind(int(|u| u.progress))
-                .bind(text(|u| u.message.clone()))
-                .bind(int(|u| u.state.is_final() as i32))
-                .bind(int(|u| u.restaged as i32))
-                .fetch_all(&mut **c)
-                .await?;
-            applied.extend(rows.into_iter().map(|(id,)| id));
-        }
-        Conn::Sqlite(c) => {
-            for u in updates {
-                // Placeholders in order of first use: SQLite numbers them so.
-                let n = sqlx::query(
-                    "UPDATE actions SET state = $1, open = $2, attempts = $3, last_seq = $4, progress = $5, message = $6, state_at = $7, \
-                     finished_at = CASE WHEN $8 = 1 THEN $7 ELSE NULL END, staged_at = CASE WHEN $9 = 1 THEN $7 ELSE staged_at END \
-                     WHERE id = $10 AND state = $11 AND last_seq = $12",
-                )
-                .bind(u.state.as_str())
-                .bind(u.state.is_open() as i32)
-                .bind(u.attempts)
-                .bind(u.seq)
-                .bind(u.progress)
-                .bind(&u.message)
-                .bind(now_ms)
-                .bind(u.state.is_final() as i32)
-                .bind(u.restaged as i32)
-                .bind(&u.id)
-                .bind(&u.old_state)
-                .bind(u.old_seq)
-                .execute(&mut **c)
-                .await?
-                .rows_affected();
-                if n > 0 {
-                    applied.insert(u.id.clone());
-                }
-            }
-        }
-    }
-    Ok(applied)
 }

@@ -3,8 +3,11 @@
 //! parameters, TEXT JSON); bulk writes differ.
 
 mod actions;
+mod counts;
+mod events;
+mod failures;
 mod health;
-mod report;
+mod status;
 
 use std::sync::Arc;
 
@@ -20,8 +23,11 @@ use crate::model::{
 };
 use crate::CampaignError;
 
-pub use actions::{ActionRow, NewAction, OpenActionRow, ReportOutcome, StatusUpdate, WaveCounts};
-pub use report::{GroupCounts, ReportData};
+pub use actions::{ActionRow, NewAction, OpenActionRow, VehicleActionEntry};
+pub use counts::{dim, CountKey, Counts, GroupCounts, MinuteCounts, WaveCounts};
+pub use events::{EventRow, NewEvent, KEEP_EVENTS, PLATFORM};
+pub use failures::{FailureGroupRow, NO_MESSAGE, RETRY_VERB};
+pub use status::{ReportOutcome, StatusUpdate};
 
 pub(crate) use health::truncate;
 

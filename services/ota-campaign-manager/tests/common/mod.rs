@@ -175,6 +175,14 @@ impl Harness {
             .await
     }
 
+    /// The campaign's counters, as the store keeps them, equal a GROUP BY
+    /// over its actions; `step` names the moment in the failure message.
+    pub async fn assert_counts_exact(&self, campaign: &str, step: &str) {
+        let kept = self.manager.store().counts(campaign, None).await.unwrap();
+        let expected = grouped_counts(self.db.db(), campaign).await;
+        assert_eq!(kept.rows, expected, "counters of {campaign} after {step}");
+    }
+
     /// Staging events relayed from the outbox so far: the VINs they name.
     pub async fn staging_vins(&self, group: &str) -> Vec<String> {
         self.relay.relay_once().await.unwrap();
@@ -217,4 +225,35 @@ rules:
   - install: {{package: bms-fw, version: 2.3.1, ecu: BMS}}
 {extra}"#
     )
+}
+
+/// What the counters of a campaign must be, grouped from its actions here
+/// (not by the store's own SQL).
+pub async fn grouped_counts(
+    db: &ota_db::Db,
+    campaign: &str,
+) -> std::collections::BTreeMap<ota_campaign_manager::store::CountKey, i64> {
+    let mut parts: Vec<String> = ["model", "platform", "gateway", "region", "hardware"]
+        .iter()
+        .map(|c| format!("SELECT '{c}', {c}, state, COUNT(*) FROM actions WHERE campaign_id = $1 GROUP BY {c}, state"))
+        .collect();
+    parts.push(
+        "SELECT 'state', '', state, COUNT(*) FROM actions WHERE campaign_id = $1 GROUP BY state"
+            .into(),
+    );
+    parts.push("SELECT 'wave', CAST(wave AS TEXT), state, COUNT(*) FROM actions WHERE campaign_id = $1 GROUP BY wave, state".into());
+    parts.push(
+        "SELECT 'minute', CAST(finished_at / 60000 AS TEXT), state, COUNT(*) FROM actions \
+        WHERE campaign_id = $1 AND finished_at IS NOT NULL GROUP BY finished_at / 60000, state"
+            .into(),
+    );
+    parts.push("SELECT 'retries', '', '', CAST(SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END) AS BIGINT) \
+        FROM actions WHERE campaign_id = $1".into());
+    let sql = parts.join(" UNION ALL ");
+    let rows: Vec<(String, String, String, Option<i64>)> = ota_db::with_pool!(db, pool => {
+        sqlx::query_as(&sql).bind(campaign).fetch_all(pool).await.unwrap()
+    });
+    rows.into_iter()
+        .filter_map(|(d, k, s, n)| n.filter(|n| *n != 0).map(|n| ((d, k, s), n)))
+        .collect()
 }
