@@ -56,10 +56,10 @@ pub async fn list(
         .await?
         .into_inner()
         .campaigns;
-    let reports: Vec<Option<pb::CampaignReport>> = futures::stream::iter(campaigns.iter())
-        .map(|c| {
+    let ids: Vec<String> = campaigns.iter().map(|c| c.id.clone()).collect();
+    let reports: Vec<Option<pb::CampaignReport>> = futures::stream::iter(ids)
+        .map(|id| {
             let mut client = s.api.campaigns.clone();
-            let id = c.id.clone();
             async move {
                 // A campaign whose report fails still shows in the list.
                 client
@@ -144,19 +144,21 @@ pub async fn page(
         .get_campaign(pb::GetCampaignRequest { id: id.clone() })
         .await?
         .into_inner();
+    let (mut c1, mut c2, mut c3) = (
+        s.api.campaigns.clone(),
+        s.api.campaigns.clone(),
+        s.api.campaigns.clone(),
+    );
     let (report, groups, audit) = tokio::try_join!(
-        s.api.campaigns.clone().report(pb::ReportRequest {
+        c1.report(pb::ReportRequest {
             id: id.clone(),
             top_failures: 10,
         }),
-        s.api
-            .campaigns
-            .clone()
-            .failure_groups(pb::FailureGroupsRequest {
-                campaign_id: id.clone(),
-                limit: GROUPS_SHOWN,
-            }),
-        s.api.campaigns.clone().list_audit(pb::ListAuditRequest {
+        c2.failure_groups(pb::FailureGroupsRequest {
+            campaign_id: id.clone(),
+            limit: GROUPS_SHOWN,
+        }),
+        c3.list_audit(pb::ListAuditRequest {
             entity_id: id.clone(),
             limit: AUDIT_SHOWN,
             before: 0,

@@ -20,7 +20,7 @@ rules:
 rollout:
   waves: [100]
   max_per_minute: 100000
-  max_retries: 2
+  max_retries: 1
   failure_threshold: { percent: 90, min_finished: 100, action: pause }
 "#;
 
@@ -134,9 +134,17 @@ impl Ui {
         self.p.launch(SPEC).await
     }
 
+    /// A failure that stays: the first attempt fails and is retried (one
+    /// retry allowed), the second fails too.
+    async fn fail(&self, campaign: &str, i: u32, message: &str) {
+        self.report(campaign, i, ActionState::Failed, message, 1).await;
+        self.report(campaign, i, ActionState::Failed, message, 2).await;
+    }
+
     async fn report(&self, campaign: &str, i: u32, state: ActionState, message: &str, seq: u64) {
         let (action_id, _) = self.p.action_of(campaign, &vin(i)).await;
-        self.p
+        let r = self
+            .p
             .manager
             .report_status(StatusReport {
                 vin: vin(i),
@@ -149,6 +157,7 @@ impl Ui {
             })
             .await
             .unwrap();
+        assert!(r.applied, "report of {state:?} for vehicle {i}: {r:?}");
     }
 }
 
@@ -164,7 +173,7 @@ async fn without_a_session_pages_redirect_to_login(ui: Ui) {
     for path in ["/ui/campaigns", "/ui/health", "/ui/vehicles/WVWZZZE1ZMP000001", "/ui/nothing"] {
         let a = ui.call("GET", path, None, None).await;
         assert_eq!(a.status, StatusCode::SEE_OTHER, "{path}");
-        assert!(a.location().starts_with("/ui/login?next=%2Fui%2F"), "{path}: {}", a.location());
+        assert!(a.location().starts_with("/ui/login?next=/ui/"), "{path}: {}", a.location());
     }
     let a = ui.call("GET", "/ui/campaigns", Some("ota_session=forged"), None).await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "an unknown session is no session");
@@ -223,14 +232,14 @@ async fn campaigns_list_shows_progress_and_filters(ui: Ui) {
     assert!(a.body.contains(&id));
     let a = ui.get("/ui/campaigns?state=finished", &b).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.body.contains("unknown campaign state \"finished\""), "{}", a.body);
+    assert!(a.body.contains("unknown campaign state &quot;finished&quot;"), "{}", a.body);
 }
 
 async fn a_campaign_page_shows_waves_triage_and_role_buttons(ui: Ui) {
     let id = ui.campaign(6).await;
     ui.report(&id, 0, ActionState::Succeeded, "", 1).await;
-    ui.report(&id, 1, ActionState::Failed, "E42 checksum mismatch", 1).await;
-    ui.report(&id, 2, ActionState::Failed, "E42 checksum mismatch", 1).await;
+    ui.fail(&id, 1, "E42 checksum mismatch").await;
+    ui.fail(&id, 2, "E42 checksum mismatch").await;
     ui.report(&id, 3, ActionState::Rejected, "driver declined", 1).await;
     let viewer = ui.login("vera", Role::Viewer).await;
     let a = ui.get(&format!("/ui/campaigns/{id}"), &viewer).await;
@@ -269,18 +278,20 @@ async fn a_campaign_page_shows_waves_triage_and_role_buttons(ui: Ui) {
         .post(&format!("/ui/campaigns/{id}/action"), &engineer, &format!("csrf={}&action=explode", engineer.csrf))
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.body.contains("unknown campaign action \"explode\""));
+    assert!(a.body.contains("unknown campaign action &quot;explode&quot;"), "{}", a.body);
 }
 
 async fn a_failure_group_downloads_and_retries(ui: Ui) {
     let id = ui.campaign(5).await;
+    // Declined by two drivers (one attempt of two used), and a failure out
+    // of retries.
     for i in [1, 3] {
-        ui.report(&id, i, ActionState::Failed, "E42 checksum mismatch", 1).await;
+        ui.report(&id, i, ActionState::Rejected, "driver declined", 1).await;
     }
-    ui.report(&id, 4, ActionState::Failed, "disk full", 1).await;
+    ui.fail(&id, 4, "disk full").await;
     let b = ui.login("erin2", Role::Engineer).await;
     let csv = ui
-        .get(&format!("/ui/campaigns/{id}/failures.csv?reason=E42%20checksum%20mismatch"), &b)
+        .get(&format!("/ui/campaigns/{id}/failures.csv?reason=driver%20declined"), &b)
         .await;
     assert_eq!(csv.status, StatusCode::OK);
     assert!(csv.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/csv"));
@@ -289,25 +300,31 @@ async fn a_failure_group_downloads_and_retries(ui: Ui) {
         lines,
         vec![
             "vin,reason",
-            &format!("{},E42 checksum mismatch", vin(1)),
-            &format!("{},E42 checksum mismatch", vin(3)),
+            &format!("{},driver declined", vin(1)),
+            &format!("{},driver declined", vin(3)),
         ]
     );
     let a = ui
-        .post(&format!("/ui/campaigns/{id}/retry"), &b, "reason=E42+checksum+mismatch")
+        .post(&format!("/ui/campaigns/{id}/retry"), &b, "reason=driver+declined")
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "no csrf, no retry");
     let a = ui
-        .post(&format!("/ui/campaigns/{id}/retry"), &b, &format!("csrf={}&reason=E42+checksum+mismatch", b.csrf))
+        .post(&format!("/ui/campaigns/{id}/retry"), &b, &format!("csrf={}&reason=driver+declined", b.csrf))
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     assert!(a.location().contains("retried=2"), "{}", a.location());
     for i in [1, 3] {
         let (_, state) = ui.p.action_of(&id, &vin(i)).await;
-        assert_ne!(state, "failed", "vehicle {i} is offered the update again");
+        assert_ne!(state, "rejected", "vehicle {i} is offered the update again");
     }
     assert_eq!(ui.p.action_of(&id, &vin(4)).await.1, "failed", "the other group stays");
     let page = ui.get(&a.location().to_owned(), &b).await;
+    assert_eq!(
+        page.body.matches(">Retry this group</button>").count(),
+        0,
+        "no group is left with retries: {}",
+        page.body
+    );
     assert!(page.body.contains("2 vehicles offered the update again"), "{}", page.body);
     assert!(page.body.contains("retry-group"), "the retry is in the audit trail");
 }
