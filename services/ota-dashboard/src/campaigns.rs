@@ -323,7 +323,7 @@ fn triage(
                     "Failed, rejected and timed-out vehicles grouped by the reason they reported. "
                     @match retries {
                         Some(0) => { "This campaign allows no retries (rollout.max_retries is 0)." }
-                        Some(n) => { "Each vehicle may be retried " (n) " times; retried vehicles are staged again under the campaign's rate limit." }
+                        Some(n) => { "Each vehicle may be retried " (if n == 1 { "once".to_owned() } else { format!("{n} times") }) " (a failure is retried at once until then); retried vehicles are staged again under the campaign's rate limit." }
                         None => {}
                     }
                 }

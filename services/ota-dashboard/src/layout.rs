@@ -193,12 +193,6 @@ pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> String {
     }
 }
 
-/// Preformatted JSON, escaped.
-pub fn json_block(v: &serde_json::Value) -> Markup {
-    let text = serde_json::to_string_pretty(v).unwrap_or_default();
-    html! { pre.json { (text) } }
-}
-
 /// A number with thin spaces between thousands.
 pub fn count(n: u64) -> Markup {
     let s = n.to_string();

@@ -15,7 +15,7 @@ use ota_proto::v1::{self as pb, CampaignState};
 use ota_rule_engine::{ExplainNode, Explanation};
 use serde::Deserialize;
 
-use crate::layout::{self, ago, badge, json_block, time, ts, Nav};
+use crate::layout::{self, ago, badge, time, ts, Nav};
 use crate::session::User;
 use crate::{DashError, DashState};
 
@@ -166,14 +166,13 @@ fn inventory(v: &Vehicle) -> Markup {
 }
 
 fn staged_document(d: pb::StagedDocument) -> Markup {
+    // The bytes as served, not re-formatted: support compares them with
+    // what the vehicle logged.
     match ota_staging::StoredDoc::from_proto(d) {
-        Ok(doc) => {
-            let text = String::from_utf8_lossy(&doc.json).into_owned();
-            let pretty = serde_json::from_str::<serde_json::Value>(&text)
-                .map(|v| json_block(&v))
-                .unwrap_or_else(|_| html! { pre.json { (text) } });
-            html! { (pretty) p.muted { "etag " code { (doc.etag) } } }
-        }
+        Ok(doc) => html! {
+            pre.json.raw { (String::from_utf8_lossy(&doc.json)) }
+            p.muted { (doc.json.len()) " bytes · etag " code { (doc.etag) } }
+        },
         Err(e) => html! { div.alert { "The staged document cannot be shown: " (e.to_string()) } },
     }
 }
