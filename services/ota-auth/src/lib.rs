@@ -26,10 +26,13 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 pub use principal::{PrincipalKind, ADMIN, SYSTEM};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
@@ -135,18 +138,23 @@ impl CodedError for AuthError {
     }
 }
 
-/// A token as listed: everything but the secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A token as listed: everything but the secret. It belongs to a
+/// principal (a person or a service), which is who the audit log and
+/// four-eyes approval name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     /// The token's label ("laptop", "ci-nightly"); says nothing about who.
     pub name: String,
     /// Who the token belongs to: what the audit log and four-eyes use.
     pub principal: String,
+    /// Only a person may approve a campaign.
     pub principal_kind: PrincipalKind,
     pub role: Role,
     pub created_at: DateTime<Utc>,
+    /// Left out until the token is revoked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
@@ -177,10 +185,11 @@ impl TokenInfo {
 }
 
 /// A freshly created token: the only time the secret exists outside its owner.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct NewToken {
     #[serde(flatten)]
     pub info: TokenInfo,
+    /// The secret, shown in this answer only.
     pub token: String,
     /// The principal did not exist before this token.
     #[serde(default)]
@@ -188,20 +197,24 @@ pub struct NewToken {
 }
 
 /// What `POST /api/v1/tokens` asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
+    #[schema(value_type = Role)]
     pub role: String,
-    /// The token's label; the principal's name when unset.
+    /// The token's label (1-64 printable characters); the principal's name
+    /// when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Whose token: the caller's own principal when unset. Naming another
-    /// principal issues a token to them, provisioning them when new.
+    /// principal issues a token to them, provisioning them when new (1-64 of
+    /// `A-Z a-z 0-9 . _ - @`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub principal: Option<String>,
     /// A new principal's kind (person when unset); must match an existing
     /// principal's kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<PrincipalKind>)]
     pub kind: Option<String>,
 }
 

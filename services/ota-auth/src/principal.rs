@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::AuthError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum PrincipalKind {
     /// Someone who can be the second pair of eyes.

@@ -23,7 +23,7 @@ pub const VEHICLE_TOKEN_PREFIX: &str = "otav_";
 /// flood of distinct valid secrets.
 const CACHE_MAX: usize = 1_000_000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VehicleCredential {
     pub id: String,
     pub vin: String,

@@ -5,7 +5,11 @@
 
 use std::fmt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+use serde::{Deserialize, Serialize};
+
+/// Written in JSON error bodies by its `as_str` name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     InvalidArgument,
     NotFound,
@@ -26,6 +30,21 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::InvalidArgument,
+        ErrorCode::NotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::Conflict,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::ResourceExhausted,
+        ErrorCode::Unavailable,
+        ErrorCode::DeadlineExceeded,
+        ErrorCode::Unimplemented,
+        ErrorCode::Internal,
+    ];
+
     pub fn grpc_code(self) -> tonic::Code {
         use tonic::Code;
         match self {
@@ -119,25 +138,21 @@ pub trait CodedError: std::error::Error {
 mod tests {
     use super::*;
 
-    const ALL: [ErrorCode; 12] = [
-        ErrorCode::InvalidArgument,
-        ErrorCode::NotFound,
-        ErrorCode::AlreadyExists,
-        ErrorCode::Conflict,
-        ErrorCode::Unauthenticated,
-        ErrorCode::PermissionDenied,
-        ErrorCode::PayloadTooLarge,
-        ErrorCode::ResourceExhausted,
-        ErrorCode::Unavailable,
-        ErrorCode::DeadlineExceeded,
-        ErrorCode::Unimplemented,
-        ErrorCode::Internal,
-    ];
-
     #[test]
     fn every_code_survives_a_grpc_round_trip() {
-        for code in ALL {
+        for code in ErrorCode::ALL {
             assert_eq!(ErrorCode::from_grpc(code.grpc_code()), code, "{code}");
+        }
+    }
+
+    /// Serde writes the code (error bodies, the API documents' enum) by
+    /// the same name as `as_str`.
+    #[test]
+    fn json_names_are_the_stable_names() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, code.as_str(), "{code:?}");
+            assert_eq!(serde_json::from_value::<ErrorCode>(json).unwrap(), code);
         }
     }
 

@@ -6,8 +6,23 @@
 use std::fmt::Display;
 
 use http::{header, HeaderValue, Response};
+use serde::{Deserialize, Serialize};
 
 use crate::ErrorCode;
+
+/// The body of an error answer. Some answers add a field beside `error`,
+/// such as `errors` listing every problem of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// For people; names the offending value. Programs go by `code`.
+    pub message: String,
+}
 
 /// What a 503 tells clients when nothing more precise is known: soon, but
 /// not at once, so a fleet that lost a backend does not retry in lockstep.
@@ -56,8 +71,11 @@ impl ErrorResponse {
     }
 
     pub fn build(self) -> Response<String> {
-        let mut body = serde_json::json!({
-            "error": {"code": self.code.as_str(), "message": self.message}
+        let mut body = serde_json::json!(ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
         });
         if let Some((key, value)) = self.detail {
             body[key] = value;

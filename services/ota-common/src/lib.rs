@@ -18,5 +18,5 @@ pub mod vehicle;
 pub mod vin;
 
 pub use error::{CodedError, ErrorCode};
-pub use http_error::ErrorResponse;
+pub use http_error::{ErrorBody, ErrorDetail, ErrorResponse};
 pub use vin::{Vin, VinError};

@@ -5,43 +5,57 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
 
 use crate::vin::Vin;
 use ota_proto::v1 as pb;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Ecu {
+    /// Hardware version.
     #[serde(default)]
     pub hw: String,
+    /// Software version.
     #[serde(default)]
     pub sw: String,
 }
 
 /// A vehicle as the platform knows it after merging every source.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Vehicle {
+    #[schema(pattern = "^[A-HJ-NPR-Z0-9]{17}$")]
     pub vin: String,
+    // Unset fields are left out, never written as null.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub model: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub model_year: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub platform: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub gateway: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub protocol: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub region: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub country: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
+    /// By ECU name.
     #[serde(default)]
     pub ecus: BTreeMap<String, Ecu>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub last_seen: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -81,9 +95,12 @@ pub const INSTALL_SOURCE: &str = "install";
 
 /// What one source says about one vehicle. Absent fields say nothing; they
 /// never clear a value another source set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VehiclePatch {
+    /// Required, except in the body of `PUT /api/v1/vehicles/{vin}`, where
+    /// the path names the vehicle.
+    #[schema(pattern = "^[A-HJ-NPR-Z0-9]{17}$", required = false)]
     pub vin: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -100,18 +117,40 @@ pub struct VehiclePatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Replaces the vehicle's tags.
     pub tags: Option<Vec<String>>,
+    /// Values may be strings, numbers or booleans; they are kept as text.
     #[serde(
         default,
         deserialize_with = "scalar_map",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
+    #[schema(schema_with = attribute_values)]
     pub attributes: BTreeMap<String, String>,
+    /// By ECU name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ecus: BTreeMap<String, EcuPatch>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What [`scalar_map`] accepts, for the API documents.
+fn attribute_values() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .additional_properties(Some(AdditionalProperties::RefOr(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::from_iter([
+                    Type::String,
+                    Type::Number,
+                    Type::Boolean,
+                    Type::Null,
+                ]))
+                .into(),
+        )))
+        .build()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EcuPatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]

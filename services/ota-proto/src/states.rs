@@ -188,8 +188,26 @@ impl FromStr for ActionState {
 /// Display and serde use the one name `as_str` gives. JSON may carry
 /// `unspecified` (a stored campaign whose state this version cannot read is
 /// shown with it), so reading JSON takes it back; parsing text does not.
+/// The API documents list the same names.
 macro_rules! text_form {
     ($t:ty) => {
+        impl utoipa::PartialSchema for $t {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                let names = std::iter::once(<$t>::Unspecified)
+                    .chain(<$t>::ALL)
+                    .map(<$t>::as_str);
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some(names))
+                    .description(Some(
+                        "`unspecified` shows a stored state this version cannot read",
+                    ))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $t {}
+
         impl fmt::Display for $t {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())

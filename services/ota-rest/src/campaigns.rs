@@ -3,7 +3,8 @@
 //!
 //! axum cannot route a parameter followed by a literal within one segment,
 //! so `POST /api/v1/campaigns/{id}:approve` arrives at
-//! `/api/v1/campaigns/{target}` and the action is split off here.
+//! `POST /api/v1/campaigns/{id}` and the action is split off here; the API
+//! document shows each action as its own path ([`document_actions`]).
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -12,16 +13,60 @@ use axum::Json;
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use ota_auth::Role;
+use ota_common::ErrorBody;
 use ota_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::path::{HttpMethod, Paths};
+use utoipa::openapi::OpenApi;
 
-use crate::model::{Campaign, CampaignValidation, SpecProblem};
+use crate::model::{Campaign, CampaignProblems, CampaignValidation, SpecProblem};
 use crate::{Caller, RestError, RestState};
 
-/// The actions of `POST /api/v1/campaigns/{id}:ACTION`.
-pub const ACTIONS: [&str; 7] = [
-    "approve", "launch", "pause", "resume", "abort", "cancel", "advance",
+/// The actions of `POST /api/v1/campaigns/{id}:ACTION`, each with the
+/// summary the API document gives it.
+const ACTIONS: [(&str, &str); 7] = [
+    ("approve", "Approve a draft (approver; not its creator)"),
+    ("launch", "Launch an approved campaign (engineer)"),
+    ("pause", "Pause a running campaign (engineer)"),
+    ("resume", "Resume a paused campaign (engineer)"),
+    ("abort", "Abort a running or paused campaign (engineer)"),
+    (
+        "cancel",
+        "Cancel a campaign that has not launched (engineer)",
+    ),
+    ("advance", "Open the next wave now (engineer)"),
 ];
+
+/// The action names, for messages.
+pub(crate) fn action_names() -> String {
+    ACTIONS.map(|(name, _)| name).join(", ")
+}
+
+/// Where `action` is routed: the path of `get`.
+const CAMPAIGN_PATH: &str = "/api/v1/campaigns/{id}";
+
+/// Replaces the one `POST /api/v1/campaigns/{id}` that `action` is routed
+/// at with the paths people call, `POST /api/v1/campaigns/{id}:ACTION`,
+/// right after it.
+pub(crate) fn document_actions(doc: &mut OpenApi) {
+    let mut paths = Paths::new();
+    for (path, mut item) in std::mem::take(&mut doc.paths.paths) {
+        let action = (path == CAMPAIGN_PATH).then(|| item.post.take()).flatten();
+        paths.paths.insert(path, item);
+        let Some(action) = action else { continue };
+        for (name, summary) in ACTIONS {
+            let mut op = action.clone();
+            op.summary = Some(summary.to_owned());
+            op.operation_id = Some(format!("{name}_campaign"));
+            paths.add_path_operation(
+                format!("{CAMPAIGN_PATH}:{name}"),
+                vec![HttpMethod::Post],
+                op,
+            );
+        }
+    }
+    doc.paths.paths = paths.paths;
+}
 
 /// The campaign file of a request body: any text (YAML or JSON), whatever
 /// text content type it was sent as.
@@ -51,6 +96,27 @@ fn bytes_rejection(s: &RestState, e: BytesRejection) -> RestError {
     }
 }
 
+/// Create a campaign in state draft from a campaign file, YAML or JSON (engineer)
+#[utoipa::path(
+    post,
+    path = "/api/v1/campaigns",
+    tag = "campaigns",
+    operation_id = "create_campaign",
+    request_body(
+        description = "The campaign file itself, as YAML or JSON text",
+        content(
+            (String = "application/yaml"),
+            (String = "text/yaml"),
+            (Object = "application/json"),
+            (String = "text/plain"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "Created", body = Campaign),
+        (status = 400, description = "The campaign file has problems; `errors` lists every one", body = CampaignProblems),
+        (status = 403, description = "The caller's role is below engineer", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     caller: Caller,
     State(s): State<RestState>,
@@ -80,6 +146,26 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(Campaign::from(c))).into_response())
 }
 
+/// Check a campaign file without creating anything (viewer)
+#[utoipa::path(
+    post,
+    path = "/api/v1/campaigns:validate",
+    tag = "campaigns",
+    operation_id = "validate_campaign",
+    request_body(
+        description = "The campaign file itself, as YAML or JSON text",
+        content(
+            (String = "application/yaml"),
+            (String = "text/yaml"),
+            (Object = "application/json"),
+            (String = "text/plain"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Valid, or every problem", body = CampaignValidation),
+        (status = 400, description = "A body that is not UTF-8 text, or a multipart form", body = ErrorBody),
+    ),
+)]
 pub async fn validate(
     caller: Caller,
     State(s): State<RestState>,
@@ -100,17 +186,32 @@ pub async fn validate(
     }))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only campaigns in this state; all when absent or empty.
+    #[param(value_type = Option<pb::CampaignState>)]
     state: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct CampaignList {
     campaigns: Vec<Campaign>,
 }
 
+/// List campaigns (viewer)
+#[utoipa::path(
+    get,
+    path = "/api/v1/campaigns",
+    tag = "campaigns",
+    operation_id = "list_campaigns",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Campaigns", body = CampaignList),
+        (status = 400, description = "An unknown state or parameter", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     caller: Caller,
     State(s): State<RestState>,
@@ -136,6 +237,18 @@ pub async fn list(
     }))
 }
 
+/// Get a campaign (viewer)
+#[utoipa::path(
+    get,
+    path = "/api/v1/campaigns/{id}",
+    tag = "campaigns",
+    operation_id = "get_campaign",
+    params(("id" = String, Path, description = "Campaign id")),
+    responses(
+        (status = 200, description = "The campaign", body = Campaign),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     caller: Caller,
     State(s): State<RestState>,
@@ -152,14 +265,31 @@ pub async fn get(
 }
 
 /// The optional body of an action.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct ReasonBody {
+pub struct Reason {
+    /// Why; goes into the audit log and the campaign's state reason.
     #[serde(default)]
     reason: String,
 }
 
-/// `POST /api/v1/campaigns/{id}:ACTION`, body `{"reason": "..."}` or none.
+/// Change a campaign's state
+///
+/// The body is optional.
+#[utoipa::path(
+    post,
+    path = "/api/v1/campaigns/{id}",
+    tag = "campaigns",
+    params(("id" = String, Path, description = "Campaign id")),
+    request_body(content = Option<Reason>),
+    responses(
+        (status = 200, description = "The campaign in its new state", body = Campaign),
+        (status = 400, description = "A body that is not the JSON above", body = ErrorBody),
+        (status = 403, description = "The caller may not do this: approving takes an approver who is a person and not the campaign's creator, the others an engineer", body = ErrorBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 409, description = "The campaign's state does not allow this; the message names the state", body = ErrorBody),
+    ),
+)]
 pub async fn action(
     caller: Caller,
     State(s): State<RestState>,
@@ -169,10 +299,10 @@ pub async fn action(
     let Some((id, action)) = target.rsplit_once(':') else {
         return Err(RestError::NoRoute(format!(
             "POST /api/v1/campaigns/{target} (name an action: /api/v1/campaigns/{{id}}:ACTION with ACTION one of {})",
-            ACTIONS.join(", ")
+            action_names()
         )));
     };
-    if !ACTIONS.contains(&action) {
+    if !ACTIONS.iter().any(|(name, _)| *name == action) {
         return Err(RestError::UnknownAction(action.to_owned()));
     }
     // Approval needs an approver who is a person (a service has no eyes);
@@ -187,8 +317,8 @@ pub async fn action(
         who.require_person("approving")?;
     }
     let body = body.map_err(|e| bytes_rejection(&s, e))?;
-    let ReasonBody { reason } = if body.iter().all(u8::is_ascii_whitespace) {
-        ReasonBody::default()
+    let Reason { reason } = if body.iter().all(u8::is_ascii_whitespace) {
+        Reason::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
             RestError::Invalid(format!(
@@ -217,14 +347,32 @@ pub async fn action(
     Ok(Json(Campaign::from(c)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriorityBody {
+    /// Higher wins a conflict over the same vehicle and ECU.
+    #[schema(minimum = -1000, maximum = 1000)]
     priority: i32,
     #[serde(default)]
     reason: String,
 }
 
+/// Change a campaign's priority; conflicts are re-decided (engineer)
+#[utoipa::path(
+    put,
+    path = "/api/v1/campaigns/{id}/priority",
+    tag = "campaigns",
+    operation_id = "set_campaign_priority",
+    params(("id" = String, Path, description = "Campaign id")),
+    request_body = PriorityBody,
+    responses(
+        (status = 200, description = "The campaign", body = Campaign),
+        (status = 400, description = "A priority out of range, or a body that is not the JSON above", body = ErrorBody),
+        (status = 403, description = "The caller's role is below engineer", body = ErrorBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+        (status = 409, description = "The campaign's state does not allow this", body = ErrorBody),
+    ),
+)]
 pub async fn set_priority(
     caller: Caller,
     State(s): State<RestState>,

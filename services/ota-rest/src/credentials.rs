@@ -11,28 +11,32 @@ use chrono::{DateTime, Utc};
 use http::StatusCode;
 use ota_auth::vehicles::VehicleCredential;
 use ota_auth::{AuthError, Role};
+use ota_common::ErrorBody;
 use ota_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::{Caller, RestError, RestState};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct IssueBody {
+struct IssueRequest {
+    /// Revoke the vehicle's earlier credentials in the same transaction.
     #[serde(default)]
     rotate: bool,
 }
 
-#[derive(Debug, Serialize)]
-struct Issued {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct IssuedCredential {
     id: String,
     vin: String,
     created_at: DateTime<Utc>,
+    /// The secret, shown in this answer only.
     token: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Revoked {
+    /// How many credentials this call revoked.
     revoked: u64,
 }
 
@@ -46,6 +50,21 @@ async fn require_vehicle(s: &RestState, vin: &str) -> Result<(), RestError> {
     Ok(())
 }
 
+/// Issue a vehicle credential; the secret is shown once (admin)
+#[utoipa::path(
+    post,
+    path = "/api/v1/vehicles/{vin}/credentials",
+    tag = "credentials",
+    operation_id = "issue_credential",
+    params(("vin" = String, Path)),
+    request_body(content = Option<IssueRequest>, description = "Optional; empty issues without rotating"),
+    responses(
+        (status = 201, description = "Issued", body = IssuedCredential),
+        (status = 400, description = "A body that is not the JSON above", body = ErrorBody),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No such vehicle", body = ErrorBody),
+    ),
+)]
 pub async fn issue(
     caller: Caller,
     State(s): State<RestState>,
@@ -58,8 +77,8 @@ pub async fn issue(
         _ => RestError::Invalid(e.body_text().to_lowercase()),
     })?;
     // The body is optional: an empty POST issues without rotating.
-    let opts: IssueBody = if body.iter().all(u8::is_ascii_whitespace) {
-        IssueBody::default()
+    let opts: IssueRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        IssueRequest::default()
     } else {
         serde_json::from_slice(&body)
             .map_err(|e| RestError::Invalid(format!("invalid credential request: {e}")))?
@@ -67,7 +86,7 @@ pub async fn issue(
     require_vehicle(&s, &vin).await?;
     let issued = s.credentials.issue(&vin, opts.rotate).await?;
     tracing::info!(by = %caller.0.name, %vin, id = %issued.credential.id, rotate = opts.rotate, "vehicle credential issued");
-    let body = Issued {
+    let body = IssuedCredential {
         id: issued.credential.id,
         vin: issued.credential.vin,
         created_at: issued.credential.created_at,
@@ -76,6 +95,19 @@ pub async fn issue(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// A vehicle's credentials, revoked ones included, never their secrets (admin)
+#[utoipa::path(
+    get,
+    path = "/api/v1/vehicles/{vin}/credentials",
+    tag = "credentials",
+    operation_id = "list_credentials",
+    params(("vin" = String, Path)),
+    responses(
+        (status = 200, description = "Credentials, oldest first", body = Vec<VehicleCredential>),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No such vehicle", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     caller: Caller,
     State(s): State<RestState>,
@@ -86,6 +118,19 @@ pub async fn list(
     Ok(Json(s.credentials.list(&vin).await?))
 }
 
+/// Revoke every credential of a vehicle (admin)
+#[utoipa::path(
+    delete,
+    path = "/api/v1/vehicles/{vin}/credentials",
+    tag = "credentials",
+    operation_id = "revoke_credentials",
+    params(("vin" = String, Path)),
+    responses(
+        (status = 200, description = "How many were revoked now", body = Revoked),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No such vehicle", body = ErrorBody),
+    ),
+)]
 pub async fn revoke_all(
     caller: Caller,
     State(s): State<RestState>,
@@ -98,6 +143,19 @@ pub async fn revoke_all(
     Ok(Json(Revoked { revoked }))
 }
 
+/// Revoke one credential of a vehicle (admin)
+#[utoipa::path(
+    delete,
+    path = "/api/v1/vehicles/{vin}/credentials/{id}",
+    tag = "credentials",
+    operation_id = "revoke_credential",
+    params(("vin" = String, Path), ("id" = String, Path, description = "Credential id")),
+    responses(
+        (status = 200, description = "Revoked (0 when it already was)", body = Revoked),
+        (status = 403, description = "The caller is not an admin", body = ErrorBody),
+        (status = 404, description = "No such vehicle, or no such credential of it", body = ErrorBody),
+    ),
+)]
 pub async fn revoke_one(
     caller: Caller,
     State(s): State<RestState>,

@@ -29,7 +29,7 @@ pub enum RestError {
     #[error("campaign file has {} problem{}", crate::model::SpecProblem::count(.0), if crate::model::SpecProblem::count(.0) == 1 { "" } else { "s" })]
     InvalidCampaign(Vec<crate::model::SpecProblem>),
     /// `POST /api/v1/campaigns/{id}:ACTION` with an action that does not exist.
-    #[error("unknown campaign action {0:?}: expected one of {actions}", actions = crate::campaigns::ACTIONS.join(", "))]
+    #[error("unknown campaign action {0:?}: expected one of {actions}", actions = crate::campaigns::action_names())]
     UnknownAction(String),
 }
 

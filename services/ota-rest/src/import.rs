@@ -13,27 +13,66 @@ use bytes::{Buf, BytesMut};
 use futures::{Stream, StreamExt};
 use http::{HeaderMap, StatusCode};
 use ota_auth::Role;
+use ota_common::ErrorBody;
 use ota_proto::v1 as pb;
 use ota_vehicle_store::parse::{Format, LineParser};
-use ota_vehicle_store::{ImportError, ImportItem, ImportSummary};
+use ota_vehicle_store::ImportItem;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::model::ImportSummary;
 use crate::{Caller, RestError, RestState};
 
 /// Longer lines are rejected (and skipped) rather than buffered.
 pub const MAX_LINE_BYTES: usize = 1024 * 1024;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ImportQuery {
+    /// Where the data comes from (default `api`); `vehicle` is reserved for
+    /// the vehicles' own reports.
     source: Option<String>,
+    /// The body's format when its content type does not tell (default
+    /// NDJSON).
+    #[param(schema_with = formats)]
     format: Option<String>,
+    /// Reject the whole file, importing nothing, when any line is rejected.
     #[serde(default)]
     strict: bool,
 }
 
+fn formats() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(&["ndjson", "csv"])
+}
+
+/// Import vehicles from NDJSON or CSV (engineer)
+///
+/// One vehicle record per line (a `VehiclePatch`; CSV columns name its
+/// fields). Lines that do not parse or validate are rejected and listed;
+/// the others are imported.
+#[utoipa::path(
+    post,
+    path = "/api/v1/vehicles:import",
+    tag = "vehicles",
+    operation_id = "import_vehicles",
+    params(ImportQuery),
+    request_body(
+        description = "Any size; read and imported as it arrives",
+        content(
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "What was imported and what was rejected", body = ImportSummary),
+        (status = 400, description = "Bad parameters, or a body that cannot be read", body = ErrorBody),
+        (status = 403, description = "The caller's role is below engineer", body = ErrorBody),
+        (status = 413, description = "The body is over the import limit", body = ErrorBody),
+        (status = 422, description = "A strict import found a rejected line; nothing was imported", body = ImportSummary),
+    ),
+)]
 pub async fn import_vehicles(
     caller: Caller,
     State(s): State<RestState>,
@@ -88,22 +127,7 @@ pub async fn import_vehicles(
             return Err(e);
         }
     };
-    let summary = ImportSummary {
-        imported: summary.imported,
-        updated: summary.updated,
-        unchanged: summary.unchanged,
-        rejected: summary.rejected,
-        aborted: summary.aborted,
-        errors: summary
-            .errors
-            .into_iter()
-            .map(|e| ImportError {
-                line: e.line,
-                vin: e.vin,
-                reason: e.reason,
-            })
-            .collect(),
-    };
+    let summary = ImportSummary::from(summary);
     let status = if summary.aborted {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::{Caller, RestState};
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ServerInfo {
     pub version: String,
     /// The roles this process runs.
@@ -24,7 +24,7 @@ pub struct ServerInfo {
     pub ddi_tenant: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MqttInfo {
     /// `mqtt://host:port`.
     pub url: String,
@@ -32,6 +32,16 @@ pub struct MqttInfo {
     pub embedded: bool,
 }
 
+/// Where vehicles reach this deployment: public URL, MQTT broker, DDI base (any role)
+#[utoipa::path(
+    get,
+    path = "/api/v1/info",
+    tag = "server",
+    operation_id = "server_info",
+    responses(
+        (status = 200, description = "This deployment", body = ServerInfo),
+    ),
+)]
 pub(crate) async fn info(_caller: Caller, State(s): State<RestState>) -> Json<ServerInfo> {
     Json((*s.info).clone())
 }

@@ -1,7 +1,9 @@
 //! The management REST API under `/api/v1` (JSON, bearer tokens with roles):
 //! what the `ota` CLI and the dashboard talk to. Handlers are thin: they
 //! authenticate, translate JSON to the gRPC services' messages and call the
-//! services through their clients, in-process or remote alike.
+//! services through their clients, in-process or remote alike. The OpenAPI
+//! document at `/api/v1/openapi.json` is generated from the same handlers
+//! the routes are.
 
 mod auth;
 mod campaigns;
@@ -10,6 +12,7 @@ mod error;
 mod import;
 mod info;
 pub mod model;
+mod openapi;
 mod packages;
 mod reports;
 mod rules;
@@ -18,20 +21,22 @@ mod tokens;
 mod vehicles;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ota_auth::vehicles::VehicleCredentials;
-use ota_auth::TokenStore;
+use ota_auth::{TokenInfo, TokenStore};
 use ota_common::peer::Peer;
 use ota_proto::v1::campaign_manager_client::CampaignManagerClient;
 use ota_proto::v1::rule_engine_client::RuleEngineClient;
 use ota_proto::v1::staging_client::StagingClient;
 use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
 use tower_http::limit::RequestBodyLimitLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::Caller;
 pub use error::RestError;
 pub use info::{MqttInfo, ServerInfo};
+pub use openapi::{openapi_document, served_routes};
 
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -105,8 +110,6 @@ impl RestState {
     }
 }
 
-pub const OPENAPI: &str = include_str!("openapi.json");
-
 /// The API with its JSON 404 for unknown paths.
 pub fn router(state: RestState) -> Router {
     routes(state).fallback(not_found)
@@ -115,67 +118,62 @@ pub fn router(state: RestState) -> Router {
 /// The API without a fallback, to merge with other routers (axum merges at
 /// most one fallback); give the merged router [`not_found`].
 pub fn routes(state: RestState) -> Router {
-    let import = Router::new()
-        .route("/api/v1/vehicles:import", post(import::import_vehicles))
+    let (router, _) = api(state.limits).split_for_parts();
+    router.with_state(state)
+}
+
+/// Every route with its part of the API document. Routes are added only
+/// through `routes!`, which takes each one's path and methods from its
+/// handler's `#[utoipa::path]`, so none is served without being described.
+/// Handlers named together share a path.
+fn api(limits: Limits) -> OpenApiRouter<RestState> {
+    let import = OpenApiRouter::default()
+        .routes(routes!(import::import_vehicles))
         .layer(DefaultBodyLimit::disable())
-        .layer(RequestBodyLimitLayer::new(state.limits.max_import_bytes));
-    Router::new()
-        .route("/api/v1/vehicles", get(vehicles::list))
-        .route(
-            "/api/v1/vehicles/{vin}",
-            get(vehicles::get).put(vehicles::put),
-        )
-        .route(
-            "/api/v1/vehicles/{vin}/credentials",
-            get(credentials::list)
-                .post(credentials::issue)
-                .delete(credentials::revoke_all),
-        )
-        .route(
-            "/api/v1/vehicles/{vin}/credentials/{id}",
-            axum::routing::delete(credentials::revoke_one),
-        )
-        .route("/api/v1/tokens", get(tokens::list).post(tokens::create))
-        .route("/api/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
-        .route("/api/v1/rules/validate", post(rules::validate))
-        .route("/api/v1/rules/explain", post(rules::explain))
-        .route("/api/v1/rules/preview", post(rules::preview))
-        .route(
-            "/api/v1/packages",
-            get(packages::list).post(packages::create),
-        )
-        .route("/api/v1/packages/{id}", get(packages::get))
-        .route(
-            "/api/v1/campaigns",
-            get(campaigns::list).post(campaigns::create),
-        )
-        .route("/api/v1/campaigns:validate", post(campaigns::validate))
-        .route(
-            "/api/v1/campaigns/{target}",
-            get(campaigns::get).post(campaigns::action),
-        )
-        .route(
-            "/api/v1/campaigns/{id}/priority",
-            put(campaigns::set_priority),
-        )
-        .route("/api/v1/campaigns/{id}/report", get(reports::report))
-        .route("/api/v1/audit", get(reports::audit))
-        .route("/api/v1/staging/stats", get(staging::stats))
-        .route("/api/v1/staging:restage", post(staging::restage))
-        .route("/api/v1/whoami", get(whoami))
-        .route("/api/v1/info", get(info::info))
-        .route("/api/v1/openapi.json", get(openapi))
-        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(RequestBodyLimitLayer::new(limits.max_import_bytes));
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(vehicles::list))
+        .routes(routes!(vehicles::get, vehicles::put))
+        .routes(routes!(
+            credentials::list,
+            credentials::issue,
+            credentials::revoke_all
+        ))
+        .routes(routes!(credentials::revoke_one))
+        .routes(routes!(tokens::list, tokens::create))
+        .routes(routes!(tokens::revoke))
+        .routes(routes!(rules::validate))
+        .routes(routes!(rules::explain))
+        .routes(routes!(rules::preview))
+        .routes(routes!(packages::list, packages::create))
+        .routes(routes!(packages::get))
+        .routes(routes!(campaigns::list, campaigns::create))
+        .routes(routes!(campaigns::validate))
+        .routes(routes!(campaigns::get, campaigns::action))
+        .routes(routes!(campaigns::set_priority))
+        .routes(routes!(reports::report))
+        .routes(routes!(reports::audit))
+        .routes(routes!(staging::stats))
+        .routes(routes!(staging::restage))
+        .routes(routes!(whoami))
+        .routes(routes!(info::info))
+        .routes(routes!(openapi::serve))
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .merge(import)
-        .with_state(state)
 }
 
-async fn whoami(caller: Caller) -> Json<ota_auth::TokenInfo> {
+/// The caller's token, with its principal (any role)
+#[utoipa::path(
+    get,
+    path = "/api/v1/whoami",
+    tag = "server",
+    operation_id = "whoami",
+    responses(
+        (status = 200, description = "The caller's token", body = TokenInfo),
+    ),
+)]
+async fn whoami(caller: Caller) -> Json<TokenInfo> {
     Json(caller.0)
-}
-
-async fn openapi() -> impl axum::response::IntoResponse {
-    ([(http::header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 pub async fn not_found(uri: http::Uri) -> RestError {

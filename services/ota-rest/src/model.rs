@@ -5,20 +5,24 @@
 
 use chrono::{DateTime, Utc};
 use ota_common::vehicle::from_timestamp;
+use ota_common::ErrorDetail;
 use ota_proto::v1 as pb;
+use ota_rule_engine::ExpressionError;
 use pb::{ActionState, CampaignState};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Artifact {
     pub url: String,
+    #[schema(pattern = "^[0-9a-fA-F]{64}$")]
     pub sha256: String,
     pub size: u64,
 }
 
 /// The body of `POST /api/v1/packages` (and of a package file for the CLI).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewPackage {
     pub name: String,
@@ -54,7 +58,7 @@ impl From<NewPackage> for pb::Package {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Package {
     pub id: String,
     pub name: String,
@@ -94,7 +98,7 @@ impl From<pb::Package> for Package {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Campaign {
     pub id: String,
     pub name: String,
@@ -158,7 +162,7 @@ impl From<pb::Campaign> for Campaign {
 }
 
 /// One problem of a campaign file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SpecProblem {
     /// Where in the file, e.g. `rollout.waves[2]`; empty for the whole file.
     pub path: String,
@@ -209,21 +213,22 @@ impl From<pb::SpecError> for SpecProblem {
 }
 
 /// The answer of `POST /api/v1/campaigns:validate`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CampaignValidation {
     pub valid: bool,
     pub errors: Vec<SpecProblem>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StateCount {
     pub state: ActionState,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WaveReport {
     /// Counted from 1.
+    #[schema(minimum = 1)]
     pub wave: u32,
     /// Cumulative percent of the matched vehicles.
     pub percent: f64,
@@ -233,7 +238,7 @@ pub struct WaveReport {
     pub by_state: Vec<StateCount>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct GroupReport {
     pub key: String,
     pub total: u64,
@@ -242,13 +247,13 @@ pub struct GroupReport {
     pub in_progress: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct FailureReason {
     pub reason: String,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CompletionPoint {
     pub at: Option<DateTime<Utc>>,
     /// Finished actions up to this time (cumulative).
@@ -256,13 +261,13 @@ pub struct CompletionPoint {
     pub succeeded: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CampaignReport {
     pub campaign_id: String,
     pub name: String,
     pub state: CampaignState,
     pub state_reason: String,
-    /// As on [`Campaign`]: the rollout's current failure on this campaign.
+    /// As on `Campaign`: the rollout's current failure on this campaign.
     pub last_error: Option<String>,
     pub last_error_at: Option<DateTime<Utc>>,
     pub total: u64,
@@ -359,7 +364,7 @@ pub fn count_of(by_state: &[StateCount], f: impl Fn(ActionState) -> bool) -> u64
         .sum()
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AuditEntry {
     pub id: u64,
     pub at: Option<DateTime<Utc>>,
@@ -367,7 +372,8 @@ pub struct AuditEntry {
     /// `campaign`, `package`, `principal` or `token`.
     pub entity: String,
     pub entity_id: String,
-    /// create, approve, launch, pause, resume, ...
+    /// create, approve, launch, pause, resume, abort, cancel, advance,
+    /// complete, priority, auto-pause, auto-abort, wave-open, ...
     pub action: String,
     pub reason: String,
     /// The details of the change (JSON), `null` when there are none.
@@ -395,11 +401,72 @@ impl From<pb::AuditEntry> for AuditEntry {
 }
 
 /// A page of `GET /api/v1/audit`, newest first.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
     /// Pass as `before` for the next (older) page; `null` on the last page.
     pub next_before: Option<u64>,
+}
+
+/// The answer of `POST /api/v1/vehicles:import`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImportSummary {
+    pub imported: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub rejected: u64,
+    /// The first rejected lines, in file order.
+    pub errors: Vec<ImportError>,
+    /// Strict mode found a rejected line, so nothing was imported.
+    pub aborted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImportError {
+    pub line: u64,
+    /// Left out when the line names no VIN.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vin: String,
+    pub reason: String,
+}
+
+impl From<pb::ImportVehiclesResponse> for ImportSummary {
+    fn from(r: pb::ImportVehiclesResponse) -> Self {
+        ImportSummary {
+            imported: r.imported,
+            updated: r.updated,
+            unchanged: r.unchanged,
+            rejected: r.rejected,
+            aborted: r.aborted,
+            errors: r
+                .errors
+                .into_iter()
+                .map(|e| ImportError {
+                    line: e.line,
+                    vin: e.vin,
+                    reason: e.reason,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A 400 answer where a campaign file may be at fault: the error, and when
+/// the file has problems, every one of them beside it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CampaignProblems {
+    pub error: ErrorDetail,
+    #[serde(default)]
+    pub errors: Vec<SpecProblem>,
+}
+
+/// A 400 answer where rules may be at fault: the error, and when the rules
+/// do not validate, every positioned problem beside it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RuleProblems {
+    pub error: ErrorDetail,
+    #[serde(default)]
+    pub errors: Vec<ExpressionError>,
 }
 
 /// The columns of the per-vehicle CSV report.

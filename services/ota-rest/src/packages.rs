@@ -5,12 +5,30 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http::StatusCode;
 use ota_auth::Role;
+use ota_common::ErrorBody;
 use ota_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{NewPackage, Package};
 use crate::{Caller, RestError, RestState};
 
+/// Register a package (engineer)
+///
+/// An artifact URL under this server's public URL is kept as a reference
+/// to the hosted artifact, so the package survives a new public URL.
+#[utoipa::path(
+    post,
+    path = "/api/v1/packages",
+    tag = "packages",
+    operation_id = "create_package",
+    request_body = NewPackage,
+    responses(
+        (status = 201, description = "Created", body = Package),
+        (status = 400, description = "An invalid package", body = ErrorBody),
+        (status = 403, description = "The caller's role is below engineer", body = ErrorBody),
+        (status = 409, description = "name@version exists already", body = ErrorBody),
+    ),
+)]
 pub async fn create(
     caller: Caller,
     State(s): State<RestState>,
@@ -46,17 +64,31 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(shown(&s, p))).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only the versions of this package.
     name: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct PackageList {
     packages: Vec<Package>,
 }
 
+/// List packages (viewer)
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages",
+    tag = "packages",
+    operation_id = "list_packages",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Packages", body = PackageList),
+        (status = 400, description = "An unknown or malformed parameter", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     caller: Caller,
     State(s): State<RestState>,
@@ -77,7 +109,18 @@ pub async fn list(
     }))
 }
 
-/// `id` is a package id or `name@version`.
+/// Get a package (viewer)
+#[utoipa::path(
+    get,
+    path = "/api/v1/packages/{id}",
+    tag = "packages",
+    operation_id = "get_package",
+    params(("id" = String, Path, description = "Package id or `name@version`")),
+    responses(
+        (status = 200, description = "The package", body = Package),
+        (status = 404, description = "No such package", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     caller: Caller,
     State(s): State<RestState>,

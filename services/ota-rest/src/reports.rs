@@ -9,21 +9,50 @@ use chrono::SecondsFormat;
 use futures::StreamExt;
 use ota_auth::Role;
 use ota_common::vehicle::from_timestamp;
+use ota_common::ErrorBody;
 use ota_proto::v1 as pb;
 use serde::Deserialize;
 
 use crate::model::{AuditPage, CampaignReport, CSV_HEADER};
 use crate::{Caller, RestError, RestState};
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ReportQuery {
     /// `json` (the default) or `csv`.
+    #[param(schema_with = formats)]
     format: Option<String>,
     /// How many failure reasons to list (default 10).
     top_failures: Option<u32>,
 }
 
+fn formats() -> utoipa::openapi::schema::Object {
+    crate::openapi::one_of(&["json", "csv"])
+}
+
+/// Campaign report (viewer); format=csv streams one row per vehicle
+///
+/// In the CSV, a text cell that starts with =, +, -, @, a tab or a
+/// carriage return gets a leading ' so that spreadsheets show it rather
+/// than run it.
+#[utoipa::path(
+    get,
+    path = "/api/v1/campaigns/{id}/report",
+    tag = "reports",
+    operation_id = "campaign_report",
+    params(("id" = String, Path, description = "Campaign id"), ReportQuery),
+    responses(
+        (status = 200, description = "The report, or the per-vehicle CSV (vin,action_id,state,wave,ecu,package,version,attempts,progress,message,updated_at,model,region)",
+            content(
+                (CampaignReport = "application/json"),
+                (String = "text/csv"),
+            ),
+        ),
+        (status = 400, description = "An unknown format or parameter", body = ErrorBody),
+        (status = 404, description = "No such campaign", body = ErrorBody),
+    ),
+)]
 pub async fn report(
     caller: Caller,
     State(s): State<RestState>,
@@ -131,17 +160,34 @@ where
     Bytes::from(w.into_inner().expect("csv into memory"))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Only entries about this campaign, package, principal or token.
     entity_id: Option<String>,
+    /// Entries per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
+    /// Only entries with ids below this (`next_before` of the previous page).
     before: Option<u64>,
 }
 
 /// The most entries one page may hold (the campaign manager's own cap).
 const MAX_AUDIT_LIMIT: u32 = 1000;
 
+/// Audit log, newest first (viewer)
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "reports",
+    operation_id = "list_audit",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of entries", body = AuditPage),
+        (status = 400, description = "A limit out of range, or an unknown parameter", body = ErrorBody),
+    ),
+)]
 pub async fn audit(
     caller: Caller,
     State(s): State<RestState>,

@@ -7,24 +7,27 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
 use ota_auth::Role;
-use ota_common::CodedError;
+use ota_common::{CodedError, ErrorBody};
 use ota_proto::v1 as pb;
 use ota_rule_engine::{Explanation, ExpressionError, Preview, RuleSet};
 use serde::{Deserialize, Serialize};
 
+use crate::model::RuleProblems;
 use crate::{Caller, RestError, RestState};
 
-#[derive(Debug, Deserialize)]
+/// Either `expression`, or `target` with optional `rules`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RulesBody {
     /// Shorthand for a rule set with only this target.
     expression: Option<String>,
     target: Option<String>,
+    /// In order: the first that matches gives its action.
     #[serde(default)]
     rules: Vec<ota_rule_engine::Rule>,
-    /// Explain: the vehicle.
+    /// Explain only: the vehicle.
     vin: Option<String>,
-    /// Preview: how many matching VINs to list.
+    /// Preview only: how many matching VINs to list.
     sample_size: Option<u32>,
 }
 
@@ -46,7 +49,7 @@ impl RulesBody {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Validation {
     pub valid: bool,
     pub errors: Vec<ExpressionError>,
@@ -79,6 +82,18 @@ async fn require_valid(s: &RestState, rules: RuleSet) -> Result<RuleSet, RestErr
     }
 }
 
+/// Validate CEL rules (viewer)
+#[utoipa::path(
+    post,
+    path = "/api/v1/rules/validate",
+    tag = "rules",
+    operation_id = "validate_rules",
+    request_body = RulesBody,
+    responses(
+        (status = 200, description = "Valid, or every positioned error", body = Validation),
+        (status = 400, description = "A body that is not a rules request", body = ErrorBody),
+    ),
+)]
 pub async fn validate(
     caller: Caller,
     State(s): State<RestState>,
@@ -90,6 +105,19 @@ pub async fn validate(
     Ok(Json(v).into_response())
 }
 
+/// Explain the evaluation for one vehicle (viewer)
+#[utoipa::path(
+    post,
+    path = "/api/v1/rules/explain",
+    tag = "rules",
+    operation_id = "explain_rules",
+    request_body = RulesBody,
+    responses(
+        (status = 200, description = "The value of every sub-expression and which rule won", body = Explanation),
+        (status = 400, description = "Invalid rules (`errors` lists every positioned error), or no `vin`", body = RuleProblems),
+        (status = 404, description = "No such vehicle", body = ErrorBody),
+    ),
+)]
 pub async fn explain(
     caller: Caller,
     State(s): State<RestState>,
@@ -114,22 +142,44 @@ pub async fn explain(
     Ok(Json(Explanation::from(r)).into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PreviewQuery {
-    /// Stream NDJSON: `{"scanned","total"}` lines, then `{"result": ...}`.
+    /// Stream NDJSON: `{"scanned","total"}` lines, then `{"result": ...}`
+    /// (or `{"error": {"code","message"}}` when the scan fails).
     #[serde(default)]
     progress: bool,
 }
 
+/// Count and break down matches over the inventory (engineer)
+#[utoipa::path(
+    post,
+    path = "/api/v1/rules/preview",
+    tag = "rules",
+    operation_id = "preview_rules",
+    params(PreviewQuery),
+    request_body = RulesBody,
+    responses(
+        (status = 200, description = "Scanned, matched and failed vehicles, counts by model, platform, gateway, region and rule, sample VINs; with `progress`, NDJSON progress lines ending in the result",
+            content(
+                (Preview = "application/json"),
+                (String = "application/x-ndjson"),
+            ),
+        ),
+        (status = 400, description = "Invalid rules (`errors` lists every positioned error), or an unknown parameter", body = RuleProblems),
+        (status = 403, description = "The caller's role is below engineer", body = ErrorBody),
+    ),
+)]
 pub async fn preview(
     caller: Caller,
     State(s): State<RestState>,
-    Query(q): Query<PreviewQuery>,
+    query: Result<Query<PreviewQuery>, axum::extract::rejection::QueryRejection>,
     body: Body,
 ) -> Result<Response, RestError> {
     // A preview scans the whole inventory: an engineer's tool.
     caller.require(Role::Engineer)?;
+    let Query(q) = query.map_err(|e| RestError::Invalid(e.body_text().to_lowercase()))?;
     let Json(body) = body?;
     let rules = require_valid(&s, body.rule_set()?).await?;
     let req = pb::PreviewRequest {

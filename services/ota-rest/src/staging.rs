@@ -3,12 +3,13 @@
 use axum::extract::State;
 use axum::Json;
 use ota_auth::Role;
+use ota_common::ErrorBody;
 use ota_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::{Caller, RestError, RestState};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StagingStats {
     pub store: String,
     pub staged_vehicles: u64,
@@ -20,17 +21,21 @@ pub struct StagingStats {
     pub last_reconcile_repaired: u64,
 }
 
-#[derive(Debug, Deserialize)]
+/// Either `campaign_id` or `vins`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestageBody {
+    /// The vehicles of this campaign.
     pub campaign_id: Option<String>,
     #[serde(default)]
     pub vins: Vec<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Restaged {
+    /// Vehicles recomputed.
     pub vehicles: u64,
+    /// Staged documents that changed.
     pub changed: u64,
 }
 
@@ -44,6 +49,16 @@ fn client(
     })
 }
 
+/// Staging statistics: staged vehicles, lag, queue depth, last reconcile (viewer)
+#[utoipa::path(
+    get,
+    path = "/api/v1/staging/stats",
+    tag = "staging",
+    operation_id = "staging_stats",
+    responses(
+        (status = 200, description = "Statistics", body = StagingStats),
+    ),
+)]
 pub async fn stats(
     caller: Caller,
     State(s): State<RestState>,
@@ -69,12 +84,26 @@ pub async fn stats(
     }))
 }
 
+/// Recompute staged documents of a campaign's vehicles or of listed VINs (engineer)
+#[utoipa::path(
+    post,
+    path = "/api/v1/staging:restage",
+    tag = "staging",
+    operation_id = "restage",
+    request_body = RestageBody,
+    responses(
+        (status = 200, description = "Vehicles recomputed and documents changed", body = Restaged),
+        (status = 400, description = "Neither or both of `campaign_id` and `vins`, or a body that is not the JSON above", body = ErrorBody),
+        (status = 403, description = "The caller's role is below engineer", body = ErrorBody),
+    ),
+)]
 pub async fn restage(
     caller: Caller,
     State(s): State<RestState>,
-    Json(body): Json<RestageBody>,
+    body: Result<Json<RestageBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Restaged>, RestError> {
     caller.require(Role::Engineer)?;
+    let Json(body) = body?;
     let scope = match (body.campaign_id, body.vins.is_empty()) {
         (Some(id), true) => pb::restage_request::Scope::CampaignId(id),
         (None, false) => pb::restage_request::Scope::Vins(pb::VinList { vins: body.vins }),

@@ -4,11 +4,24 @@ use axum::Json;
 use http::StatusCode;
 use ota_auth::Role;
 use ota_common::vehicle::{Vehicle, VehiclePatch};
+use ota_common::ErrorBody;
 use ota_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
 use crate::{Caller, RestError, RestState};
 
+/// Get a vehicle (viewer)
+#[utoipa::path(
+    get,
+    path = "/api/v1/vehicles/{vin}",
+    tag = "vehicles",
+    operation_id = "get_vehicle",
+    params(("vin" = String, Path)),
+    responses(
+        (status = 200, description = "The vehicle", body = Vehicle),
+        (status = 404, description = "No such vehicle", body = ErrorBody),
+    ),
+)]
 pub async fn get(
     caller: Caller,
     State(s): State<RestState>,
@@ -24,10 +37,15 @@ pub async fn get(
     Ok(Json(v.into()))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Filters match exactly; all given must match.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
+    /// Vehicles per page (default and most 1000).
+    #[param(maximum = 1000)]
     limit: Option<u32>,
     model: Option<String>,
     model_year: Option<i32>,
@@ -36,20 +54,34 @@ pub struct ListQuery {
     protocol: Option<String>,
     region: Option<String>,
     country: Option<String>,
+    /// Vehicles carrying this tag.
     tag: Option<String>,
 }
 
-#[derive(Serialize)]
-pub struct Page {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct VehiclePage {
     vehicles: Vec<Vehicle>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
     next_cursor: Option<String>,
 }
 
+/// List vehicles (viewer)
+#[utoipa::path(
+    get,
+    path = "/api/v1/vehicles",
+    tag = "vehicles",
+    operation_id = "list_vehicles",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of vehicles", body = VehiclePage),
+        (status = 400, description = "An unknown or malformed parameter", body = ErrorBody),
+    ),
+)]
 pub async fn list(
     caller: Caller,
     State(s): State<RestState>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Page>, RestError> {
+) -> Result<Json<VehiclePage>, RestError> {
     caller.require(Role::Viewer)?;
     let Query(q) = query.map_err(|e| RestError::Invalid(e.body_text().to_lowercase()))?;
     let r = s
@@ -71,20 +103,24 @@ pub async fn list(
         })
         .await?
         .into_inner();
-    Ok(Json(Page {
+    Ok(Json(VehiclePage {
         vehicles: r.vehicles.into_iter().map(Into::into).collect(),
         next_cursor: (!r.next_cursor.is_empty()).then_some(r.next_cursor),
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PutQuery {
+    /// Where the data comes from (default `api`); `vehicle` is reserved for
+    /// the vehicles' own reports.
     source: Option<String>,
 }
 
-#[derive(Serialize)]
-struct PutResult {
+#[derive(Serialize, utoipa::ToSchema)]
+struct VehicleWritten {
+    /// The vehicle after the write, every source merged.
     vehicle: Vehicle,
     created: bool,
 }
@@ -108,9 +144,25 @@ pub(crate) fn write_source(source: Option<String>) -> Result<String, RestError> 
     Ok(source)
 }
 
+/// Upsert what a source says about a vehicle (engineer)
+///
 /// Writes what the caller says about one vehicle (source `api` unless
-/// `?source=` names another). The body is a vehicle record; its `vin` may be
-/// left out but must match the path when given.
+/// `?source=` names another). The body's `vin` may be left out but must
+/// match the path when given.
+#[utoipa::path(
+    put,
+    path = "/api/v1/vehicles/{vin}",
+    tag = "vehicles",
+    operation_id = "put_vehicle",
+    params(("vin" = String, Path), PutQuery),
+    request_body = VehiclePatch,
+    responses(
+        (status = 200, description = "Updated", body = VehicleWritten),
+        (status = 201, description = "Created", body = VehicleWritten),
+        (status = 400, description = "An invalid vehicle, a VIN that does not match the path, or the reserved source `vehicle`", body = ErrorBody),
+        (status = 403, description = "The caller's role is below engineer", body = ErrorBody),
+    ),
+)]
 pub async fn put(
     caller: Caller,
     State(s): State<RestState>,
@@ -160,7 +212,7 @@ pub async fn put(
         .ok_or_else(|| RestError::Invalid("empty answer".into()))?;
     Ok((
         status,
-        Json(PutResult {
+        Json(VehicleWritten {
             vehicle,
             created: r.created,
         }),

@@ -12,7 +12,7 @@ pub const MAX_EXPRESSION_BYTES: usize = 16 * 1024;
 pub const MAX_NESTING: usize = 32;
 
 /// One problem in one expression of a rule set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExpressionError {
     /// "target" or `rules[N].when`.
     pub path: String,

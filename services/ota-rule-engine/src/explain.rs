@@ -14,15 +14,17 @@ use crate::ruleset::{interpret, CompiledExpr, CompiledRuleSet, Evaluation, LazyC
 use crate::unparse::unparse;
 
 /// One sub-expression and its value (or the error evaluating it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExplainNode {
     pub expression: String,
     pub value: Option<String>,
     pub error: Option<String>,
+    #[schema(no_recursion)]
     pub children: Vec<ExplainNode>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The value of every sub-expression and which rule won.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Explanation {
     /// The same result `evaluate` gives: which rule won, if any.
     pub result: Evaluation,

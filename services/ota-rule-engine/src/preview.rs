@@ -23,7 +23,7 @@ pub const MAX_ERROR_SAMPLES: usize = 10;
 /// Counts so far. `scanned` = `matched` + `errors` + vehicles the target did
 /// not match; the breakdowns are over `matched`, vehicles the target matched
 /// without error (whether or not a rule then did).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Preview {
     pub scanned: u64,
     pub matched: u64,
@@ -32,7 +32,8 @@ pub struct Preview {
     pub by_platform: BTreeMap<String, u64>,
     pub by_gateway: BTreeMap<String, u64>,
     pub by_region: BTreeMap<String, u64>,
-    /// `rules[N]`, or [`NO_RULE`].
+    /// `rules[N]`, or `(no rule)` for vehicles the target matched but no
+    /// rule did.
     pub by_rule: BTreeMap<String, u64>,
     /// The first matched VINs, in scan order.
     pub sample_vins: Vec<String>,
@@ -45,7 +46,7 @@ pub struct Preview {
     rule_keys: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ErrorSample {
     pub vin: String,
     pub error: String,

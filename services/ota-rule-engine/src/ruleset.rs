@@ -31,7 +31,7 @@ pub struct RuleSet {
     pub rules: Vec<Rule>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Rule {
     /// Empty means "always".
     #[serde(default)]
@@ -228,7 +228,7 @@ impl Decision<'_> {
 }
 
 /// The outcome for one vehicle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Evaluation {
     pub vin: String,
     /// Whether the target matched; false when evaluation failed.
