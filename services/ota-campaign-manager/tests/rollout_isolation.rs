@@ -113,30 +113,24 @@ async fn insert_launched(
 /// Overwrites a campaign's stored plan, as a hand edit or an older version
 /// would have left it.
 async fn set_plan(h: &Harness, id: &str, plan: &str) {
-    let sql = "UPDATE campaigns SET plan = $1 WHERE id = $2";
-    let updated = match h.db.db() {
-        ota_db::Db::Sqlite(p) => sqlx::query(sql)
+    let updated = ota_db::with_pool!(h.db.db(), p => {
+        sqlx::query("UPDATE campaigns SET plan = $1 WHERE id = $2")
             .bind(plan)
             .bind(id)
             .execute(p)
             .await
-            .map(|r| r.rows_affected()),
-        ota_db::Db::Postgres(p) => sqlx::query(sql)
-            .bind(plan)
-            .bind(id)
-            .execute(p)
-            .await
-            .map(|r| r.rows_affected()),
-    };
+            .map(|r| r.rows_affected())
+    });
     assert_eq!(updated.unwrap(), 1);
 }
 
 async fn plan_text(h: &Harness, id: &str) -> String {
-    let sql = "SELECT plan FROM campaigns WHERE id = $1";
-    let (plan,): (String,) = match h.db.db() {
-        ota_db::Db::Sqlite(p) => sqlx::query_as(sql).bind(id).fetch_one(p).await,
-        ota_db::Db::Postgres(p) => sqlx::query_as(sql).bind(id).fetch_one(p).await,
-    }
+    let (plan,): (String,) = ota_db::with_pool!(h.db.db(), p => {
+        sqlx::query_as("SELECT plan FROM campaigns WHERE id = $1")
+            .bind(id)
+            .fetch_one(p)
+            .await
+    })
     .unwrap();
     plan
 }

@@ -2,9 +2,12 @@
 //! that is either the embedded SQLite file or PostgreSQL, with the matching
 //! migrations from `migrations/` applied at start, and the one way stores
 //! run the same SQL on both: [`with_pool!`] on a pool, [`write_tx!`] for a
-//! write transaction, [`on_conn!`] on a [`Conn`] inside one.
+//! write transaction (or [`WriteTx`] for one that outlives a block),
+//! [`on_conn!`] on a [`Conn`] inside one, and [`Dialect`] where the SQL
+//! must differ.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ota_common::ErrorCode;
@@ -12,6 +15,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// Runs the same sqlx code against whichever pool `db` holds. The SQL must be
 /// valid for both databases: write parameters as `$1, $2, ...` in order of
@@ -95,6 +99,66 @@ macro_rules! write_tx {
             }
         }
     };
+}
+
+/// A write transaction held as a value, begun as [`write_tx!`] begins one,
+/// for work that spans more than one block: a strict import keeps one open
+/// across the batches it reads from a stream, and gives it up (rolling back
+/// and letting the next SQLite writer in) when a line is refused. Dropping
+/// it rolls back.
+pub struct WriteTx {
+    tx: OpenTx,
+    // Declared after `tx`, so the lock is released after the rollback a drop
+    // starts.
+    _writer: Option<OwnedMutexGuard<()>>,
+}
+
+enum OpenTx {
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+impl WriteTx {
+    /// On SQLite `BEGIN IMMEDIATE` once `lock` (the process's writers'
+    /// lock, as for [`write_tx!`]) is held, on PostgreSQL a plain `BEGIN`.
+    pub async fn begin(db: &Db, lock: &Arc<Mutex<()>>) -> Result<Self, sqlx::Error> {
+        Ok(match db {
+            Db::Sqlite(pool) => {
+                let writer = lock.clone().lock_owned().await;
+                Self {
+                    tx: OpenTx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?),
+                    _writer: Some(writer),
+                }
+            }
+            Db::Postgres(pool) => Self {
+                tx: OpenTx::Postgres(pool.begin().await?),
+                _writer: None,
+            },
+        })
+    }
+
+    /// The transaction's connection, for [`on_conn!`] or a match on the
+    /// dialect.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match &mut self.tx {
+            OpenTx::Sqlite(tx) => Conn::Sqlite(tx),
+            OpenTx::Postgres(tx) => Conn::Postgres(tx),
+        }
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        match self.tx {
+            OpenTx::Sqlite(tx) => tx.commit().await,
+            OpenTx::Postgres(tx) => tx.commit().await,
+        }
+    }
+}
+
+/// Which SQL a [`Db`] speaks, for the few statements that must differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +306,13 @@ impl Db {
         Ok(db)
     }
 
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Db::Sqlite(_) => Dialect::Sqlite,
+            Db::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
     pub fn backend(&self) -> &'static str {
         match self {
             Db::Sqlite(_) => "sqlite",
@@ -319,6 +390,36 @@ mod tests {
             err.to_string(),
             "unsupported database url \"mysql://x\": expected sqlite://PATH or postgres://..."
         );
+    }
+
+    #[tokio::test]
+    async fn a_dropped_write_tx_rolls_back_and_lets_the_next_writer_in() {
+        let dir = std::env::temp_dir().join(format!("ota-db-tx-test-{}", std::process::id()));
+        let db = Db::connect(
+            &format!("sqlite://{}", dir.join("ota.db").display()),
+            &DbOptions::default(),
+        )
+        .await
+        .unwrap();
+        let lock = Arc::new(Mutex::new(()));
+        let insert = "INSERT INTO outbox (topic, payload, created_at) VALUES ('t', $1, 0)";
+        let mut tx = WriteTx::begin(&db, &lock).await.unwrap();
+        on_conn!(&mut tx.conn(), c => sqlx::query(insert).bind("dropped").execute(c).await.map(drop).unwrap());
+        assert!(lock.try_lock().is_err(), "an open write holds the lock");
+        drop(tx);
+        let mut tx = tokio::time::timeout(Duration::from_secs(5), WriteTx::begin(&db, &lock))
+            .await
+            .expect("the next writer gets in")
+            .unwrap();
+        on_conn!(&mut tx.conn(), c => sqlx::query(insert).bind("kept").execute(c).await.map(drop).unwrap());
+        tx.commit().await.unwrap();
+        assert!(lock.try_lock().is_ok(), "commit releases the lock");
+        let payloads: Vec<String> = with_pool!(&db, p => {
+            sqlx::query_scalar("SELECT payload FROM outbox").fetch_all(p).await.unwrap()
+        });
+        assert_eq!(payloads, ["kept"]);
+        db.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]

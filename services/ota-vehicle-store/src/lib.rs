@@ -3,17 +3,16 @@
 //! vehicle itself) by a configured per-field source precedence.
 //!
 //! [`VehicleStore`] is the one entry point; it runs on SQLite or PostgreSQL
-//! ([`backend`]), and [`grpc::VehicleStoreService`] serves it as the
+//! (one implementation, with the dialects' differences spelled out in
+//! `sql`), and [`grpc::VehicleStoreService`] serves it as the
 //! `ota.v1.VehicleStore` gRPC service. [`parse`] turns NDJSON and CSV import
 //! files into records.
 
-pub mod backend;
 pub mod error;
 pub mod grpc;
 pub mod parse;
-mod postgres;
 pub mod precedence;
-mod sqlite;
+mod sql;
 mod store;
 
 pub use error::StoreError;

@@ -8,11 +8,10 @@ use ota_common::vehicle::{Vehicle, VehiclePatch};
 use ota_common::Vin;
 use ota_db::Db;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
 
-use crate::backend::{Backend, WriteTx};
-use crate::postgres::PostgresBackend;
 use crate::precedence::{merge, validate_source, Precedence};
-use crate::sqlite::SqliteBackend;
+use crate::sql::{self, VehicleTx};
 use crate::StoreError;
 
 /// Rows merged and written per transaction during an import.
@@ -104,29 +103,32 @@ impl ImportSummary {
 /// its vehicle, or why it was refused.
 type MergeFlag = (u64, Result<(bool, bool), StoreError>);
 
-/// The vehicle inventory over one of the database backends.
+/// The vehicle inventory, on SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct VehicleStore {
-    backend: Arc<dyn Backend>,
+    db: Db,
+    /// The writers' lock of `ota_db::WriteTx` on SQLite, shared by clones.
+    sqlite_lock: Arc<Mutex<()>>,
     precedence: Arc<Precedence>,
 }
 
 impl VehicleStore {
     pub fn new(db: &Db, precedence: Precedence) -> Self {
-        let backend: Arc<dyn Backend> = match db {
-            Db::Sqlite(p) => Arc::new(SqliteBackend::new(p.clone())),
-            Db::Postgres(p) => Arc::new(PostgresBackend::new(p.clone())),
-        };
         Self {
-            backend,
+            db: db.clone(),
+            sqlite_lock: Arc::new(Mutex::new(())),
             precedence: Arc::new(precedence),
         }
+    }
+
+    async fn begin(&self) -> Result<VehicleTx, StoreError> {
+        VehicleTx::begin(&self.db, &self.sqlite_lock).await
     }
 
     pub async fn get(&self, vin: &str) -> Result<Vehicle, StoreError> {
         let vin = Vin::parse(vin).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let started = Instant::now();
-        let v = self.backend.get(vin.as_str()).await;
+        let v = sql::get(&self.db, vin.as_str()).await;
         self.observe("get", started);
         v?.ok_or_else(|| StoreError::NotFound(vin.into_string()))
     }
@@ -166,7 +168,7 @@ impl VehicleStore {
         provenance: bool,
     ) -> Result<(Vec<Vehicle>, Option<String>), StoreError> {
         let started = Instant::now();
-        let page = self.backend.list(filter, after, limit, provenance).await;
+        let page = sql::list(&self.db, filter, after, limit, provenance).await;
         self.observe("list", started);
         let page = page?;
         let next = (page.len() == limit as usize).then(|| page[page.len() - 1].vin.clone());
@@ -181,7 +183,7 @@ impl VehicleStore {
         limit: u32,
     ) -> Result<(Vec<String>, Option<String>), StoreError> {
         let started = Instant::now();
-        let page = self.backend.list_vins(filter, after, limit).await;
+        let page = sql::list_vins(&self.db, filter, after, limit).await;
         self.observe("list_vins", started);
         let page = page?;
         let next = (page.len() == limit as usize).then(|| page[page.len() - 1].clone());
@@ -190,7 +192,7 @@ impl VehicleStore {
 
     pub async fn count(&self, filter: &VehicleFilter) -> Result<u64, StoreError> {
         let started = Instant::now();
-        let n = self.backend.count(filter).await;
+        let n = sql::count(&self.db, filter).await;
         self.observe("count", started);
         n
     }
@@ -203,10 +205,10 @@ impl VehicleStore {
     ) -> Result<(Vehicle, bool), StoreError> {
         validate_source(source).map_err(StoreError::Invalid)?;
         patch.validate().map_err(StoreError::Invalid)?;
-        let mut tx = self.backend.begin().await?;
+        let mut tx = self.begin().await?;
         let vin = patch.vin.clone();
         let (mut flags, mut touched) = self
-            .merge_batch(&mut *tx, source, vec![(0, patch)], false)
+            .merge_batch(&mut tx, source, vec![(0, patch)], false)
             .await?;
         let (_, written) = flags.pop().expect("one flag per record");
         let (created, _) = written?;
@@ -219,10 +221,10 @@ impl VehicleStore {
     /// already be known, and its `last_seen` moves to now.
     pub async fn report_inventory(&self, patch: VehiclePatch) -> Result<Vehicle, StoreError> {
         patch.validate().map_err(StoreError::Invalid)?;
-        let mut tx = self.backend.begin().await?;
+        let mut tx = self.begin().await?;
         let vin = patch.vin.clone();
         let (mut flags, mut touched) = self
-            .merge_batch(&mut *tx, "vehicle", vec![(0, patch)], true)
+            .merge_batch(&mut tx, "vehicle", vec![(0, patch)], true)
             .await?;
         flags.pop().expect("one flag per record").1?;
         tx.commit().await?;
@@ -246,7 +248,7 @@ impl VehicleStore {
         let mut items = std::pin::pin!(items);
         let mut summary = ImportSummary::default();
         // In strict mode one transaction spans the whole import.
-        let mut open: Option<Box<dyn WriteTx>> = None;
+        let mut open: Option<VehicleTx> = None;
         let mut batch = Vec::with_capacity(IMPORT_BATCH);
         while let Some(item) = items.next().await {
             match item? {
@@ -306,7 +308,7 @@ impl VehicleStore {
 
     async fn write_import_batch(
         &self,
-        open: &mut Option<Box<dyn WriteTx>>,
+        open: &mut Option<VehicleTx>,
         source: &str,
         strict: bool,
         batch: &mut Vec<(u64, VehiclePatch)>,
@@ -317,11 +319,11 @@ impl VehicleStore {
         }
         let mut tx = match open.take() {
             Some(tx) => tx,
-            None => self.backend.begin().await?,
+            None => self.begin().await?,
         };
         let started = Instant::now();
         let (flags, _) = self
-            .merge_batch(&mut *tx, source, std::mem::take(batch), false)
+            .merge_batch(&mut tx, source, std::mem::take(batch), false)
             .await?;
         for (line, written) in flags {
             match written {
@@ -354,7 +356,7 @@ impl VehicleStore {
     /// batch touched.
     async fn merge_batch(
         &self,
-        tx: &mut dyn WriteTx,
+        tx: &mut VehicleTx,
         source: &str,
         batch: Vec<(u64, VehiclePatch)>,
         touch: bool,
@@ -417,7 +419,7 @@ impl VehicleStore {
     }
 
     fn observe(&self, op: &'static str, started: Instant) {
-        metrics::histogram!("ota_vehicle_store_op_duration_seconds", "op" => op, "backend" => self.backend.name())
+        metrics::histogram!("ota_vehicle_store_op_duration_seconds", "op" => op, "backend" => self.db.backend())
             .record(started.elapsed().as_secs_f64());
     }
 }
