@@ -51,7 +51,9 @@ impl Browser {
     pub async fn start(shots: impl Into<PathBuf>) -> anyhow::Result<Self> {
         let chromium = which(&["/usr/bin/chromium", "chromium", "chromium-browser"])?;
         let driver_bin = which(&["/usr/bin/chromedriver", "chromedriver"])?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let driver = Command::new(&driver_bin)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
@@ -107,38 +109,67 @@ impl Browser {
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let mut req = self.http.request(method.clone(), format!("{}{path}", self.session));
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.session));
         if let Some(b) = body {
             req = req.json(&b);
         }
         let r: Value = req.send().await?.json().await?;
         if let Some(err) = r["value"]["error"].as_str() {
-            bail!("webdriver {method} {path}: {err}: {}", r["value"]["message"]);
+            bail!(
+                "webdriver {method} {path}: {err}: {}",
+                r["value"]["message"]
+            );
         }
         Ok(r["value"].clone())
     }
 
     pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
-        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url}))).await?;
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await?;
         Ok(())
     }
 
     pub async fn url(&self) -> anyhow::Result<String> {
-        Ok(self.call(reqwest::Method::GET, "/url", None).await?.as_str().unwrap_or_default().to_owned())
+        Ok(self
+            .call(reqwest::Method::GET, "/url", None)
+            .await?
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
     }
 
     pub async fn find(&self, css: &str) -> anyhow::Result<Element> {
         let v = self
-            .call(reqwest::Method::POST, "/element", Some(json!({"using": "css selector", "value": css})))
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
             .await
             .with_context(|| format!("finding {css:?}"))?;
-        Ok(Element(v[ELEMENT].as_str().context("an element reference")?.to_owned()))
+        Ok(Element(
+            v[ELEMENT]
+                .as_str()
+                .context("an element reference")?
+                .to_owned(),
+        ))
     }
 
     pub async fn find_all(&self, css: &str) -> anyhow::Result<Vec<Element>> {
         let v = self
-            .call(reqwest::Method::POST, "/elements", Some(json!({"using": "css selector", "value": css})))
+            .call(
+                reqwest::Method::POST,
+                "/elements",
+                Some(json!({"using": "css selector", "value": css})),
+            )
             .await?;
         Ok(v.as_array()
             .into_iter()
@@ -148,19 +179,32 @@ impl Browser {
     }
 
     pub async fn click(&self, e: &Element) -> anyhow::Result<()> {
-        self.call(reqwest::Method::POST, &format!("/element/{}/click", e.0), Some(json!({}))).await?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{}/click", e.0),
+            Some(json!({})),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn type_into(&self, e: &Element, text: &str) -> anyhow::Result<()> {
-        self.call(reqwest::Method::POST, &format!("/element/{}/value", e.0), Some(json!({"text": text})))
-            .await?;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{}/value", e.0),
+            Some(json!({"text": text})),
+        )
+        .await?;
         Ok(())
     }
 
     pub async fn text(&self, e: &Element) -> anyhow::Result<String> {
         Ok(self
-            .call(reqwest::Method::GET, &format!("/element/{}/text", e.0), None)
+            .call(
+                reqwest::Method::GET,
+                &format!("/element/{}/text", e.0),
+                None,
+            )
             .await?
             .as_str()
             .unwrap_or_default()
@@ -174,15 +218,22 @@ impl Browser {
     }
 
     pub async fn script(&self, script: &str) -> anyhow::Result<Value> {
-        self.call(reqwest::Method::POST, "/execute/sync", Some(json!({"script": script, "args": []})))
-            .await
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
     }
 
     /// Accepts the page's `confirm()` dialog, waiting for it to open.
     pub async fn accept_dialog(&self) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            match self.call(reqwest::Method::POST, "/alert/accept", Some(json!({}))).await {
+            match self
+                .call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
+                .await
+            {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() > deadline => return Err(e),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,

@@ -417,24 +417,40 @@ async fn a_session_lasts_until_logout_and_knows_its_token(s: TokenStore, db: ota
     let stored: Vec<String> = ota_db::with_pool!(&db, pool => {
         sqlx::query_scalar("SELECT id_hash FROM ui_sessions").fetch_all(pool).await.unwrap()
     });
-    assert_eq!(stored, vec![ota_auth::hash_secret(&secret)], "only the digest is stored");
+    assert_eq!(
+        stored,
+        vec![ota_auth::hash_secret(&secret)],
+        "only the digest is stored"
+    );
     let again = sessions.get(&secret).await.unwrap();
     assert_eq!(again.csrf, opened.csrf);
     assert_eq!(again.token.role, Role::Engineer);
     sessions.logout(&secret).await.unwrap();
-    assert!(matches!(sessions.get(&secret).await, Err(AuthError::BadToken)));
+    assert!(matches!(
+        sessions.get(&secret).await,
+        Err(AuthError::BadToken)
+    ));
 }
 
 async fn wrong_tokens_and_revoked_tokens_end_sessions(s: TokenStore, _db: ota_db::Db) {
     let admin = s.create("root", Role::Admin).await.unwrap();
     let t = s.create("bob", Role::Viewer).await.unwrap();
     let sessions = Sessions::new(s.clone());
-    assert!(matches!(sessions.login("ota_not-a-token").await, Err(AuthError::BadToken)));
-    assert!(matches!(sessions.get("no-such-session").await, Err(AuthError::BadToken)));
+    assert!(matches!(
+        sessions.login("ota_not-a-token").await,
+        Err(AuthError::BadToken)
+    ));
+    assert!(matches!(
+        sessions.get("no-such-session").await,
+        Err(AuthError::BadToken)
+    ));
     let (secret, _) = sessions.login(&t.token).await.unwrap();
     let (other, _) = sessions.login(&admin.token).await.unwrap();
     s.revoke(&admin.info, &t.info.id).await.unwrap();
-    assert!(matches!(sessions.get(&secret).await, Err(AuthError::BadToken)));
+    assert!(matches!(
+        sessions.get(&secret).await,
+        Err(AuthError::BadToken)
+    ));
     assert!(sessions.get(&other).await.is_ok(), "other sessions go on");
 }
 
@@ -443,7 +459,10 @@ async fn sessions_expire(s: TokenStore, _db: ota_db::Db) {
     let sessions = Sessions::new(s).with_ttl(std::time::Duration::ZERO);
     let (secret, _) = sessions.login(&t.token).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    assert!(matches!(sessions.get(&secret).await, Err(AuthError::BadToken)));
+    assert!(matches!(
+        sessions.get(&secret).await,
+        Err(AuthError::BadToken)
+    ));
 }
 
 macro_rules! conformance {

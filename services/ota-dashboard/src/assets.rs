@@ -21,7 +21,10 @@ pub async fn serve(Path(file): Path<String>) -> Result<Response, DashError> {
         _ => return Err(DashError::NotFound(format!("no asset {file:?}"))),
     };
     Ok((
-        [(CONTENT_TYPE, kind), (CACHE_CONTROL, "public, max-age=3600")],
+        [
+            (CONTENT_TYPE, kind),
+            (CACHE_CONTROL, "public, max-age=3600"),
+        ],
         body,
     )
         .into_response())

@@ -75,7 +75,9 @@ pub async fn list(
         .buffered(LIST_CONCURRENCY)
         .collect()
         .await;
-    let live = campaigns.iter().any(|c| c.state() == CampaignState::Running);
+    let live = campaigns
+        .iter()
+        .any(|c| c.state() == CampaignState::Running);
     let chip = |value: &str, label: &str| {
         let active = q.state.as_deref().unwrap_or("all") == value;
         html! { a class=[active.then_some("active")] href=(format!("/ui/campaigns?state={value}")) { (label) } }
@@ -202,13 +204,62 @@ struct Transition {
 }
 
 const TRANSITIONS: [Transition; 7] = [
-    Transition { action: "approve", label: "Approve", role: Role::Approver, from: &[CampaignState::Draft], confirm: None, danger: false },
-    Transition { action: "launch", label: "Launch", role: Role::Engineer, from: &[CampaignState::Approved], confirm: Some("Launch this campaign? Vehicles start receiving the update."), danger: false },
-    Transition { action: "pause", label: "Pause", role: Role::Engineer, from: &[CampaignState::Running], confirm: None, danger: false },
-    Transition { action: "resume", label: "Resume", role: Role::Engineer, from: &[CampaignState::Paused], confirm: None, danger: false },
-    Transition { action: "advance", label: "Open next wave", role: Role::Engineer, from: &[CampaignState::Running], confirm: Some("Open the next wave now?"), danger: false },
-    Transition { action: "abort", label: "Abort", role: Role::Engineer, from: &[CampaignState::Running, CampaignState::Paused], confirm: Some("Abort this campaign? Actions not yet delivered are cancelled."), danger: true },
-    Transition { action: "cancel", label: "Cancel", role: Role::Engineer, from: &[CampaignState::Draft, CampaignState::Approved], confirm: Some("Cancel this campaign?"), danger: true },
+    Transition {
+        action: "approve",
+        label: "Approve",
+        role: Role::Approver,
+        from: &[CampaignState::Draft],
+        confirm: None,
+        danger: false,
+    },
+    Transition {
+        action: "launch",
+        label: "Launch",
+        role: Role::Engineer,
+        from: &[CampaignState::Approved],
+        confirm: Some("Launch this campaign? Vehicles start receiving the update."),
+        danger: false,
+    },
+    Transition {
+        action: "pause",
+        label: "Pause",
+        role: Role::Engineer,
+        from: &[CampaignState::Running],
+        confirm: None,
+        danger: false,
+    },
+    Transition {
+        action: "resume",
+        label: "Resume",
+        role: Role::Engineer,
+        from: &[CampaignState::Paused],
+        confirm: None,
+        danger: false,
+    },
+    Transition {
+        action: "advance",
+        label: "Open next wave",
+        role: Role::Engineer,
+        from: &[CampaignState::Running],
+        confirm: Some("Open the next wave now?"),
+        danger: false,
+    },
+    Transition {
+        action: "abort",
+        label: "Abort",
+        role: Role::Engineer,
+        from: &[CampaignState::Running, CampaignState::Paused],
+        confirm: Some("Abort this campaign? Actions not yet delivered are cancelled."),
+        danger: true,
+    },
+    Transition {
+        action: "cancel",
+        label: "Cancel",
+        role: Role::Engineer,
+        from: &[CampaignState::Draft, CampaignState::Approved],
+        confirm: Some("Cancel this campaign?"),
+        danger: true,
+    },
 ];
 
 fn actions(user: &User, c: &pb::Campaign) -> Markup {
@@ -550,7 +601,9 @@ pub async fn failures_csv(
                 .await?
                 .into_inner()
                 .vins;
-            let next = (vins.len() as u32 == CSV_PAGE).then(|| vins.last().cloned()).flatten();
+            let next = (vins.len() as u32 == CSV_PAGE)
+                .then(|| vins.last().cloned())
+                .flatten();
             Ok(Some((vins, next)))
         }
     });
@@ -573,7 +626,10 @@ pub async fn failures_csv(
         .collect();
     Ok((
         [
-            (http::header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                http::header::CONTENT_TYPE,
+                "text/csv; charset=utf-8".to_owned(),
+            ),
             (
                 http::header::CONTENT_DISPOSITION,
                 format!("attachment; filename=\"failures-{file}.csv\""),

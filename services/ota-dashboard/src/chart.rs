@@ -74,7 +74,8 @@ mod tests {
     #[test]
     fn draws_the_line_and_the_threshold() {
         let t = |m: i64| Utc.timestamp_opt(1_700_000_000 + m * 60, 0).unwrap();
-        let svg = rate_over_time(&[(t(0), 0.0), (t(1), 4.0), (t(2), 12.5)], Some(10.0)).into_string();
+        let svg =
+            rate_over_time(&[(t(0), 0.0), (t(1), 4.0), (t(2), 12.5)], Some(10.0)).into_string();
         assert!(svg.contains("<polyline"), "{svg}");
         assert!(svg.contains("class=\"threshold\""));
         assert!(svg.contains("now 12.5%"));

@@ -31,7 +31,10 @@ const MIN_RATE_WINDOW: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub enum Place {
     Here,
-    Remote { url: String, peer: Peer },
+    Remote {
+        url: String,
+        peer: Peer,
+    },
     /// Not here and not probed from here: why.
     Elsewhere(String),
 }
@@ -167,7 +170,13 @@ impl Totals {
 
     fn rates_since(&self, before: &Totals, secs: f64) -> Rates {
         let d = |now: f64, then: f64| (now - then).max(0.0);
-        let pct = |errors: f64, total: f64| if total > 0.0 { errors * 100.0 / total } else { 0.0 };
+        let pct = |errors: f64, total: f64| {
+            if total > 0.0 {
+                errors * 100.0 / total
+            } else {
+                0.0
+            }
+        };
         Rates {
             polls: d(self.polls, before.polls) / secs,
             reports: d(self.reports, before.reports) / secs,

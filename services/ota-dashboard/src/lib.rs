@@ -64,7 +64,10 @@ pub fn routes(state: DashState) -> Router {
         .route("/ui/campaigns/{id}", get(campaigns::page))
         .route("/ui/campaigns/{id}/action", post(campaigns::action))
         .route("/ui/campaigns/{id}/retry", post(campaigns::retry))
-        .route("/ui/campaigns/{id}/failures.csv", get(campaigns::failures_csv))
+        .route(
+            "/ui/campaigns/{id}/failures.csv",
+            get(campaigns::failures_csv),
+        )
         .route("/ui/vehicles", get(vehicles::search))
         .route("/ui/vehicles/{vin}", get(vehicles::page))
         .route("/ui/health", get(health::page))

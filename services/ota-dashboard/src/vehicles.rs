@@ -43,7 +43,8 @@ pub async fn search(user: User, Query(q): Query<SearchQuery>) -> Result<Response
         };
         return Ok(layout::page(&user, "Vehicles", Nav::Vehicles, false, body).into_response());
     }
-    let vin = Vin::parse(&vin.to_ascii_uppercase()).map_err(|e| DashError::Invalid(e.to_string()))?;
+    let vin =
+        Vin::parse(&vin.to_ascii_uppercase()).map_err(|e| DashError::Invalid(e.to_string()))?;
     Ok(Redirect::to(&format!("/ui/vehicles/{vin}")).into_response())
 }
 
@@ -141,16 +142,19 @@ fn inventory(v: &Vehicle) -> Markup {
     field("protocol", v.protocol.clone());
     field("region", v.region.clone());
     field("country", v.country.clone());
-    field(
-        "tags",
-        (!v.tags.is_empty()).then(|| v.tags.join(", ")),
-    );
+    field("tags", (!v.tags.is_empty()).then(|| v.tags.join(", ")));
     for (k, val) in &v.attributes {
         field(&format!("attributes.{k}"), Some(val.clone()));
     }
     for (name, ecu) in &v.ecus {
-        field(&format!("ecus.{name}.hw"), (!ecu.hw.is_empty()).then(|| ecu.hw.clone()));
-        field(&format!("ecus.{name}.sw"), (!ecu.sw.is_empty()).then(|| ecu.sw.clone()));
+        field(
+            &format!("ecus.{name}.hw"),
+            (!ecu.hw.is_empty()).then(|| ecu.hw.clone()),
+        );
+        field(
+            &format!("ecus.{name}.sw"),
+            (!ecu.sw.is_empty()).then(|| ecu.sw.clone()),
+        );
     }
     html! {
         table.kv {
@@ -234,7 +238,11 @@ async fn explanations(
         .map(|a| (a.campaign_id.clone(), true))
         .collect();
     let mut wanted: Vec<String> = actions.iter().map(|a| a.campaign_id.clone()).collect();
-    for state in [CampaignState::Running, CampaignState::Paused, CampaignState::Approved] {
+    for state in [
+        CampaignState::Running,
+        CampaignState::Paused,
+        CampaignState::Approved,
+    ] {
         let list = s
             .api
             .campaigns

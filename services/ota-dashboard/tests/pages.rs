@@ -72,7 +72,13 @@ impl Ui {
         Self { router, p, tokens }
     }
 
-    async fn call(&self, method: &str, path: &str, cookie: Option<&str>, form: Option<&str>) -> Answer {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        form: Option<&str>,
+    ) -> Answer {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(c) = cookie {
             req = req.header(header::COOKIE, c);
@@ -84,7 +90,12 @@ impl Ui {
             }
             None => Body::empty(),
         };
-        let res = self.router.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+        let res = self
+            .router
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
         let (parts, body) = res.into_parts();
         let body = String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap();
         Answer {
@@ -106,11 +117,22 @@ impl Ui {
     async fn login(&self, name: &str, role: Role) -> Browser {
         let t = self.tokens.create(name, role).await.unwrap();
         let a = self
-            .call("POST", "/ui/login", None, Some(&format!("token={}&next=/ui/health", t.token)))
+            .call(
+                "POST",
+                "/ui/login",
+                None,
+                Some(&format!("token={}&next=/ui/health", t.token)),
+            )
             .await;
         assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
         assert_eq!(a.location(), "/ui/health");
-        let set = a.headers.get(header::SET_COOKIE).unwrap().to_str().unwrap().to_owned();
+        let set = a
+            .headers
+            .get(header::SET_COOKIE)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
         for attr in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
             assert!(set.contains(attr), "{set} lacks {attr}");
         }
@@ -137,8 +159,10 @@ impl Ui {
     /// A failure that stays: the first attempt fails and is retried (one
     /// retry allowed), the second fails too.
     async fn fail(&self, campaign: &str, i: u32, message: &str) {
-        self.report(campaign, i, ActionState::Failed, message, 1).await;
-        self.report(campaign, i, ActionState::Failed, message, 2).await;
+        self.report(campaign, i, ActionState::Failed, message, 1)
+            .await;
+        self.report(campaign, i, ActionState::Failed, message, 2)
+            .await;
     }
 
     async fn report(&self, campaign: &str, i: u32, state: ActionState, message: &str, seq: u64) {
@@ -162,30 +186,53 @@ impl Ui {
 }
 
 async fn without_a_session_pages_redirect_to_login(ui: Ui) {
-    for (path, to) in [
-        ("/", "/ui/"),
-        ("/ui", "/ui/"),
-        ("/ui/", "/ui/campaigns"),
+    for (path, to) in [("/", "/ui/"), ("/ui", "/ui/"), ("/ui/", "/ui/campaigns")] {
+        let a = ui.call("GET", path, None, None).await;
+        assert_eq!(
+            (a.status, a.location()),
+            (StatusCode::SEE_OTHER, to),
+            "{path}"
+        );
+    }
+    for path in [
+        "/ui/campaigns",
+        "/ui/health",
+        "/ui/vehicles/WVWZZZE1ZMP000001",
+        "/ui/nothing",
     ] {
         let a = ui.call("GET", path, None, None).await;
-        assert_eq!((a.status, a.location()), (StatusCode::SEE_OTHER, to), "{path}");
-    }
-    for path in ["/ui/campaigns", "/ui/health", "/ui/vehicles/WVWZZZE1ZMP000001", "/ui/nothing"] {
-        let a = ui.call("GET", path, None, None).await;
         assert_eq!(a.status, StatusCode::SEE_OTHER, "{path}");
-        assert!(a.location().starts_with("/ui/login?next=/ui/"), "{path}: {}", a.location());
+        assert!(
+            a.location().starts_with("/ui/login?next=/ui/"),
+            "{path}: {}",
+            a.location()
+        );
     }
-    let a = ui.call("GET", "/ui/campaigns", Some("ota_session=forged"), None).await;
-    assert_eq!(a.status, StatusCode::SEE_OTHER, "an unknown session is no session");
-    let form = ui.call("GET", "/ui/login?next=/ui/health", None, None).await;
+    let a = ui
+        .call("GET", "/ui/campaigns", Some("ota_session=forged"), None)
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::SEE_OTHER,
+        "an unknown session is no session"
+    );
+    let form = ui
+        .call("GET", "/ui/login?next=/ui/health", None, None)
+        .await;
     assert_eq!(form.status, StatusCode::OK);
     assert!(form.body.contains("name=\"token\""), "{}", form.body);
     let css = ui.call("GET", "/ui/assets/dashboard.css", None, None).await;
-    assert_eq!(css.status, StatusCode::OK, "the login page's assets need no session");
+    assert_eq!(
+        css.status,
+        StatusCode::OK,
+        "the login page's assets need no session"
+    );
 }
 
 async fn wrong_tokens_get_a_clear_message(ui: Ui) {
-    let a = ui.call("POST", "/ui/login", None, Some("token=ota_wrong")).await;
+    let a = ui
+        .call("POST", "/ui/login", None, Some("token=ota_wrong"))
+        .await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert!(a.body.contains("not valid"), "{}", a.body);
     assert!(a.headers.get(header::SET_COOKIE).is_none());
@@ -196,23 +243,51 @@ async fn wrong_tokens_get_a_clear_message(ui: Ui) {
     let t = ui.tokens.create("gone", Role::Viewer).await.unwrap();
     ui.tokens.revoke(&admin.info, &t.info.id).await.unwrap();
     let a = ui
-        .call("POST", "/ui/login", None, Some(&format!("token={}", t.token)))
+        .call(
+            "POST",
+            "/ui/login",
+            None,
+            Some(&format!("token={}", t.token)),
+        )
         .await;
-    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "a revoked token cannot log in");
+    assert_eq!(
+        a.status,
+        StatusCode::UNAUTHORIZED,
+        "a revoked token cannot log in"
+    );
     let a = ui
-        .call("POST", "/ui/login", None, Some(&format!("token={}&next=https://evil.example/", admin.token)))
+        .call(
+            "POST",
+            "/ui/login",
+            None,
+            Some(&format!("token={}&next=https://evil.example/", admin.token)),
+        )
         .await;
-    assert_eq!(a.location(), "/ui/campaigns", "never sent off the dashboard");
+    assert_eq!(
+        a.location(),
+        "/ui/campaigns",
+        "never sent off the dashboard"
+    );
 }
 
 async fn logout_ends_the_session_and_needs_the_csrf_token(ui: Ui) {
     let b = ui.login("vera", Role::Viewer).await;
     let a = ui.post("/ui/logout", &b, "").await;
-    assert_eq!(a.status, StatusCode::FORBIDDEN, "a forged logout is refused");
+    assert_eq!(
+        a.status,
+        StatusCode::FORBIDDEN,
+        "a forged logout is refused"
+    );
     assert_eq!(ui.get("/ui/health", &b).await.status, StatusCode::OK);
     let a = ui.post("/ui/logout", &b, &format!("csrf={}", b.csrf)).await;
-    assert_eq!((a.status, a.location()), (StatusCode::SEE_OTHER, "/ui/login"));
-    assert!(a.headers[header::SET_COOKIE].to_str().unwrap().contains("Max-Age=0"));
+    assert_eq!(
+        (a.status, a.location()),
+        (StatusCode::SEE_OTHER, "/ui/login")
+    );
+    assert!(a.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
     assert_eq!(ui.get("/ui/health", &b).await.status, StatusCode::SEE_OTHER);
 }
 
@@ -222,17 +297,29 @@ async fn campaigns_list_shows_progress_and_filters(ui: Ui) {
     let b = ui.login("vera", Role::Viewer).await;
     let a = ui.get("/ui/campaigns", &b).await;
     assert_eq!(a.status, StatusCode::OK);
-    assert!(a.body.contains("bms-rollout") && a.body.contains(&id), "{}", a.body);
+    assert!(
+        a.body.contains("bms-rollout") && a.body.contains(&id),
+        "{}",
+        a.body
+    );
     assert!(a.body.contains("class=\"progress\""));
     assert!(a.body.contains("25.0%"), "1 of 4 finished: {}", a.body);
-    assert!(a.body.contains("data-refresh=\"5\""), "a running campaign refreshes");
+    assert!(
+        a.body.contains("data-refresh=\"5\""),
+        "a running campaign refreshes"
+    );
     let a = ui.get("/ui/campaigns?state=completed", &b).await;
     assert!(!a.body.contains(&id) && a.body.contains("No campaigns"));
     let a = ui.get("/ui/campaigns?state=running", &b).await;
     assert!(a.body.contains(&id));
     let a = ui.get("/ui/campaigns?state=finished", &b).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.body.contains("unknown campaign state &quot;finished&quot;"), "{}", a.body);
+    assert!(
+        a.body
+            .contains("unknown campaign state &quot;finished&quot;"),
+        "{}",
+        a.body
+    );
 }
 
 async fn a_campaign_page_shows_waves_triage_and_role_buttons(ui: Ui) {
@@ -240,45 +327,100 @@ async fn a_campaign_page_shows_waves_triage_and_role_buttons(ui: Ui) {
     ui.report(&id, 0, ActionState::Succeeded, "", 1).await;
     ui.fail(&id, 1, "E42 checksum mismatch").await;
     ui.fail(&id, 2, "E42 checksum mismatch").await;
-    ui.report(&id, 3, ActionState::Rejected, "driver declined", 1).await;
+    ui.report(&id, 3, ActionState::Rejected, "driver declined", 1)
+        .await;
     let viewer = ui.login("vera", Role::Viewer).await;
     let a = ui.get(&format!("/ui/campaigns/{id}"), &viewer).await;
     assert_eq!(a.status, StatusCode::OK);
-    for text in ["Waves", "Failure rate over time", "<svg", "E42 checksum mismatch", "driver declined", "By model", "ID.4", "Audit trail", "launch"] {
+    for text in [
+        "Waves",
+        "Failure rate over time",
+        "<svg",
+        "E42 checksum mismatch",
+        "driver declined",
+        "By model",
+        "ID.4",
+        "Audit trail",
+        "launch",
+    ] {
         assert!(a.body.contains(text), "campaign page lacks {text:?}");
     }
     for button in ["Pause", "Abort", "Retry this group"] {
-        assert!(!a.body.contains(&format!(">{button}</button>")), "a viewer sees no {button} button");
+        assert!(
+            !a.body.contains(&format!(">{button}</button>")),
+            "a viewer sees no {button} button"
+        );
     }
     let a = ui
-        .post(&format!("/ui/campaigns/{id}/action"), &viewer, &format!("csrf={}&action=pause", viewer.csrf))
+        .post(
+            &format!("/ui/campaigns/{id}/action"),
+            &viewer,
+            &format!("csrf={}&action=pause", viewer.csrf),
+        )
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.body);
     let engineer = ui.login("erin2", Role::Engineer).await;
     let a = ui.get(&format!("/ui/campaigns/{id}"), &engineer).await;
     for button in ["Pause", "Abort", "Retry this group"] {
-        assert!(a.body.contains(&format!(">{button}</button>")), "an engineer sees {button}");
+        assert!(
+            a.body.contains(&format!(">{button}</button>")),
+            "an engineer sees {button}"
+        );
     }
-    assert!(!a.body.contains(">Approve</button>"), "nothing to approve while running");
+    assert!(
+        !a.body.contains(">Approve</button>"),
+        "nothing to approve while running"
+    );
     // A forged POST: no CSRF token, then a wrong one. The campaign stays.
-    for form in ["action=pause".to_owned(), "action=pause&csrf=nope".to_owned()] {
-        let a = ui.post(&format!("/ui/campaigns/{id}/action"), &engineer, &form).await;
+    for form in [
+        "action=pause".to_owned(),
+        "action=pause&csrf=nope".to_owned(),
+    ] {
+        let a = ui
+            .post(&format!("/ui/campaigns/{id}/action"), &engineer, &form)
+            .await;
         assert_eq!(a.status, StatusCode::FORBIDDEN, "{form}");
         assert!(a.body.contains("csrf"), "{}", a.body);
     }
-    assert_eq!(ui.p.manager.campaign(&id).await.unwrap().state.as_str(), "running");
+    assert_eq!(
+        ui.p.manager.campaign(&id).await.unwrap().state.as_str(),
+        "running"
+    );
     let a = ui
-        .post(&format!("/ui/campaigns/{id}/action"), &engineer, &format!("csrf={}&action=pause&reason=look+at+E42", engineer.csrf))
+        .post(
+            &format!("/ui/campaigns/{id}/action"),
+            &engineer,
+            &format!("csrf={}&action=pause&reason=look+at+E42", engineer.csrf),
+        )
         .await;
-    assert_eq!((a.status, a.location()), (StatusCode::SEE_OTHER, &*format!("/ui/campaigns/{id}")));
-    assert_eq!(ui.p.manager.campaign(&id).await.unwrap().state.as_str(), "paused");
+    assert_eq!(
+        (a.status, a.location()),
+        (StatusCode::SEE_OTHER, &*format!("/ui/campaigns/{id}"))
+    );
+    assert_eq!(
+        ui.p.manager.campaign(&id).await.unwrap().state.as_str(),
+        "paused"
+    );
     let a = ui.get(&format!("/ui/campaigns/{id}"), &engineer).await;
-    assert!(a.body.contains(">Resume</button>") && a.body.contains("look at E42"), "{}", a.body);
+    assert!(
+        a.body.contains(">Resume</button>") && a.body.contains("look at E42"),
+        "{}",
+        a.body
+    );
     let a = ui
-        .post(&format!("/ui/campaigns/{id}/action"), &engineer, &format!("csrf={}&action=explode", engineer.csrf))
+        .post(
+            &format!("/ui/campaigns/{id}/action"),
+            &engineer,
+            &format!("csrf={}&action=explode", engineer.csrf),
+        )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
-    assert!(a.body.contains("unknown campaign action &quot;explode&quot;"), "{}", a.body);
+    assert!(
+        a.body
+            .contains("unknown campaign action &quot;explode&quot;"),
+        "{}",
+        a.body
+    );
 }
 
 async fn a_failure_group_downloads_and_retries(ui: Ui) {
@@ -286,15 +428,22 @@ async fn a_failure_group_downloads_and_retries(ui: Ui) {
     // Declined by two drivers (one attempt of two used), and a failure out
     // of retries.
     for i in [1, 3] {
-        ui.report(&id, i, ActionState::Rejected, "driver declined", 1).await;
+        ui.report(&id, i, ActionState::Rejected, "driver declined", 1)
+            .await;
     }
     ui.fail(&id, 4, "disk full").await;
     let b = ui.login("erin2", Role::Engineer).await;
     let csv = ui
-        .get(&format!("/ui/campaigns/{id}/failures.csv?reason=driver%20declined"), &b)
+        .get(
+            &format!("/ui/campaigns/{id}/failures.csv?reason=driver%20declined"),
+            &b,
+        )
         .await;
     assert_eq!(csv.status, StatusCode::OK);
-    assert!(csv.headers[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/csv"));
+    assert!(csv.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
     let lines: Vec<&str> = csv.body.lines().collect();
     assert_eq!(
         lines,
@@ -305,11 +454,19 @@ async fn a_failure_group_downloads_and_retries(ui: Ui) {
         ]
     );
     let a = ui
-        .post(&format!("/ui/campaigns/{id}/retry"), &b, "reason=driver+declined")
+        .post(
+            &format!("/ui/campaigns/{id}/retry"),
+            &b,
+            "reason=driver+declined",
+        )
         .await;
     assert_eq!(a.status, StatusCode::FORBIDDEN, "no csrf, no retry");
     let a = ui
-        .post(&format!("/ui/campaigns/{id}/retry"), &b, &format!("csrf={}&reason=driver+declined", b.csrf))
+        .post(
+            &format!("/ui/campaigns/{id}/retry"),
+            &b,
+            &format!("csrf={}&reason=driver+declined", b.csrf),
+        )
         .await;
     assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
     assert!(a.location().contains("retried=2"), "{}", a.location());
@@ -317,7 +474,11 @@ async fn a_failure_group_downloads_and_retries(ui: Ui) {
         let (_, state) = ui.p.action_of(&id, &vin(i)).await;
         assert_ne!(state, "rejected", "vehicle {i} is offered the update again");
     }
-    assert_eq!(ui.p.action_of(&id, &vin(4)).await.1, "failed", "the other group stays");
+    assert_eq!(
+        ui.p.action_of(&id, &vin(4)).await.1,
+        "failed",
+        "the other group stays"
+    );
     let page = ui.get(&a.location().to_owned(), &b).await;
     assert_eq!(
         page.body.matches(">Retry this group</button>").count(),
@@ -325,8 +486,15 @@ async fn a_failure_group_downloads_and_retries(ui: Ui) {
         "no group is left with retries: {}",
         page.body
     );
-    assert!(page.body.contains("2 vehicles offered the update again"), "{}", page.body);
-    assert!(page.body.contains("retry-group"), "the retry is in the audit trail");
+    assert!(
+        page.body.contains("2 vehicles offered the update again"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("retry-group"),
+        "the retry is in the audit trail"
+    );
 }
 
 async fn a_vehicle_page_explains_and_escapes(ui: Ui) {
@@ -336,24 +504,43 @@ async fn a_vehicle_page_explains_and_escapes(ui: Ui) {
     }))
     .unwrap();
     ui.p.vehicles.upsert("dealer", patch).await.unwrap();
-    ui.report(&id, 0, ActionState::Downloading, "fetching <b>bold</b>", 1).await;
+    ui.report(&id, 0, ActionState::Downloading, "fetching <b>bold</b>", 1)
+        .await;
     let b = ui.login("sam", Role::Viewer).await;
     let a = ui.get(&format!("/ui/vehicles/{}", vin(0)), &b).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.body);
     assert!(!a.body.contains("<script>alert"), "vehicle data is escaped");
     assert!(a.body.contains("&lt;script&gt;alert"), "and shown as text");
     assert!(a.body.contains("fetching &lt;b&gt;bold&lt;/b&gt;"));
-    for text in ["Inventory", "manufacturing", "dealer", "Staged document", "bms-fw", "downloading", "vehicle.model == &quot;ID.4&quot;", "won"] {
+    for text in [
+        "Inventory",
+        "manufacturing",
+        "dealer",
+        "Staged document",
+        "bms-fw",
+        "downloading",
+        "vehicle.model == &quot;ID.4&quot;",
+        "won",
+    ] {
         assert!(a.body.contains(text), "vehicle page lacks {text:?}");
     }
     let a = ui.get("/ui/vehicles/WVWZZZE1ZMP999999", &b).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
-    assert!(a.body.contains("no vehicle WVWZZZE1ZMP999999"), "{}", a.body);
+    assert!(
+        a.body.contains("no vehicle WVWZZZE1ZMP999999"),
+        "{}",
+        a.body
+    );
     let a = ui.get("/ui/vehicles/not-a-vin", &b).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST);
     assert!(a.body.contains("invalid vin"), "{}", a.body);
-    let a = ui.get(&format!("/ui/vehicles?vin={}", vin(1).to_lowercase()), &b).await;
-    assert_eq!((a.status, a.location()), (StatusCode::SEE_OTHER, &*format!("/ui/vehicles/{}", vin(1))));
+    let a = ui
+        .get(&format!("/ui/vehicles?vin={}", vin(1).to_lowercase()), &b)
+        .await;
+    assert_eq!(
+        (a.status, a.location()),
+        (StatusCode::SEE_OTHER, &*format!("/ui/vehicles/{}", vin(1)))
+    );
     let a = ui.get("/ui/campaigns/no-such-campaign", &b).await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert!(!a.body.contains("panicked"));
@@ -365,8 +552,18 @@ async fn the_health_page_lists_roles_and_staging(ui: Ui) {
     let b = ui.login("ops", Role::Viewer).await;
     let a = ui.get("/ui/health", &b).await;
     assert_eq!(a.status, StatusCode::OK);
-    for text in ["campaign-manager", "here", "Staged vehicles", "Queue depth", "Metrics are not recorded"] {
-        assert!(a.body.contains(text), "health page lacks {text:?}: {}", a.body);
+    for text in [
+        "campaign-manager",
+        "here",
+        "Staged vehicles",
+        "Queue depth",
+        "Metrics are not recorded",
+    ] {
+        assert!(
+            a.body.contains(text),
+            "health page lacks {text:?}: {}",
+            a.body
+        );
     }
 }
 

@@ -9,7 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{create_approve_launch, credential, http, import, post, staged_action, vehicle, Server};
+use common::{
+    create_approve_launch, credential, http, import, post, staged_action, vehicle, Server,
+};
 use ota_tests::browser::Browser;
 use serde_json::{json, Value};
 
@@ -26,7 +28,10 @@ async fn report(s: &Server, vin: &str, token: &str, state: &str, message: &str, 
         .unwrap()
         .to_owned();
     let r = http()
-        .post(format!("{}/v1/vehicles/{vin}/actions/{action}/status", s.http))
+        .post(format!(
+            "{}/v1/vehicles/{vin}/actions/{action}/status",
+            s.http
+        ))
         .bearer_auth(token)
         .json(&json!({"state": state, "progress": 100, "seq": seq, "message": message}))
         .send()
@@ -41,7 +46,10 @@ async fn an_admin_follows_a_campaign_and_diagnoses_a_vehicle_in_the_browser() {
     let admin = s.admin_token();
     let mut fleet: Vec<Value> = (0..6).map(vehicle).collect();
     fleet[5]["attributes"] = json!({"nickname": "<script>window.__xss = 1</script><b>bold</b>"});
-    let vins: Vec<String> = fleet.iter().map(|v| v["vin"].as_str().unwrap().to_owned()).collect();
+    let vins: Vec<String> = fleet
+        .iter()
+        .map(|v| v["vin"].as_str().unwrap().to_owned())
+        .collect();
     import(&s.http, &admin, &fleet).await;
     let mut tokens = Vec::new();
     for vin in &vins {
@@ -69,17 +77,35 @@ async fn an_admin_follows_a_campaign_and_diagnoses_a_vehicle_in_the_browser() {
     let b = Browser::start(&shots).await.expect("headless chromium");
 
     // Sign in: a page without a session sends the browser to the form.
-    b.goto(&format!("{}/ui/campaigns/{id}", s.http)).await.unwrap();
-    assert!(b.url().await.unwrap().contains("/ui/login"), "{}", b.url().await.unwrap());
+    b.goto(&format!("{}/ui/campaigns/{id}", s.http))
+        .await
+        .unwrap();
+    assert!(
+        b.url().await.unwrap().contains("/ui/login"),
+        "{}",
+        b.url().await.unwrap()
+    );
     let field = b.find("input[name=token]").await.unwrap();
     b.type_into(&field, "ota_not-a-token").await.unwrap();
-    b.click(&b.find("form button[type=submit]").await.unwrap()).await.unwrap();
-    b.wait_for_text("That token is not valid", LIVE).await.unwrap();
+    b.click(&b.find("form button[type=submit]").await.unwrap())
+        .await
+        .unwrap();
+    b.wait_for_text("That token is not valid", LIVE)
+        .await
+        .unwrap();
     let field = b.find("input[name=token]").await.unwrap();
     b.type_into(&field, &admin).await.unwrap();
-    b.click(&b.find("form button[type=submit]").await.unwrap()).await.unwrap();
+    b.click(&b.find("form button[type=submit]").await.unwrap())
+        .await
+        .unwrap();
     b.wait_for_text("Failure triage", LIVE).await.unwrap();
-    assert!(b.url().await.unwrap().ends_with(&format!("/ui/campaigns/{id}")), "back to the page asked for");
+    assert!(
+        b.url()
+            .await
+            .unwrap()
+            .ends_with(&format!("/ui/campaigns/{id}")),
+        "back to the page asked for"
+    );
     let before = b.text_of(".progress-label").await.unwrap();
     assert!(before.starts_with("0.0%"), "{before}");
     b.screenshot("1-campaign-launched").await.unwrap();
@@ -90,15 +116,39 @@ async fn an_admin_follows_a_campaign_and_diagnoses_a_vehicle_in_the_browser() {
     // too); two drivers decline.
     report(&s, &vins[0], &tokens[0], "succeeded", "", 1).await;
     for i in [1, 2] {
-        report(&s, &vins[i], &tokens[i], "failed", "E42 checksum mismatch", 1).await;
-        report(&s, &vins[i], &tokens[i], "failed", "E42 checksum mismatch", 2).await;
+        report(
+            &s,
+            &vins[i],
+            &tokens[i],
+            "failed",
+            "E42 checksum mismatch",
+            1,
+        )
+        .await;
+        report(
+            &s,
+            &vins[i],
+            &tokens[i],
+            "failed",
+            "E42 checksum mismatch",
+            2,
+        )
+        .await;
     }
     for i in [3, 4] {
         report(&s, &vins[i], &tokens[i], "rejected", "driver declined", 1).await;
     }
-    b.wait_for_text("E42 checksum mismatch", LIVE).await.unwrap();
+    b.wait_for_text("E42 checksum mismatch", LIVE)
+        .await
+        .unwrap();
     b.wait_for_text("83.3% done", LIVE).await.unwrap();
-    assert_eq!(b.script("return window.__same_page === true").await.unwrap(), json!(true), "refreshed in place");
+    assert_eq!(
+        b.script("return window.__same_page === true")
+            .await
+            .unwrap(),
+        json!(true),
+        "refreshed in place"
+    );
     b.screenshot("2-campaign-failures").await.unwrap();
 
     // The declined group can be offered again (the failures are out of
@@ -114,17 +164,29 @@ async fn an_admin_follows_a_campaign_and_diagnoses_a_vehicle_in_the_browser() {
         .unwrap();
     b.click(&retry).await.unwrap();
     b.accept_dialog().await.unwrap();
-    b.wait_for_text("2 vehicles offered the update again", LIVE).await.unwrap();
+    b.wait_for_text("2 vehicles offered the update again", LIVE)
+        .await
+        .unwrap();
     b.wait_for_text("retry-group", LIVE).await.unwrap();
     b.screenshot("3-group-retried").await.unwrap();
 
     // Look up the vehicle with the hostile nickname from the search box.
     let search = b.find("form.search input[name=vin]").await.unwrap();
     // U+E007 is WebDriver's Enter key.
-    b.type_into(&search, &format!("{}\u{E007}", vins[5].to_lowercase())).await.unwrap();
-    b.wait_for_text("Why this vehicle is, or is not, in each campaign", LIVE).await.unwrap();
-    b.wait_for_text("<script>window.__xss = 1</script><b>bold</b>", LIVE).await.unwrap();
-    assert_eq!(b.script("return window.__xss === undefined").await.unwrap(), json!(true), "never run");
+    b.type_into(&search, &format!("{}\u{E007}", vins[5].to_lowercase()))
+        .await
+        .unwrap();
+    b.wait_for_text("Why this vehicle is, or is not, in each campaign", LIVE)
+        .await
+        .unwrap();
+    b.wait_for_text("<script>window.__xss = 1</script><b>bold</b>", LIVE)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.script("return window.__xss === undefined").await.unwrap(),
+        json!(true),
+        "never run"
+    );
     assert_eq!(b.find_all("td b").await.unwrap().len(), 0, "never markup");
     b.wait_for_text("won", LIVE).await.unwrap();
     b.wait_for_text("\"action_id\"", LIVE).await.unwrap();
@@ -135,15 +197,24 @@ async fn an_admin_follows_a_campaign_and_diagnoses_a_vehicle_in_the_browser() {
     b.screenshot("5-health").await.unwrap();
 
     // A viewer sees the campaign and no button.
-    b.click(&b.find("form[action='/ui/logout'] button").await.unwrap()).await.unwrap();
+    b.click(&b.find("form[action='/ui/logout'] button").await.unwrap())
+        .await
+        .unwrap();
     b.wait_for_text("Sign in", LIVE).await.unwrap();
     let field = b.find("input[name=token]").await.unwrap();
     b.type_into(&field, &viewer).await.unwrap();
-    b.click(&b.find("form button[type=submit]").await.unwrap()).await.unwrap();
+    b.click(&b.find("form button[type=submit]").await.unwrap())
+        .await
+        .unwrap();
     b.wait_for_text("Campaigns", LIVE).await.unwrap();
-    b.goto(&format!("{}/ui/campaigns/{id}", s.http)).await.unwrap();
+    b.goto(&format!("{}/ui/campaigns/{id}", s.http))
+        .await
+        .unwrap();
     b.wait_for_text("Failure triage", LIVE).await.unwrap();
-    let buttons = b.script("return [...document.querySelectorAll('main button')].map(b => b.innerText)").await.unwrap();
+    let buttons = b
+        .script("return [...document.querySelectorAll('main button')].map(b => b.innerText)")
+        .await
+        .unwrap();
     assert_eq!(buttons, json!([]), "a viewer has no action buttons");
     b.screenshot("6-viewer").await.unwrap();
     eprintln!("screenshots in {}", shots.display());

@@ -62,7 +62,11 @@ fn health(node: &Node) -> ota_dashboard::Health {
             let place = if node.runs(s) {
                 Place::Here
             } else {
-                match node.cfg.peer_url(s).and_then(|url| Ok((url, node.peer(s)?))) {
+                match node
+                    .cfg
+                    .peer_url(s)
+                    .and_then(|url| Ok((url, node.peer(s)?)))
+                {
                     Ok((url, peer)) => Place::Remote { url, peer },
                     Err(_) if grpc_name(s).is_empty() => {
                         Place::Elsewhere("not in this process (no gRPC service to probe)".into())
