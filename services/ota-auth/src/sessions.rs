@@ -18,6 +18,18 @@ use crate::{from_row, hash_secret, AuthError, TokenInfo, TokenRow, TokenStore};
 /// How long a session lasts from login, whatever its use: a working day.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
+/// A token's row ([`TokenRow`]) and the session's CSRF token.
+type SessionRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    String,
+);
+
 /// A logged-in browser.
 #[derive(Debug, Clone)]
 pub struct Session {
@@ -83,16 +95,7 @@ impl Sessions {
     /// when it is unknown, expired, logged out or its token was revoked.
     pub async fn get(&self, secret: &str) -> Result<Session, AuthError> {
         let now = Utc::now().timestamp_millis();
-        let row: Option<(
-            String,
-            String,
-            String,
-            String,
-            String,
-            i64,
-            Option<i64>,
-            String,
-        )> = with_pool!(self.tokens.db(), pool => {
+        let row: Option<SessionRow> = with_pool!(self.tokens.db(), pool => {
             sqlx::query_as(
                 "SELECT t.id, t.name, t.principal, p.kind, t.role, t.created_at, t.revoked_at, s.csrf \
                  FROM ui_sessions s JOIN api_tokens t ON t.id = s.token_id JOIN principals p ON p.name = t.principal \

@@ -151,10 +151,10 @@ async fn concurrent_status_reports_are_all_counted(h: Harness) {
     h.bulk_fleet(N).await;
     h.package("bms-fw", "2.3.1").await;
     let id = h
-        .launch(&format!(
-            "name: many\ntarget: 'true'\nrules:\n  - install: {{package: bms-fw, version: 2.3.1, ecu: BMS}}\n\
-             rollout:\n  max_per_minute: 600000\n"
-        ))
+        .launch(
+            "name: many\ntarget: 'true'\nrules:\n  - install: {package: bms-fw, version: 2.3.1, ecu: BMS}\n\
+             rollout:\n  max_per_minute: 600000\n",
+        )
         .await;
     h.manager.tick().await.unwrap();
     let staged = h.actions_in(&id, ActionState::Staged).await;

@@ -479,7 +479,7 @@ async fn a_failure_group_downloads_and_retries(ui: Ui) {
         "failed",
         "the other group stays"
     );
-    let page = ui.get(&a.location().to_owned(), &b).await;
+    let page = ui.get(a.location(), &b).await;
     assert_eq!(
         page.body.matches(">Retry this group</button>").count(),
         0,
