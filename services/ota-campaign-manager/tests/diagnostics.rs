@@ -339,7 +339,7 @@ async fn a_vehicle_s_actions_carry_their_history(h: Harness) {
     let (vin, action) = &staged[0];
     h.manager
         .store()
-        .mark_delivered(vin, &[action.clone()], chrono::Utc::now())
+        .mark_delivered(vin, std::slice::from_ref(action), chrono::Utc::now())
         .await
         .unwrap();
     h.report(vin, action, ActionState::Downloading, 1, "")
