@@ -2,7 +2,8 @@
 //! errors to (and from which gRPC and HTTP statuses follow, with the one
 //! HTTP error answer), VIN validation,
 //! the vehicle domain types with their protobuf conversions, the
-//! per-vehicle rate limit of the vehicle-facing APIs, secret comparison,
+//! per-vehicle rate limit of the vehicle-facing APIs and their batched
+//! last-seen times, secret comparison,
 //! links to the server's own resources,
 //! and the memory allocator of every binary.
 
@@ -10,6 +11,7 @@
 pub mod alloc;
 pub mod error;
 pub mod http_error;
+pub mod last_seen;
 pub mod peer;
 pub mod rate;
 pub mod reference;

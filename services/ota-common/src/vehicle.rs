@@ -62,6 +62,9 @@ pub struct Vehicle {
     /// Field path to the source whose value is current.
     #[serde(default)]
     pub provenance: BTreeMap<String, String>,
+    /// Field path to when its current value, or its source, was set.
+    #[serde(default)]
+    pub provenance_at: BTreeMap<String, DateTime<Utc>>,
 }
 
 impl Vehicle {
@@ -82,6 +85,7 @@ impl Vehicle {
             created_at: now,
             updated_at: now,
             provenance: BTreeMap::new(),
+            provenance_at: BTreeMap::new(),
         }
     }
 }
@@ -426,6 +430,11 @@ impl From<Vehicle> for pb::Vehicle {
             created_at: Some(to_timestamp(v.created_at)),
             updated_at: Some(to_timestamp(v.updated_at)),
             provenance: v.provenance.into_iter().collect(),
+            provenance_at: v
+                .provenance_at
+                .into_iter()
+                .map(|(k, t)| (k, to_timestamp(t)))
+                .collect(),
         }
     }
 }
@@ -460,6 +469,11 @@ impl From<pb::Vehicle> for Vehicle {
                 .map(from_timestamp)
                 .unwrap_or_default(),
             provenance: v.provenance.into_iter().collect(),
+            provenance_at: v
+                .provenance_at
+                .iter()
+                .map(|(k, t)| (k.clone(), from_timestamp(t)))
+                .collect(),
         }
     }
 }

@@ -128,11 +128,16 @@ fn presence(last_seen: Option<DateTime<Utc>>, poll_after_s: u32, now: DateTime<U
 }
 
 fn inventory(v: &Vehicle) -> Markup {
-    let mut rows: Vec<(String, String, &str)> = Vec::new();
+    let mut rows: Vec<(String, String, &str, Option<DateTime<Utc>>)> = Vec::new();
     let mut field = |path: &str, value: Option<String>| {
         if let Some(value) = value {
             let source = v.provenance.get(path).map(String::as_str).unwrap_or("");
-            rows.push((path.to_owned(), value, source));
+            rows.push((
+                path.to_owned(),
+                value,
+                source,
+                v.provenance_at.get(path).copied(),
+            ));
         }
     };
     field("model", v.model.clone());
@@ -158,10 +163,15 @@ fn inventory(v: &Vehicle) -> Markup {
     }
     html! {
         table.kv {
-            thead { tr { th { "Field" } th { "Value" } th { "Source" } } }
+            thead { tr { th { "Field" } th { "Value" } th { "Source" } th { "Set" } } }
             tbody {
-                @for (path, value, source) in &rows {
-                    tr { th.mono { (path) } td { (value) } td { @if source.is_empty() { span.muted { "–" } } @else { (source) } } }
+                @for (path, value, source, at) in &rows {
+                    tr {
+                        th.mono { (path) }
+                        td { (value) }
+                        td { @if source.is_empty() { span.muted { "–" } } @else { (source) } }
+                        td { @if at.is_some() { (time(*at)) } @else { span.muted { "–" } } }
+                    }
                 }
             }
         }

@@ -84,6 +84,9 @@ async fn authorize(
     } else {
         return Err(DdiError::WrongScheme(ota_common::vin::shown(scheme)));
     }
+    if let Some(seen) = &s.last_seen {
+        seen.record(controller);
+    }
     if let Some(budget) = budget {
         if let Err(wait) = s.limits.check(controller, budget) {
             return Err(DdiError::RateLimited {

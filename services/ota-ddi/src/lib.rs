@@ -17,6 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
 use ota_artifacts::ArtifactStore;
 use ota_auth::vehicles::VehicleCredentials;
+use ota_common::last_seen::LastSeen;
 use ota_common::peer::Peer;
 use ota_common::rate::VehicleLimits;
 use ota_proto::v1 as pb;
@@ -54,6 +55,8 @@ pub(crate) struct Inner {
     /// device polling or reporting in a tight loop must not take the
     /// server's capacity (or its database) from the fleet.
     pub limits: Arc<VehicleLimits>,
+    /// Where authenticated requests note that their device was seen.
+    pub last_seen: Option<LastSeen>,
     last_seq: AtomicU64,
     /// SHA-1 and MD5 of hosted artifacts by SHA-256. Every deploymentBase
     /// answer carries them, and reading them from the disk store takes a
@@ -93,6 +96,7 @@ impl DdiState {
                 base_url: base_url.trim_end_matches('/').to_owned(),
                 memory: seen::Memory::default(),
                 limits: Arc::new(VehicleLimits::default()),
+                last_seen: None,
                 last_seq: AtomicU64::new(0),
                 digests: Mutex::default(),
             }),
@@ -112,6 +116,16 @@ impl DdiState {
         Arc::get_mut(&mut self.inner)
             .expect("the limits are set while the state is built, before it is shared")
             .limits = limits;
+        self
+    }
+
+    /// Notes every authenticated request (a device's own or a gateway's
+    /// for it) in `seen`, which the process writes to the vehicle store in
+    /// batches.
+    pub fn with_last_seen(mut self, seen: LastSeen) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("last-seen is set while the state is built, before it is shared")
+            .last_seen = Some(seen);
         self
     }
 }

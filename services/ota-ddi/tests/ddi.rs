@@ -7,6 +7,7 @@ use common::{vin, Platform, GATEWAY, POLL_S};
 use hawkbit::ddi::{Client, ClientAuthorization, Execution, Finished, Mode};
 use ota_campaign_manager::model::ActionState;
 use ota_common::rate::{RateLimit, VehicleRates};
+use ota_proto::v1 as pb;
 use serde_json::json;
 
 macro_rules! on_both {
@@ -29,6 +30,7 @@ on_both!(
     withdrawn_action_gets_a_cancel_link,
     a_controller_over_its_request_rate_gets_429,
     action_ids_are_small_shared_and_new_for_each_attempt,
+    polls_mark_devices_seen_in_one_batch,
 );
 
 #[tokio::test(flavor = "multi_thread")]
@@ -221,6 +223,51 @@ async fn authentication_and_authorization(p: Platform) {
         ClientAuthorization::GatewayToken(GATEWAY.into()),
     );
     ddi.poll().await.unwrap();
+}
+
+/// A device's polls (and a gateway's for it) are noted in memory and
+/// written as one batch; a refused request is not a sign of the device.
+async fn polls_mark_devices_seen_in_one_batch(p: Platform) {
+    let tokens = p.fleet(3).await;
+    let own = format!("TargetToken {}", tokens[0]);
+    for _ in 0..3 {
+        assert_eq!(
+            get(&p.controller_url(&vin(0)), Some(&own)).await.status(),
+            200
+        );
+    }
+    let gw = format!("GatewayToken {GATEWAY}");
+    assert_eq!(
+        get(&p.controller_url(&vin(1)), Some(&gw)).await.status(),
+        200
+    );
+    let wrong = format!("TargetToken {}", tokens[0]);
+    assert_eq!(
+        get(&p.controller_url(&vin(2)), Some(&wrong)).await.status(),
+        403
+    );
+    assert_eq!(p.seen.pending(), 2);
+    assert_eq!(
+        p.vehicles.get(&vin(0)).await.unwrap().last_seen,
+        None,
+        "no write per poll"
+    );
+
+    let mut store = pb::vehicle_store_client::VehicleStoreClient::new(p.vehicle_peer.clone());
+    let flushed = p.seen.flush(&store).await.unwrap();
+    assert_eq!(
+        (flushed.vehicles, flushed.calls, flushed.updated),
+        (2, 1, 2)
+    );
+    assert_eq!(p.seen.pending(), 0);
+    for (n, seen) in [(0, true), (1, true), (2, false)] {
+        let v = store
+            .get(pb::GetVehicleRequest { vin: vin(n) })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(v.last_seen.is_some(), seen, "{}", vin(n));
+    }
 }
 
 /// The default budget (2 polls a second, bursts of 10) per controller, as

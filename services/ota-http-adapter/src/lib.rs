@@ -20,6 +20,7 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::Router;
 use ota_auth::vehicles::VehicleCredentials;
+use ota_common::last_seen::LastSeen;
 use ota_common::peer::Peer;
 use ota_proto::v1::campaign_manager_client::CampaignManagerClient;
 use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
@@ -74,6 +75,8 @@ struct Inner {
     config: AdapterConfig,
     limits: Arc<VehicleLimits>,
     delivered: delivered::Delivered,
+    /// Where authenticated requests note that their vehicle was seen.
+    last_seen: Option<LastSeen>,
 }
 
 impl AdapterState {
@@ -97,8 +100,18 @@ impl AdapterState {
                     reports: config.report_rate_limit,
                 })),
                 config,
+                last_seen: None,
             }),
         }
+    }
+
+    /// Notes every authenticated vehicle request in `seen`, which the
+    /// process writes to the vehicle store in batches.
+    pub fn with_last_seen(mut self, seen: LastSeen) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("last-seen is set while the state is built, before it is shared")
+            .last_seen = Some(seen);
+        self
     }
 
     /// Takes the vehicles' budgets from `limits` instead of the config's

@@ -50,6 +50,9 @@ impl FromRequestParts<AdapterState> for Authed {
                 vin,
             });
         }
+        if let Some(seen) = &state.inner.last_seen {
+            seen.record(&vin);
+        }
         // Counted after authentication, so nobody can use up another
         // vehicle's budget without its secret.
         let budget = match parts.method {

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{serve, vin, Platform};
+use ota_common::last_seen::LastSeen;
 use ota_common::peer;
 use ota_http_adapter::{AdapterConfig, AdapterState, RateLimit};
+use ota_proto::v1 as pb;
 use ota_staging::StagingPeer;
 use ota_staging::{campaign_manager_source, MemoryStore, Stager, StagingService};
 use reqwest::{Client, StatusCode};
@@ -422,6 +424,61 @@ async fn status_reports_are_applied_once_and_checked() {
         states.contains(&(v.clone(), "downloading".into())),
         "{states:?}"
     );
+}
+
+/// Polls are noted in memory and written as one batch of last-seen times
+/// when the process flushes; a refused request is not a sign of the
+/// vehicle.
+#[tokio::test]
+async fn polls_mark_the_vehicle_seen_in_one_batch() {
+    let p = Platform::new(ota_tests::db::postgres().await).await;
+    p.fleet(3).await;
+    let seen = LastSeen::new();
+    let base = serve(p.state(roomy()).with_last_seen(seen.clone())).await;
+    let http = Client::builder().no_proxy().build().unwrap();
+    let token = p.credentials.issue(&vin(1), false).await.unwrap().token;
+    let other = p.credentials.issue(&vin(2), false).await.unwrap().token;
+    let poll = |v: String, t: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            http.get(format!("{base}/v1/vehicles/{v}/actions"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    for _ in 0..10 {
+        assert_eq!(poll(vin(1), token.clone()).await, StatusCode::OK);
+    }
+    assert_eq!(poll(vin(2), other.clone()).await, StatusCode::OK);
+    // vin(1)'s token on vin(3)'s path: refused, and vin(3) was not seen.
+    assert_eq!(poll(vin(3), token.clone()).await, StatusCode::FORBIDDEN);
+    assert_eq!(seen.pending(), 2);
+    let before = p.vehicles.get(&vin(1)).await.unwrap();
+    assert_eq!(before.last_seen, None, "no write per poll");
+
+    let store = pb::vehicle_store_client::VehicleStoreClient::new(p.vehicle_peer.clone());
+    let started = chrono::Utc::now();
+    let flushed = seen.flush(&store).await.unwrap();
+    assert_eq!(
+        (flushed.vehicles, flushed.calls, flushed.updated),
+        (2, 1, 2)
+    );
+    let v = p.vehicles.get(&vin(1)).await.unwrap();
+    let at = v.last_seen.expect("seen after the flush");
+    assert!(
+        at <= started && started - at < chrono::Duration::seconds(30),
+        "{at}"
+    );
+    assert_eq!(
+        v.updated_at, before.updated_at,
+        "being seen is not a change"
+    );
+    assert_eq!(p.vehicles.get(&vin(3)).await.unwrap().last_seen, None);
+    // Nothing new: the next flush sends nothing.
+    assert_eq!(seen.flush(&store).await.unwrap().calls, 0);
 }
 
 #[tokio::test]

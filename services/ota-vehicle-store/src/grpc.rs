@@ -1,7 +1,7 @@
 //! The `ota.v1.VehicleStore` gRPC service over a [`VehicleStore`].
 
 use futures::StreamExt;
-use ota_common::vehicle::{Vehicle, VehiclePatch};
+use ota_common::vehicle::{from_timestamp, Vehicle, VehiclePatch};
 use ota_proto::v1 as pb;
 use pb::vehicle_store_server::VehicleStore as VehicleStoreRpc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -229,6 +229,26 @@ impl VehicleStoreRpc for VehicleStoreService {
         });
         let v: Vehicle = self.store.report_inventory(patch).await?;
         Ok(Response::new(v.into()))
+    }
+
+    async fn mark_seen(
+        &self,
+        req: Request<pb::MarkSeenRequest>,
+    ) -> Result<Response<pb::MarkSeenResponse>, Status> {
+        let seen = req
+            .into_inner()
+            .seen
+            .into_iter()
+            .map(|s| match &s.at {
+                Some(at) => Ok((s.vin, from_timestamp(at))),
+                None => Err(Status::invalid_argument(format!(
+                    "seen vehicle {} has no time",
+                    ota_common::vin::shown(&s.vin)
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let updated = self.store.mark_seen(seen).await?;
+        Ok(Response::new(pb::MarkSeenResponse { updated }))
     }
 }
 

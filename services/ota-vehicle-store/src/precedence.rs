@@ -138,11 +138,16 @@ pub fn merge(
     let created = current.is_none();
     let mut v = current.unwrap_or_else(|| Vehicle::new(&patch.vin, now));
     let before = (!created).then(|| v.clone());
-    let prov = &mut v.provenance;
-    let mut claim = |path: &str, group: &str| -> bool {
+    let (prov, prov_at) = (&mut v.provenance, &mut v.provenance_at);
+    // Whether `source` may write `path`; when it may and the value or the
+    // source changes (`differs`: the value does), the field's time is now.
+    let mut claim = |path: &str, group: &str, differs: bool| -> bool {
         let ok = prec.wins(group, source, prov.get(path).map(String::as_str));
         if ok && prov.get(path).map(String::as_str) != Some(source) {
             prov.insert(path.to_owned(), source.to_owned());
+            prov_at.insert(path.to_owned(), now);
+        } else if ok && differs {
+            prov_at.insert(path.to_owned(), now);
         }
         ok
     };
@@ -150,7 +155,8 @@ pub fn merge(
     macro_rules! scalar {
         ($($field:ident),*) => {$(
             if let Some(val) = &patch.$field {
-                if claim(stringify!($field), stringify!($field)) {
+                let differs = v.$field.as_ref() != Some(val);
+                if claim(stringify!($field), stringify!($field), differs) {
                     v.$field = Some(val.clone());
                 }
             }
@@ -158,18 +164,22 @@ pub fn merge(
     }
     scalar!(model, model_year, platform, gateway, protocol, region, country);
     if let Some(tags) = &patch.tags {
-        if claim("tags", "tags") {
+        if claim("tags", "tags", &v.tags != tags) {
             v.tags = tags.clone();
         }
     }
     for (k, val) in &patch.attributes {
-        if claim(&format!("attributes.{k}"), "attributes") {
+        let differs = v.attributes.get(k) != Some(val);
+        if claim(&format!("attributes.{k}"), "attributes", differs) {
             v.attributes.insert(k.clone(), val.clone());
         }
     }
     for (name, ecu) in &patch.ecus {
-        let hw_ok = ecu.hw.is_some() && claim(&format!("ecus.{name}.hw"), "ecu_hw");
-        let sw_ok = ecu.sw.is_some() && claim(&format!("ecus.{name}.sw"), "ecu_sw");
+        let now_ecu = v.ecus.get(name);
+        let hw_differs = now_ecu.map(|e| &e.hw) != ecu.hw.as_ref();
+        let sw_differs = now_ecu.map(|e| &e.sw) != ecu.sw.as_ref();
+        let hw_ok = ecu.hw.is_some() && claim(&format!("ecus.{name}.hw"), "ecu_hw", hw_differs);
+        let sw_ok = ecu.sw.is_some() && claim(&format!("ecus.{name}.sw"), "ecu_sw", sw_differs);
         if hw_ok || sw_ok || !v.ecus.contains_key(name) {
             let slot = v.ecus.entry(name.clone()).or_default();
             if hw_ok {
@@ -247,6 +257,55 @@ mod tests {
             "re-import does not roll back"
         );
         assert!(!m.changed);
+    }
+
+    #[test]
+    fn a_field_keeps_the_time_its_value_or_source_was_set() {
+        let p = Precedence::default();
+        let t = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
+        let m = merge(None, &patch("ID.4", "2.2.0"), "manufacturing", &p, t(100));
+        assert_eq!(m.vehicle.provenance_at["model"], t(100));
+        assert_eq!(m.vehicle.provenance_at["ecus.BMS.sw"], t(100));
+        // The same values again: nothing was set, nothing changed.
+        let m = merge(
+            Some(m.vehicle),
+            &patch("ID.4", "2.2.0"),
+            "manufacturing",
+            &p,
+            t(200),
+        );
+        assert!(!m.changed);
+        assert_eq!(m.vehicle.provenance_at["model"], t(100));
+        // A new value moves only its own field's time.
+        let m = merge(
+            Some(m.vehicle),
+            &patch("ID.4", "2.3.0"),
+            "manufacturing",
+            &p,
+            t(300),
+        );
+        assert_eq!(m.vehicle.provenance_at["ecus.BMS.sw"], t(300));
+        assert_eq!(m.vehicle.provenance_at["model"], t(100));
+        // The same value from a source that outranks the current one: the
+        // source changed, so did the time.
+        let m = merge(
+            Some(m.vehicle),
+            &patch("ID.4", "2.3.0"),
+            "vehicle",
+            &p,
+            t(400),
+        );
+        assert_eq!(m.vehicle.provenance["ecus.BMS.sw"], "vehicle");
+        assert_eq!(m.vehicle.provenance_at["ecus.BMS.sw"], t(400));
+        // A source that loses sets nothing.
+        let m = merge(
+            Some(m.vehicle),
+            &patch("ID.4", "9.9.9"),
+            "manufacturing",
+            &p,
+            t(500),
+        );
+        assert_eq!(m.vehicle.provenance_at["ecus.BMS.sw"], t(400));
     }
 
     #[test]

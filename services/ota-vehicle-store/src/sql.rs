@@ -14,7 +14,7 @@
 //!   (a handful of array parameters instead of thousands of scalars); SQLite
 //!   with multi-row `VALUES` under its limit of bound parameters.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -25,13 +25,13 @@ use tokio::sync::Mutex;
 
 use crate::{StoreError, VehicleFilter};
 
-/// SQLite allows 32766 bound parameters per statement; 15 per row.
+/// SQLite allows 32766 bound parameters per statement; 16 per row.
 const SQLITE_ROWS_PER_STATEMENT: usize = 2000;
 /// VINs per change event in the outbox.
 const VINS_PER_EVENT: usize = 1000;
 
 /// The columns of `vehicles`, in the order of every SELECT and INSERT.
-const COLUMNS: [&str; 15] = [
+const COLUMNS: [&str; 16] = [
     "vin",
     "model",
     "model_year",
@@ -44,6 +44,7 @@ const COLUMNS: [&str; 15] = [
     "attributes",
     "ecus",
     "provenance",
+    "provenance_at",
     "last_seen",
     "created_at",
     "updated_at",
@@ -63,6 +64,7 @@ struct Row {
     pub attributes: String,
     pub ecus: String,
     pub provenance: String,
+    pub provenance_at: String,
     pub last_seen: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
@@ -82,6 +84,11 @@ impl Row {
             ecus: serde_json::from_str(&self.ecus).map_err(|e| corrupt("ecus", e))?,
             provenance: serde_json::from_str(&self.provenance)
                 .map_err(|e| corrupt("provenance", e))?,
+            provenance_at: serde_json::from_str::<BTreeMap<String, i64>>(&self.provenance_at)
+                .map_err(|e| corrupt("provenance_at", e))?
+                .into_iter()
+                .map(|(k, ms)| (k, from_millis(ms)))
+                .collect(),
             model: self.model,
             model_year: self.model_year,
             platform: self.platform,
@@ -103,6 +110,8 @@ struct JsonColumns {
     pub attributes: String,
     pub ecus: String,
     pub provenance: String,
+    /// Field path to milliseconds since the epoch.
+    pub provenance_at: String,
 }
 
 impl JsonColumns {
@@ -114,19 +123,28 @@ impl JsonColumns {
             attributes: json(serde_json::to_string(&v.attributes)),
             ecus: json(serde_json::to_string(&v.ecus)),
             provenance: json(serde_json::to_string(&v.provenance)),
+            provenance_at: json(serde_json::to_string(
+                &v.provenance_at
+                    .iter()
+                    .map(|(k, t)| (k, millis(*t)))
+                    .collect::<BTreeMap<_, _>>(),
+            )),
         }
     }
 }
 
 /// `SELECT` of [`COLUMNS`] from the vehicles. Without `provenance` the
-/// (large) provenance map is left empty: full scans for targeting never
-/// read it.
+/// (large) provenance maps are left empty: full scans for targeting never
+/// read them.
 fn select(d: Dialect, provenance: bool) -> String {
     let cols: Vec<String> = COLUMNS
         .iter()
         .map(|c| match (*c, d) {
-            ("provenance", _) if !provenance => "'{}' AS provenance".to_owned(),
-            ("tags" | "attributes" | "ecus" | "provenance", Dialect::Postgres) => {
+            ("provenance" | "provenance_at", _) if !provenance => format!("'{{}}' AS {c}"),
+            (
+                "tags" | "attributes" | "ecus" | "provenance" | "provenance_at",
+                Dialect::Postgres,
+            ) => {
                 format!("{c}::text AS {c}")
             }
             _ => (*c).to_owned(),
@@ -332,6 +350,7 @@ async fn save_sqlite(c: &mut sqlx::SqliteConnection, rows: &[Vehicle]) -> Result
                 .push_bind(j.attributes)
                 .push_bind(j.ecus)
                 .push_bind(j.provenance)
+                .push_bind(j.provenance_at)
                 .push_bind(v.last_seen.map(millis))
                 .push_bind(millis(v.created_at))
                 .push_bind(millis(v.updated_at));
@@ -357,6 +376,7 @@ async fn save_postgres(c: &mut sqlx::PgConnection, rows: &[Vehicle]) -> Result<(
     let mut attributes = Vec::with_capacity(n);
     let mut ecus = Vec::with_capacity(n);
     let mut provenance = Vec::with_capacity(n);
+    let mut provenance_at = Vec::with_capacity(n);
     let mut last_seen = Vec::with_capacity(n);
     let mut created_at = Vec::with_capacity(n);
     let mut updated_at = Vec::with_capacity(n);
@@ -376,6 +396,7 @@ async fn save_postgres(c: &mut sqlx::PgConnection, rows: &[Vehicle]) -> Result<(
         attributes.push(j.attributes);
         ecus.push(j.ecus);
         provenance.push(j.provenance);
+        provenance_at.push(j.provenance_at);
         last_seen.push(v.last_seen.map(millis));
         created_at.push(millis(v.created_at));
         updated_at.push(millis(v.updated_at));
@@ -384,10 +405,11 @@ async fn save_postgres(c: &mut sqlx::PgConnection, rows: &[Vehicle]) -> Result<(
         "INSERT INTO vehicles ({cols}) \
          SELECT u.vin, u.model, u.model_year, u.platform, u.gateway, u.protocol, u.region, \
                 u.country, u.tags::jsonb, u.attributes::jsonb, u.ecus::jsonb, \
-                u.provenance::jsonb, u.last_seen, u.created_at, u.updated_at \
+                u.provenance::jsonb, u.provenance_at::jsonb, u.last_seen, u.created_at, \
+                u.updated_at \
          FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[], \
                      $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], \
-                     $12::text[], $13::int8[], $14::int8[], $15::int8[]) \
+                     $12::text[], $13::text[], $14::int8[], $15::int8[], $16::int8[]) \
               AS u({cols}){conflict}",
         cols = COLUMNS.join(", "),
         conflict = replace_on_conflict()
@@ -405,12 +427,62 @@ async fn save_postgres(c: &mut sqlx::PgConnection, rows: &[Vehicle]) -> Result<(
         .bind(attributes)
         .bind(ecus)
         .bind(provenance)
+        .bind(provenance_at)
         .bind(last_seen)
         .bind(created_at)
         .bind(updated_at)
         .execute(c)
         .await?;
     Ok(())
+}
+
+/// Moves each vehicle's `last_seen` forward to the given time (milliseconds
+/// since the epoch), never back; unknown VINs are skipped. Returns how many
+/// rows moved. Not a change of the vehicle: `updated_at` stays and no
+/// change event is sent, so a fleet that polls does not re-decide itself
+/// every few seconds.
+pub(crate) async fn mark_seen(
+    db: &Db,
+    sqlite_lock: &Arc<Mutex<()>>,
+    seen: &[(String, i64)],
+) -> Result<u64, StoreError> {
+    let mut tx = ota_db::WriteTx::begin(db, sqlite_lock).await?;
+    let moved = match tx.conn() {
+        Conn::Sqlite(c) => {
+            let mut n = 0;
+            for (vin, at) in seen {
+                n += sqlx::query(
+                    "UPDATE vehicles SET last_seen = ?1 \
+                     WHERE vin = ?2 AND (last_seen IS NULL OR last_seen < ?1)",
+                )
+                .bind(at)
+                .bind(vin)
+                .execute(&mut *c)
+                .await?
+                .rows_affected();
+            }
+            n
+        }
+        Conn::Postgres(c) => {
+            // In VIN order, the order imports lock rows in.
+            let mut sorted: Vec<&(String, i64)> = seen.iter().collect();
+            sorted.sort_unstable();
+            let (vins, ats): (Vec<&str>, Vec<i64>) =
+                sorted.iter().map(|(v, at)| (v.as_str(), *at)).unzip();
+            sqlx::query(
+                "UPDATE vehicles AS v SET last_seen = u.at \
+                 FROM (SELECT * FROM UNNEST($1::text[], $2::int8[]) AS u(vin, at) ORDER BY vin) u \
+                 WHERE v.vin = u.vin AND (v.last_seen IS NULL OR v.last_seen < u.at)",
+            )
+            .bind(vins)
+            .bind(ats)
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+        }
+    };
+    tx.commit().await?;
+    Ok(moved)
 }
 
 fn millis(t: DateTime<Utc>) -> i64 {

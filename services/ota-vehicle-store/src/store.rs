@@ -2,7 +2,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use futures::{Stream, StreamExt};
 use ota_common::vehicle::{Vehicle, VehiclePatch};
 use ota_common::Vin;
@@ -21,6 +21,8 @@ const IMPORT_BATCH: usize = 2000;
 pub const MAX_LISTED_ERRORS: usize = 10_000;
 pub const DEFAULT_PAGE: u32 = 100;
 pub const MAX_PAGE: u32 = 1000;
+/// Vehicles per [`VehicleStore::mark_seen`] call.
+pub const MAX_SEEN_BATCH: usize = 100_000;
 
 /// Equality filters on simple fields; all given ones must match.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -229,6 +231,37 @@ impl VehicleStore {
         flags.pop().expect("one flag per record").1?;
         tx.commit().await?;
         Ok(touched.remove(&vin).expect("merged vehicle is returned"))
+    }
+
+    /// Records when vehicles were last heard from, in one write for a whole
+    /// batch (the adapters collect polls for a few seconds and send them
+    /// here). `last_seen` only moves forward, and never past now; unknown
+    /// VINs are skipped. Returns how many vehicles moved.
+    pub async fn mark_seen(
+        &self,
+        seen: impl IntoIterator<Item = (String, DateTime<Utc>)>,
+    ) -> Result<u64, StoreError> {
+        let now = Utc::now();
+        let mut latest: HashMap<String, i64> = HashMap::new();
+        for (vin, at) in seen {
+            if latest.len() >= MAX_SEEN_BATCH {
+                return Err(StoreError::Invalid(format!(
+                    "more than {MAX_SEEN_BATCH} vehicles in one last-seen batch"
+                )));
+            }
+            let vin = Vin::parse(&vin).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let at = at.min(now).timestamp_millis();
+            let slot = latest.entry(vin.into_string()).or_insert(at);
+            *slot = (*slot).max(at);
+        }
+        if latest.is_empty() {
+            return Ok(0);
+        }
+        let started = Instant::now();
+        let seen: Vec<(String, i64)> = latest.into_iter().collect();
+        let moved = sql::mark_seen(&self.db, &self.sqlite_lock, &seen).await;
+        self.observe("mark_seen", started);
+        moved
     }
 
     /// Imports a stream of records from `source`. Valid records are written in

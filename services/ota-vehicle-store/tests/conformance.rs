@@ -654,6 +654,116 @@ async fn writes_announce_the_changed_vehicles_in_the_outbox(store: VehicleStore,
     assert_eq!(vins, [vin(1), vin(2)]);
 }
 
+/// Polls reach the store as one batch of last-seen times: it moves
+/// `last_seen` forward only, skips VINs it does not know, and is no change
+/// of the vehicle (no `updated_at`, no change event for campaigns).
+async fn last_seen_batches_move_forward_only(store: VehicleStore, db: ota_db::Db) {
+    let t = |s: i64| chrono::DateTime::from_timestamp(s, 0).unwrap();
+    store.upsert("manufacturing", patch(1)).await.unwrap();
+    store.upsert("manufacturing", patch(2)).await.unwrap();
+    let before = store.get(&vin(1)).await.unwrap();
+    let outbox = |db: ota_db::Db| async move {
+        let n: i64 = ota_db::with_pool!(&db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE topic = 'vehicles'")
+                .fetch_one(pool).await.unwrap()
+        });
+        n
+    };
+    let events = outbox(db.clone()).await;
+
+    let moved = store
+        .mark_seen([
+            (vin(1), t(1_700_000_000)),
+            (vin(2), t(1_700_000_100)),
+            // The same vehicle twice in a batch: the later time counts.
+            (vin(1), t(1_700_000_050)),
+            // Unknown: skipped, not an error (it may have been deleted).
+            (vin(99), t(1_700_000_000)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(moved, 2);
+    let v = store.get(&vin(1)).await.unwrap();
+    assert_eq!(v.last_seen, Some(t(1_700_000_050)));
+    assert_eq!(
+        v.updated_at, before.updated_at,
+        "being seen is not a change"
+    );
+    assert_eq!(outbox(db.clone()).await, events, "no change event");
+    assert!(store.get(&vin(99)).await.is_err(), "nothing was created");
+
+    // An older time (a batch from a slower replica) does not move it back.
+    assert_eq!(
+        store.mark_seen([(vin(1), t(1_600_000_000))]).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.get(&vin(1)).await.unwrap().last_seen,
+        Some(t(1_700_000_050))
+    );
+    // A time in the future is taken as now.
+    let future = chrono::Utc::now() + chrono::Duration::days(365);
+    store.mark_seen([(vin(2), future)]).await.unwrap();
+    let seen = store.get(&vin(2)).await.unwrap().last_seen.unwrap();
+    assert!(seen < future - chrono::Duration::days(300), "{seen}");
+    // A malformed VIN rejects the batch and names it; nothing moves.
+    let e = store
+        .mark_seen([
+            (vin(1), chrono::Utc::now()),
+            ("NOT-A-VIN".into(), chrono::Utc::now()),
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::InvalidArgument);
+    assert!(e.to_string().contains("NOT-A-VIN"), "{e}");
+    assert_eq!(
+        store.get(&vin(1)).await.unwrap().last_seen,
+        Some(t(1_700_000_050))
+    );
+    assert_eq!(store.mark_seen(Vec::new()).await.unwrap(), 0);
+}
+
+/// Each field keeps when its value (or its source) was set, read back as
+/// written on either database, and the set time of a field nobody changed
+/// stays.
+async fn each_field_keeps_when_it_was_set(store: VehicleStore) {
+    store.upsert("manufacturing", patch(1)).await.unwrap();
+    let first = store.get(&vin(1)).await.unwrap();
+    let created = first.provenance_at["model"];
+    assert_eq!(first.provenance_at["ecus.BMS.sw"], created);
+    assert_eq!(
+        first.provenance_at.keys().collect::<Vec<_>>(),
+        first.provenance.keys().collect::<Vec<_>>(),
+        "every field with a source has a time"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut report = VehiclePatch {
+        vin: vin(1),
+        ..Default::default()
+    };
+    report.ecus.insert(
+        "BMS".into(),
+        EcuPatch {
+            hw: None,
+            sw: Some("2.3.1".into()),
+        },
+    );
+    store.report_inventory(report).await.unwrap();
+    let v = store.get(&vin(1)).await.unwrap();
+    assert!(v.provenance_at["ecus.BMS.sw"] > created);
+    assert_eq!(
+        v.provenance_at["model"], created,
+        "the model was not written"
+    );
+    assert_eq!(v.provenance_at["ecus.BMS.hw"], created);
+    // Listing shows them too; full scans leave them out with provenance.
+    let (page, _) = store
+        .list(&VehicleFilter::default(), None, 10)
+        .await
+        .unwrap();
+    assert_eq!(page[0].provenance_at, v.provenance_at);
+}
+
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -668,6 +778,12 @@ macro_rules! conformance {
             async fn writes_announce_the_changed_vehicles_in_the_outbox() {
                 let t = ota_tests::db::sqlite().await;
                 super::writes_announce_the_changed_vehicles_in_the_outbox(VehicleStore::new(t.db(), Precedence::default()), t.db.clone()).await;
+            }
+
+            #[tokio::test]
+            async fn last_seen_batches_move_forward_only() {
+                let t = ota_tests::db::sqlite().await;
+                super::last_seen_batches_move_forward_only(VehicleStore::new(t.db(), Precedence::default()), t.db.clone()).await;
             }
 
             #[tokio::test]
@@ -688,6 +804,12 @@ macro_rules! conformance {
             async fn writes_announce_the_changed_vehicles_in_the_outbox() {
                 let t = ota_tests::db::postgres().await;
                 super::writes_announce_the_changed_vehicles_in_the_outbox(VehicleStore::new(t.db(), Precedence::default()), t.db.clone()).await;
+            }
+
+            #[tokio::test]
+            async fn last_seen_batches_move_forward_only() {
+                let t = ota_tests::db::postgres().await;
+                super::last_seen_batches_move_forward_only(VehicleStore::new(t.db(), Precedence::default()), t.db.clone()).await;
             }
 
             #[tokio::test]
@@ -715,4 +837,5 @@ conformance!(
     vin_scan_lists_every_vin_in_order_with_filters,
     inventory_reports_cannot_grow_a_record_past_its_bounds,
     upserts_and_imports_cannot_grow_a_record_past_its_bounds,
+    each_field_keeps_when_it_was_set,
 );

@@ -55,6 +55,15 @@ async fn an_admin_follows_a_campaign_and_diagnoses_a_vehicle_in_the_browser() {
     for vin in &vins {
         tokens.push(credential(&s.http, &admin, vin).await);
     }
+    // One poll: the vehicle page must show it online, from the batch of
+    // last-seen times the server writes every few seconds.
+    let polled = http()
+        .get(format!("{}/v1/vehicles/{}/actions", s.http, vins[5]))
+        .bearer_auth(&tokens[5])
+        .send()
+        .await
+        .unwrap();
+    assert!(polled.status().is_success(), "{}", polled.status());
     post(
         format!("{}/api/v1/packages", s.http),
         &admin,
@@ -190,6 +199,29 @@ async fn an_admin_follows_a_campaign_and_diagnoses_a_vehicle_in_the_browser() {
     assert_eq!(b.find_all("td b").await.unwrap().len(), 0, "never markup");
     b.wait_for_text("won", LIVE).await.unwrap();
     b.wait_for_text("\"action_id\"", LIVE).await.unwrap();
+    // Each field's source and when it was set.
+    let inventory = b.text_of("table.kv").await.unwrap();
+    assert!(
+        inventory.contains("Set")
+            && inventory.contains("manufacturing")
+            && inventory.contains("UTC"),
+        "{inventory}"
+    );
+    // Online from its poll, once the batch is written (every 5 s).
+    let page = b.url().await.unwrap();
+    let deadline = std::time::Instant::now() + LIVE;
+    loop {
+        let title = b.text_of("h1").await.unwrap();
+        if title.contains("online") && title.contains("seen") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never online: {title}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        b.goto(&page).await.unwrap();
+    }
     b.screenshot("4-vehicle").await.unwrap();
 
     b.goto(&format!("{}/ui/health", s.http)).await.unwrap();

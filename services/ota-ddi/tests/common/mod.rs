@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ota_artifacts::{ArtifactStore, DiskStore, StoredArtifact};
 use ota_campaign_manager::model::ActionState;
+use ota_common::last_seen::LastSeen;
 use ota_common::rate::{VehicleLimits, VehicleRates};
 use ota_ddi::{router, DdiState};
 use ota_proto::v1 as pb;
@@ -27,6 +28,8 @@ pub struct Platform {
     pub artifacts: Arc<dyn ArtifactStore>,
     pub firmware: Vec<u8>,
     pub stored: StoredArtifact,
+    /// What the router noted as seen, written only when a test flushes it.
+    pub seen: LastSeen,
     _dir: tempfile::TempDir,
 }
 
@@ -75,6 +78,7 @@ impl Platform {
             .await
             .unwrap();
 
+        let seen = LastSeen::new();
         let state = DdiState::new(
             core.credentials.clone(),
             core.staging_peer(remote_staging),
@@ -84,7 +88,8 @@ impl Platform {
             Some(GATEWAY.to_owned()),
             base.clone(),
         )
-        .with_limits(Arc::new(VehicleLimits::new(rates)));
+        .with_limits(Arc::new(VehicleLimits::new(rates)))
+        .with_last_seen(seen.clone());
         let app = router(state);
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Self {
@@ -93,6 +98,7 @@ impl Platform {
             artifacts,
             firmware,
             stored,
+            seen,
             _dir: dir,
         }
     }

@@ -28,6 +28,13 @@ async fn create(node: &mut Node, parts: &mut Parts) -> anyhow::Result<()> {
     let campaigns = node.peer(Service::CampaignManager)?;
     let vehicles = node.peer(Service::VehicleStore)?;
     let limits = node.vehicle_limits();
+    // One batch of last-seen times for both vehicle APIs of the process.
+    let seen = ota_common::last_seen::LastSeen::new();
+    parts.tasks.push(seen.spawn_flusher(
+        VehicleStoreClient::new(vehicles.clone()),
+        ota_common::last_seen::FLUSH_INTERVAL,
+        node.shutdown.clone(),
+    ));
     let public_url = cfg.public_url();
     let superuser = match (&cfg.mqtt_username, &cfg.mqtt_password) {
         (Some(u), Some(p)) => Some(ota_http_adapter::MqttSuperuser {
@@ -47,7 +54,8 @@ async fn create(node: &mut Node, parts: &mut Parts) -> anyhow::Result<()> {
         vehicles.clone(),
         config,
     )
-    .with_limits(limits.clone());
+    .with_limits(limits.clone())
+    .with_last_seen(seen.clone());
     let store: Arc<dyn ota_artifacts::ArtifactStore> =
         Arc::new(ota_artifacts::DiskStore::new(&cfg.data_dir));
     let ddi = ota_ddi::DdiState::new(
@@ -59,7 +67,8 @@ async fn create(node: &mut Node, parts: &mut Parts) -> anyhow::Result<()> {
         cfg.adapters.ddi_gateway_token.clone(),
         public_url.clone(),
     )
-    .with_limits(limits);
+    .with_limits(limits)
+    .with_last_seen(seen);
     let artifacts = crate::artifacts::router(
         store,
         credentials,
