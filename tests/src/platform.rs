@@ -227,6 +227,10 @@ impl Platform {
             .await
             .expect("launched");
         self.manager.target_campaign(&c.id).await.expect("targeted");
+        // The rate limit's bucket fills from the wave's opening: give it
+        // time to hold the test fleet, or a fast machine's first tick
+        // releases only part of it.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         self.manager.tick().await.expect("rollout tick");
         self.restage(&c.id).await;
         c.id

@@ -156,6 +156,9 @@ async fn concurrent_status_reports_are_all_counted(h: Harness) {
              rollout:\n  max_per_minute: 600000\n",
         )
         .await;
+    // The rate limit's bucket fills from the launch: 10,000 a second
+    // hold the 400 after 40 ms.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     h.manager.tick().await.unwrap();
     let staged = h.actions_in(&id, ActionState::Staged).await;
     assert_eq!(staged.len(), N as usize);

@@ -170,7 +170,12 @@ fn inventory(v: &Vehicle) -> Markup {
                         th.mono { (path) }
                         td { (value) }
                         td { @if source.is_empty() { span.muted { "–" } } @else { (source) } }
-                        td { @if at.is_some() { (time(*at)) } @else { span.muted { "–" } } }
+                        td.when {
+                            @match at {
+                                Some(t) => time datetime=(t.to_rfc3339()) title=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M")) },
+                                None => span.muted { "–" },
+                            }
+                        }
                     }
                 }
             }

@@ -453,8 +453,8 @@ async fn polls_mark_the_vehicle_seen_in_one_batch() {
         assert_eq!(poll(vin(1), token.clone()).await, StatusCode::OK);
     }
     assert_eq!(poll(vin(2), other.clone()).await, StatusCode::OK);
-    // vin(1)'s token on vin(3)'s path: refused, and vin(3) was not seen.
-    assert_eq!(poll(vin(3), token.clone()).await, StatusCode::FORBIDDEN);
+    // vin(1)'s token on vin(0)'s path: refused, and vin(0) was not seen.
+    assert_eq!(poll(vin(0), token.clone()).await, StatusCode::FORBIDDEN);
     assert_eq!(seen.pending(), 2);
     let before = p.vehicles.get(&vin(1)).await.unwrap();
     assert_eq!(before.last_seen, None, "no write per poll");
@@ -476,7 +476,7 @@ async fn polls_mark_the_vehicle_seen_in_one_batch() {
         v.updated_at, before.updated_at,
         "being seen is not a change"
     );
-    assert_eq!(p.vehicles.get(&vin(3)).await.unwrap().last_seen, None);
+    assert_eq!(p.vehicles.get(&vin(0)).await.unwrap().last_seen, None);
     // Nothing new: the next flush sends nothing.
     assert_eq!(seen.flush(&store).await.unwrap().calls, 0);
 }

@@ -203,8 +203,10 @@ async fn an_admin_follows_a_campaign_and_diagnoses_a_vehicle_in_the_browser() {
     let inventory = b.text_of("table.kv").await.unwrap();
     assert!(
         inventory.contains("Set")
-            && inventory.contains("manufacturing")
-            && inventory.contains("UTC"),
+            && inventory.contains(&format!(
+                "model ID.4 api {}",
+                chrono::Utc::now().format("%Y-%m-%d")
+            )),
         "{inventory}"
     );
     // Online from its poll, once the batch is written (every 5 s).
