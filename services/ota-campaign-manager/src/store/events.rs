@@ -62,8 +62,8 @@ pub struct EventRow {
     pub attempt: i32,
 }
 
-/// SQLite's bound-parameter limit over the 6 an event binds.
-const SQLITE_EVENTS_PER_INSERT: usize = 32_766 / 6;
+/// SQLite's bound-parameter limit over the 7 an event binds.
+const SQLITE_EVENTS_PER_INSERT: usize = 32_766 / 7;
 
 /// Appends the events (all at `at_ms`) in the caller's transaction and cuts
 /// the histories of their actions to the last [`KEEP_EVENTS`].
@@ -167,5 +167,34 @@ impl Store {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A wave of a large campaign is staged in one transaction: its events
+    /// take several statements, each under SQLite's parameter limit (a
+    /// release of 46,000 actions once failed with "too many SQL
+    /// variables" and paused the campaign).
+    #[tokio::test]
+    async fn a_release_larger_than_one_statement_is_appended_whole() {
+        for t in [
+            ota_tests::db::sqlite().await,
+            ota_tests::db::postgres().await,
+        ] {
+            let n = SQLITE_EVENTS_PER_INSERT * 2 + 7;
+            let events: Vec<NewEvent> = (0..n)
+                .map(|i| NewEvent::platform(format!("a{i}"), ActionState::Staged, "", 1))
+                .collect();
+            let stored: i64 = with_pool!(t.db(), pool => {
+                let mut tx = pool.begin().await.unwrap();
+                append(&mut Conn::from(&mut *tx), 1, &events).await.unwrap();
+                tx.commit().await.unwrap();
+                sqlx::query_scalar("SELECT COUNT(*) FROM action_events").fetch_one(pool).await.unwrap()
+            });
+            assert_eq!(stored, n as i64);
+        }
     }
 }
