@@ -17,7 +17,9 @@
 #   bench/dashboard_pages.sh [N]     (default 1000000; results in bench/out/)
 #
 # Environment: PAGES_SAMPLE (reporting vehicles, default 5000),
-# PAGES_ROUNDS (requests per page, default 30).
+# PAGES_ROUNDS (requests per page, default 30), PAGES_REUSE=1 (keep the
+# database and data directory of an earlier run with the same N: skips the
+# import, the launch and the reports).
 source "$(dirname "$0")/lib.sh"
 N=${1:-1000000}
 SAMPLE=${PAGES_SAMPLE:-5000}
@@ -29,8 +31,14 @@ build
 FLEET="$OUT/fleet-$N.ndjson"
 [ -s "$FLEET" ] || python3 "$ROOT/bench/gen_fleet.py" "$N" >"$FLEET"
 DATA="$OUT/dashboard-data-$N"
-rm -rf "$DATA"; mkdir -p "$DATA"
-DB_URL=$(fresh_pg_db "dashboard_$N")
+REUSE=${PAGES_REUSE:-0}
+[ "$REUSE" = 1 ] && [ ! -s "$DATA/failed.txt" ] && { echo "nothing to reuse in $DATA" >&2; exit 1; }
+if [ "$REUSE" = 1 ]; then
+  DB_URL="$PG_BASE/ota_bench_dashboard_$N"
+else
+  rm -rf "$DATA"; mkdir -p "$DATA"
+  DB_URL=$(fresh_pg_db "dashboard_$N")
+fi
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "fleet: $N vehicles in PostgreSQL; reporting sample: $SAMPLE; $ROUNDS requests per page"
 
@@ -56,6 +64,7 @@ ADMIN=$(cat "$DATA/admin.token")
 api() { curl -fsS -H "Authorization: Bearer $ADMIN" "$@"; }
 secs_since() { echo "$(date +%s.%N) - $1" | bc; }
 
+if [ "$REUSE" != 1 ]; then
 echo; echo "== setup"
 t0=$(date +%s.%N)
 ota vehicles import "$FLEET" --source manufacturing --output json >/dev/null
@@ -93,6 +102,8 @@ t0=$(date +%s.%N)
 python3 "$ROOT/bench/http_poll_sample.py" issue "$BASE" "$ADMIN" "$N" "$SAMPLE" "$DATA/creds.txt"
 python3 "$ROOT/bench/dashboard_reports.py" "$BASE" "$DATA/creds.txt" >"$DATA/failed.txt"
 printf 'reports    %s vehicles reported in %.1f s\n' "$SAMPLE" "$(secs_since "$t0")"
+fi
+ID=$(api "$BASE/api/v1/campaigns" | python3 -c 'import json,sys; print(next(c["id"] for c in json.load(sys.stdin)["campaigns"] if c["name"] == "dashboard-bench"))')
 FAILED_VIN=$(head -1 "$DATA/failed.txt")
 
 # A browser session, as a person logs in.
@@ -112,7 +123,7 @@ times() {
     curl -s -b "$JAR" -o /dev/null -w '%{http_code} %{time_total}\n' "$1"
   done | awk -v url="$1" '$1 != 200 {print "HTTP " $1 " from " url > "/dev/stderr"; exit 1} {printf "%.3f\n", $2 * 1000}'
 }
-stats() { sort -n | awk '{v[NR] = $1} END {printf "%.2f %.2f", v[int((NR + 1) / 2)], v[int(NR * 0.95 + 0.5)]}'; }
+stats() { sort -n | awk '{v[NR] = $1} END {printf "%.2f %.2f\n", v[int((NR + 1) / 2)], v[int(NR * 0.95 + 0.5)]}'; }
 
 echo; echo "== pages ($ROUNDS requests each, after one warm-up)"
 RESULTS="$OUT/dashboard-results.txt"; : >"$RESULTS"

@@ -25,6 +25,9 @@ const WRITE_QUEUE: usize = 512;
 const INSERT_BATCH: usize = 5000;
 /// Vehicles fetched at once when inventory events arrive.
 const FETCH_CONCURRENCY: usize = 32;
+/// Actions created by one targeting after which the planner's statistics
+/// of the table are refreshed ([`crate::store::Store::analyze_actions`]).
+const ANALYZE_AFTER: u64 = 10_000;
 
 /// A campaign's targeting, resolved once per pass.
 struct Targeting {
@@ -229,6 +232,9 @@ impl CampaignManager {
                 .await
                 .map_err(|e| CampaignError::Conflict(format!("targeting writer failed: {e}")))??;
         self.inner.store.set_targeted(id, Utc::now()).await?;
+        if created >= ANALYZE_AFTER {
+            self.inner.store.analyze_actions().await?;
+        }
         metrics::histogram!("ota_targeting_scan_seconds").record(started.elapsed().as_secs_f64());
         tracing::info!(campaign = %id, scanned, created, elapsed_ms = started.elapsed().as_millis() as u64, "campaign targeted");
         Ok(created)
