@@ -326,7 +326,10 @@ impl Acl {
             return AuthResult::BadUsernameOrPassword;
         };
         match self.credentials.authenticate(password).await {
-            Ok(identity) if identity.vin == user => AuthResult::Allow(false, None),
+            Ok(identity) if identity.vin == user => {
+                self.recorder.saw(user);
+                AuthResult::Allow(false, None)
+            }
             Ok(_) => AuthResult::NotAuthorized,
             Err(ota_auth::AuthError::BadToken) => AuthResult::BadUsernameOrPassword,
             Err(e) => {

@@ -42,6 +42,17 @@ pub(crate) struct Recorder {
     pub ensure: mpsc::Sender<String>,
     /// Every report takes from its vehicle's report budget.
     pub limits: Arc<VehicleLimits>,
+    /// Notes vehicles heard from, for their `last_seen`.
+    pub last_seen: Option<ota_common::last_seen::LastSeen>,
+}
+
+impl Recorder {
+    /// Notes that `vin` (authenticated) was heard from now.
+    pub fn saw(&self, vin: &str) {
+        if let Some(s) = &self.last_seen {
+            s.record(vin);
+        }
+    }
 }
 
 /// What became of one report.
@@ -292,6 +303,9 @@ impl Recorder {
         }
         if let Err(wait) = self.limits.check(&vin, Budget::Report) {
             return Err(Rejected::Limited(vin, wait));
+        }
+        if kind != Kind::Presence {
+            self.saw(&vin);
         }
         match kind {
             Kind::Status => {

@@ -82,6 +82,10 @@ pub struct MqttAdapterConfig {
     /// process: status, inventory and presence reports take from the
     /// report budget.
     pub limits: Arc<VehicleLimits>,
+    /// Where the process notes that a vehicle was heard from (a login to
+    /// the embedded broker, a status or inventory report), written to the
+    /// vehicle store in batches with the HTTP and DDI polls.
+    pub last_seen: Option<ota_common::last_seen::LastSeen>,
 }
 
 impl std::fmt::Debug for MqttAdapterConfig {
@@ -116,6 +120,7 @@ impl Default for MqttAdapterConfig {
             max_packet_bytes: MAX_PACKET_BYTES,
             max_retained: MAX_RETAINED,
             limits: Arc::new(VehicleLimits::default()),
+            last_seen: None,
         }
     }
 }
@@ -216,6 +221,7 @@ pub async fn start(
         backends: backends.clone(),
         ensure: ensure_tx,
         limits: config.limits.clone(),
+        last_seen: config.last_seen.clone(),
     });
 
     let (options, broker) = match &config.external_url {

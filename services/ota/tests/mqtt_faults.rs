@@ -352,3 +352,45 @@ async fn the_adapter_rejoins_a_restarted_broker() {
     let after = document_arrives(port, &v).await;
     assert_eq!(after["etag"], before["etag"], "{after}");
 }
+
+/// A vehicle that only logs in to the embedded broker is heard from: its
+/// `last_seen` moves within one batch of last-seen times (5 s), while a
+/// vehicle that never connected stays unseen.
+#[tokio::test]
+async fn an_mqtt_login_marks_the_vehicle_seen() {
+    let s = Server::start(&[], &[]);
+    let admin = s.admin_token();
+    import(&s, &admin, 2);
+    let token = credential(&s, &admin, &vin(0)).await;
+    let port: u16 = s.mqtt.rsplit(':').next().unwrap().parse().unwrap();
+    let (_client, mut events) = connect(port, &vin(0), Some(&token));
+    loop {
+        match events.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("connecting as {}: {e}", vin(0)),
+        }
+    }
+    tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let seen = |v: String| {
+        let (http, admin) = (s.http.clone(), admin.clone());
+        async move {
+            let v: Value = reqwest::Client::new()
+                .get(format!("{http}/api/v1/vehicles/{v}"))
+                .bearer_auth(admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v.get("last_seen").cloned()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen(vin(0)).await.is_none() {
+        assert!(Instant::now() < deadline, "{} never seen", vin(0));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(seen(vin(1)).await, None, "{} never connected", vin(1));
+}

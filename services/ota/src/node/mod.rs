@@ -17,9 +17,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use ota_auth::vehicles::VehicleCredentials;
+use ota_common::last_seen::{self, LastSeen};
 use ota_common::peer::{self, Peer};
 use ota_common::rate::{RateLimit, VehicleLimits, VehicleRates};
 use ota_db::{Db, DbOptions};
+use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
 use ota_staging::StagingPeer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -103,6 +105,7 @@ pub struct Node {
     /// Staging in this process, for the adapters' no-protobuf lookup.
     pub staging: Option<ota_staging::StagingService>,
     vehicle_limits: OnceLock<Arc<VehicleLimits>>,
+    last_seen: Option<LastSeen>,
     credentials: OnceLock<VehicleCredentials>,
     /// The process's metrics, for the dashboard's health page.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
@@ -147,6 +150,7 @@ impl Node {
             local: HashMap::new(),
             staging: None,
             vehicle_limits: OnceLock::new(),
+            last_seen: None,
             credentials: OnceLock::new(),
             metrics: None,
         })
@@ -208,6 +212,23 @@ impl Node {
 
     /// The per-vehicle budgets, one set for every vehicle adapter of the
     /// process: a vehicle gets no more by switching protocols.
+    /// Where the vehicle adapters of this process note vehicles heard from;
+    /// the first caller starts the task that writes them to the vehicle
+    /// store in one batch every [`last_seen::FLUSH_INTERVAL`].
+    pub fn last_seen(&mut self, parts: &mut Parts) -> anyhow::Result<LastSeen> {
+        if let Some(s) = &self.last_seen {
+            return Ok(s.clone());
+        }
+        let seen = LastSeen::new();
+        parts.tasks.push(seen.spawn_flusher(
+            VehicleStoreClient::new(self.peer(Service::VehicleStore)?),
+            last_seen::FLUSH_INTERVAL,
+            self.shutdown.clone(),
+        ));
+        self.last_seen = Some(seen.clone());
+        Ok(seen)
+    }
+
     pub fn vehicle_limits(&self) -> Arc<VehicleLimits> {
         self.vehicle_limits
             .get_or_init(|| {

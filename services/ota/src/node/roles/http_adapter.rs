@@ -22,19 +22,14 @@ pub const ROLE: Role = Role {
 };
 
 async fn create(node: &mut Node, parts: &mut Parts) -> anyhow::Result<()> {
+    // One batch of last-seen times for every vehicle API of the process.
+    let seen = node.last_seen(parts)?;
     let cfg = &node.cfg;
     let credentials = node.vehicle_credentials();
     let staging = node.staging_peer()?;
     let campaigns = node.peer(Service::CampaignManager)?;
     let vehicles = node.peer(Service::VehicleStore)?;
     let limits = node.vehicle_limits();
-    // One batch of last-seen times for both vehicle APIs of the process.
-    let seen = ota_common::last_seen::LastSeen::new();
-    parts.tasks.push(seen.spawn_flusher(
-        VehicleStoreClient::new(vehicles.clone()),
-        ota_common::last_seen::FLUSH_INTERVAL,
-        node.shutdown.clone(),
-    ));
     let public_url = cfg.public_url();
     let superuser = match (&cfg.mqtt_username, &cfg.mqtt_password) {
         (Some(u), Some(p)) => Some(ota_http_adapter::MqttSuperuser {

@@ -22,6 +22,7 @@ pub const ROLE: Role = Role {
 };
 
 async fn create(node: &mut Node, parts: &mut Parts) -> anyhow::Result<()> {
+    let seen = node.last_seen(parts)?;
     let cfg = &node.cfg;
     let a = &cfg.adapters;
     let config = ota_mqtt_adapter::MqttAdapterConfig {
@@ -35,6 +36,7 @@ async fn create(node: &mut Node, parts: &mut Parts) -> anyhow::Result<()> {
         max_packet_bytes: a.mqtt_max_packet_bytes,
         max_retained: a.mqtt_max_retained,
         limits: node.vehicle_limits(),
+        last_seen: Some(seen),
         ..Default::default()
     };
     let backends = ota_mqtt_adapter::Backends {
