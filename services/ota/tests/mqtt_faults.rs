@@ -44,8 +44,9 @@ async fn credential(s: &Server, admin: &str, vin: &str) -> String {
         .to_owned()
 }
 
-async fn attribute(s: &Server, admin: &str, vin: &str) -> Option<u64> {
-    let v: Value = reqwest::Client::new()
+/// The vehicle as the management API shows it.
+async fn vehicle_json(s: &Server, admin: &str, vin: &str) -> Value {
+    reqwest::Client::new()
         .get(format!("{}/api/v1/vehicles/{vin}", s.http))
         .bearer_auth(admin)
         .send()
@@ -53,7 +54,11 @@ async fn attribute(s: &Server, admin: &str, vin: &str) -> Option<u64> {
         .unwrap()
         .json()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn attribute(s: &Server, admin: &str, vin: &str) -> Option<u64> {
+    let v = vehicle_json(s, admin, vin).await;
     v["attributes"]["n"].as_str().and_then(|n| n.parse().ok())
 }
 
@@ -373,19 +378,8 @@ async fn an_mqtt_login_marks_the_vehicle_seen() {
     }
     tokio::spawn(async move { while events.poll().await.is_ok() {} });
     let seen = |v: String| {
-        let (http, admin) = (s.http.clone(), admin.clone());
-        async move {
-            let v: Value = reqwest::Client::new()
-                .get(format!("{http}/api/v1/vehicles/{v}"))
-                .bearer_auth(admin)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            v.get("last_seen").cloned()
-        }
+        let (s, admin) = (&s, &admin);
+        async move { vehicle_json(s, admin, &v).await.get("last_seen").cloned() }
     };
     let deadline = Instant::now() + Duration::from_secs(20);
     while seen(vin(0)).await.is_none() {
