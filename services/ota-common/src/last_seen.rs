@@ -1,5 +1,5 @@
-//! When vehicles were last heard from over HTTP and DDI, written in batches.
-//! A poll only notes the time in memory ([`LastSeen::record`]: a map insert
+//! When vehicles were last heard from (HTTP and DDI requests, MQTT logins
+//! and reports), written in batches. A request only notes the time in memory ([`LastSeen::record`]: a map insert
 //! under one of several locks); a background task sends everything noted
 //! since its last run to the vehicle store in one `MarkSeen` call every few
 //! seconds, so a fleet polling at any rate costs the database one write per
@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::peer::Peer;
 
-/// How often noted polls are written.
+/// How often the noted times are written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
 /// Vehicles sent per `MarkSeen` call (the store takes up to 100,000).
 const PER_CALL: usize = 10_000;
