@@ -355,20 +355,22 @@ impl CampaignManagerRpc for CampaignManagerService {
         } else {
             r.protocol
         };
-        let reject = |outcome: &'static str, status: Status| {
-            metrics::counter!("ota_status_reports_total", "protocol" => protocol.clone(), "outcome" => outcome)
-                .increment(1);
+        // Refused before it reaches the writer, which counts the others.
+        let reported = ActionState::reported(r.state);
+        let reject = |status: Status| {
+            let state = reported.as_ref().map_or("unknown", |s| s.as_str());
+            crate::status::count_report(&protocol, state, "invalid");
             status
         };
-        Vin::parse(&r.vin)
-            .map_err(|e| reject("invalid", Status::invalid_argument(e.to_string())))?;
-        let state = ActionState::reported(r.state)
-            .map_err(|e| reject("invalid", Status::invalid_argument(e)))?;
+        Vin::parse(&r.vin).map_err(|e| reject(Status::invalid_argument(e.to_string())))?;
+        let state = reported
+            .clone()
+            .map_err(|e| reject(Status::invalid_argument(e)))?;
         if r.progress > 100 {
-            return Err(reject(
-                "invalid",
-                Status::invalid_argument(format!("progress {} is above 100", r.progress)),
-            ));
+            return Err(reject(Status::invalid_argument(format!(
+                "progress {} is above 100",
+                r.progress
+            ))));
         }
         let result = self
             .manager

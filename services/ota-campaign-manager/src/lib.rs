@@ -17,6 +17,7 @@
 
 mod diagnose;
 mod error;
+pub mod gauges;
 pub mod grpc;
 mod installed;
 pub mod manager;

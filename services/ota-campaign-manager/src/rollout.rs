@@ -5,7 +5,8 @@
 //! configured rate, and completes campaigns with nothing left to do.
 //!
 //! Only one process runs the loop at a time: on PostgreSQL it holds an
-//! advisory lock; SQLite has a single process anyway.
+//! advisory lock; SQLite has a single process anyway. The leader also sets
+//! the campaigns' gauges after each tick ([`crate::gauges`]).
 //!
 //! One campaign never stops the others: each campaign's step runs on its
 //! own, and an error or a panic in it is logged, counted
@@ -27,6 +28,7 @@ use sqlx::Connection;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::gauges::CampaignGauges;
 use crate::manager::CampaignManager;
 use crate::model::{ActionState, Campaign, CampaignState, Transition};
 use crate::spec::{format_duration, Advance, ThresholdAction};
@@ -175,6 +177,7 @@ impl CampaignManager {
         let mut stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             let mut leader = Leader::new(this.inner.store.db());
+            let mut gauges = CampaignGauges::default();
             let mut resumed = false;
             let mut interval = tokio::time::interval(this.inner.config.tick);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -184,6 +187,7 @@ impl CampaignManager {
                     _ = stop.wait_for(|v| *v) => break,
                 }
                 if !leader.check(this.inner.store.db()).await {
+                    gauges.clear();
                     continue;
                 }
                 // A panic here must not end the loop: campaigns' own panics
@@ -198,6 +202,9 @@ impl CampaignManager {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "rollout tick failed"),
                     Err(p) => tracing::error!(panic = %panic_message(&*p), "rollout tick panicked; the loop goes on"),
+                }
+                if let Err(e) = this.publish_gauges(&mut gauges).await {
+                    tracing::debug!(error = %e, "updating the campaign gauges failed; retrying next tick");
                 }
             }
         }));

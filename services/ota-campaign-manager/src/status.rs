@@ -107,11 +107,25 @@ async fn run(store: Store, rx: Queue, batch: usize) {
                 Err(CampaignError::Forbidden(_)) => "wrong_vehicle",
                 Err(_) => "error",
             };
-            metrics::counter!("ota_status_reports_total", "protocol" => report.protocol.clone(), "outcome" => outcome)
-                .increment(1);
+            count_report(&report.protocol, report.state.as_str(), outcome);
             let _ = reply.send(result);
         }
     }
+}
+
+/// `ota_status_reports_total{protocol,state,outcome}`. The protocol is
+/// whatever the caller named, so only the adapters' own names become
+/// labels: a gRPC caller must not be able to grow the label set.
+pub(crate) fn count_report(protocol: &str, state: &'static str, outcome: &'static str) {
+    let protocol = match protocol {
+        "http" => "http",
+        "mqtt" => "mqtt",
+        "ddi" => "ddi",
+        "grpc" => "grpc",
+        _ => "other",
+    };
+    metrics::counter!("ota_status_reports_total", "protocol" => protocol, "state" => state, "outcome" => outcome)
+        .increment(1);
 }
 
 /// The working copy of one action while a batch is decided.

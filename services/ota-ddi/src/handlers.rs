@@ -133,7 +133,26 @@ fn change_hash(etag: &str, action_id: &str) -> String {
     hex::encode(&d[..8])
 }
 
+/// The base resource, counted in `ota_poll_requests_total{protocol="ddi",
+/// outcome}` by its status, refusals included (as the HTTP vehicle API's
+/// polls are).
 pub(crate) async fn poll(
+    state: State<DdiState>,
+    path: Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let res = answer_poll(state, path, headers).await.into_response();
+    let outcome = match res.status().as_u16() {
+        200 => metrics::SharedString::const_str("200"),
+        429 => metrics::SharedString::const_str("429"),
+        other => metrics::SharedString::from(other.to_string()),
+    };
+    metrics::counter!("ota_poll_requests_total", "protocol" => "ddi", "outcome" => outcome)
+        .increment(1);
+    res
+}
+
+async fn answer_poll(
     State(s): State<DdiState>,
     Path((tenant, controller)): Path<(String, String)>,
     headers: HeaderMap,

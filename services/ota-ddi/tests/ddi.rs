@@ -655,3 +655,38 @@ async fn action_ids_are_small_shared_and_new_for_each_attempt(p: Platform) {
     assert_eq!(a.action("-1").await.unwrap(), None);
     assert_eq!(a.action("not a number").await.unwrap(), None);
 }
+
+/// Polls of the base resource are counted by outcome in
+/// `ota_poll_requests_total`, beside the HTTP vehicle API's; no label
+/// carries the controller id. A current-thread runtime, so the test's own
+/// metrics recorder sees the server's requests.
+#[tokio::test]
+async fn polls_are_counted_by_outcome() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let p = Platform::with_rates(ota_tests::db::sqlite().await, tight()).await;
+    let tokens = p.fleet(1).await;
+    let url = p.controller_url(&vin(0));
+    let own = format!("TargetToken {}", tokens[0]);
+    for _ in 0..4 {
+        assert_eq!(get(&url, Some(&own)).await.status(), 200);
+    }
+    assert_eq!(get(&url, Some(&own)).await.status(), 429);
+    assert_eq!(get(&url, Some("TargetToken nope")).await.status(), 401);
+    let text = metrics.render();
+    for line in [
+        r#"ota_poll_requests_total{protocol="ddi",outcome="200"} 4"#,
+        r#"ota_poll_requests_total{protocol="ddi",outcome="429"} 1"#,
+        r#"ota_poll_requests_total{protocol="ddi",outcome="401"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing in:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains(&vin(0)),
+        "a controller id in a label:\n{text}"
+    );
+}

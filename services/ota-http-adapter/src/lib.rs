@@ -129,9 +129,12 @@ impl AdapterState {
     }
 }
 
+/// A vehicle's poll for its staged document.
+const POLL_ROUTE: &str = "/v1/vehicles/{vin}/actions";
+
 /// The route templates, which are also the metrics' `route` labels.
 const ROUTES: [&str; 5] = [
-    "/v1/vehicles/{vin}/actions",
+    POLL_ROUTE,
     "/v1/vehicles/{vin}/actions/{action_id}/status",
     "/v1/vehicles/{vin}/inventory",
     "/v1/mqtt/auth",
@@ -170,8 +173,10 @@ pub(crate) async fn bounded<T>(
 }
 
 /// `ota_vehicle_requests_total{route,status}` by route template, so the
-/// label set stays bounded however many vehicles there are. The labels are
-/// static strings: this runs on every poll.
+/// label set stays bounded however many vehicles there are, and
+/// `ota_poll_requests_total{protocol="http",outcome}` for the polls, the
+/// number the dashboards and the health page show beside the DDI polls.
+/// The labels are static strings: this runs on every poll.
 async fn count(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -180,8 +185,13 @@ async fn count(req: Request, next: Next) -> Response {
         .unwrap_or("unmatched");
     let started = Instant::now();
     let res = next.run(req).await;
+    let status = status_label(res.status());
+    if route == POLL_ROUTE {
+        metrics::counter!("ota_poll_requests_total", "protocol" => "http", "outcome" => status.clone())
+            .increment(1);
+    }
     let route = metrics::SharedString::const_str(route);
-    metrics::counter!("ota_vehicle_requests_total", "route" => route.clone(), "status" => status_label(res.status()))
+    metrics::counter!("ota_vehicle_requests_total", "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("ota_vehicle_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
@@ -194,6 +204,7 @@ fn status_label(status: http::StatusCode) -> metrics::SharedString {
         200 => metrics::SharedString::const_str("200"),
         202 => metrics::SharedString::const_str("202"),
         304 => metrics::SharedString::const_str("304"),
+        429 => metrics::SharedString::const_str("429"),
         other => metrics::SharedString::from(other.to_string()),
     }
 }

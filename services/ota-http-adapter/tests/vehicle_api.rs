@@ -637,3 +637,55 @@ async fn inventory_reports_update_the_vehicle() {
     let b: Value = res.json().await.unwrap();
     assert!(message(&b).contains("ecu"), "{b}");
 }
+
+/// Polls are counted by outcome in `ota_poll_requests_total` (what the
+/// dashboards and the health page show), and reports by protocol, the
+/// reported state and what became of them; no label carries the VIN.
+#[tokio::test]
+async fn polls_and_reports_are_counted_with_bounded_labels() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let config = AdapterConfig {
+        rate_limit: RateLimit {
+            per_second: 0.01,
+            burst: 2,
+        },
+        ..roomy()
+    };
+    let e = env_with(ota_tests::db::sqlite().await, config).await;
+    let v = vin(0);
+    let token = e.token(&v).await;
+    let res = e.get_actions(&v, &token).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let etag = res.headers()["etag"].to_str().unwrap().to_owned();
+    let res = e
+        .http
+        .get(e.url(&format!("/v1/vehicles/{v}/actions")))
+        .bearer_auth(&token)
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_MODIFIED);
+    let res = e.get_actions(&v, &token).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let action = e.action_of(&v).await;
+    let report = json!({"state": "downloading", "progress": 10, "seq": 1}).to_string();
+    let (s, b) = e.status(&v, &action, &token, report).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+
+    let text = metrics.render();
+    for line in [
+        r#"ota_poll_requests_total{protocol="http",outcome="200"} 1"#,
+        r#"ota_poll_requests_total{protocol="http",outcome="304"} 1"#,
+        r#"ota_poll_requests_total{protocol="http",outcome="429"} 1"#,
+        r#"ota_status_reports_total{protocol="http",state="downloading",outcome="applied"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing in:\n{text}"
+        );
+    }
+    assert!(!text.contains(&v), "a VIN in a label:\n{text}");
+}
