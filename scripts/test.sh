@@ -2,8 +2,11 @@
 # The whole test suite, from a fresh clone: makes sure PostgreSQL, Redis and
 # Mosquitto are running (starting them, or installing them with apt-get when
 # they are missing), installs SWUpdate, Chromium with its WebDriver,
-# cargo-nextest and the infra/ npm packages when needed, then runs the infra type check and tests, the lint
-# gates (rustfmt, clippy) and every Rust test in the workspace.
+# Prometheus' promtool, cargo-nextest and the infra/ npm packages when
+# needed, then runs the infra type check and tests, promtool on the
+# Prometheus config and alert rules of dashboards/ (their syntax and their
+# unit tests), the lint gates (rustfmt, clippy) and every Rust test in the
+# workspace.
 #
 #   scripts/test.sh                 # everything
 #   scripts/test.sh -p ota-auth     # extra arguments go to cargo nextest run
@@ -90,6 +93,14 @@ ensure_browser() {
   apt_install chromium chromium-driver
 }
 
+# promtool checks dashboards/prometheus.yml and alerts.yml, and runs the
+# alert rules' unit tests (dashboards/alerts_test.yml).
+ensure_promtool() {
+  command -v promtool >/dev/null && return
+  log "installing prometheus (promtool)"
+  apt_install prometheus
+}
+
 ensure_lint_tools() {
   cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1 && return
   log "installing rustfmt and clippy"
@@ -108,11 +119,17 @@ ensure_mosquitto
 ensure_node
 ensure_device_clients
 ensure_browser
+ensure_promtool
 ensure_lint_tools
 ensure_nextest
 
 log "infra: npm ci, tsc --noEmit, npm test"
 (cd infra && npm ci --no-audit --no-fund --loglevel=error && npm run --silent typecheck && npm test --silent)
+
+log "dashboards: promtool check config, check rules, test rules"
+promtool check config dashboards/prometheus.yml
+promtool check rules dashboards/alerts.yml
+promtool test rules dashboards/alerts_test.yml
 
 # Lint gates: a red lint is a red CI. Clippy builds check metadata only,
 # which the test build below reuses little of, but it is what catches

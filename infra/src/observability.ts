@@ -114,7 +114,7 @@ export function otaAlertRules(namespace: string) {
           {
             alert: "OtaGrpcErrors",
             expr:
-              `sum by (service, method) (rate(ota_grpc_requests_total{${sel}, code!~"OK|0"}[5m]))` +
+              `sum by (service, method) (rate(ota_grpc_requests_total{${sel}, code!="Ok"}[5m]))` +
               ` / sum by (service, method) (rate(ota_grpc_requests_total{${sel}}[5m])) > 0.05`,
             for: "10m",
             labels: { severity: "warning" },

@@ -464,6 +464,7 @@ pub fn contract() -> serde_json::Value {
         "roles": Service::ALL.iter().map(|s| s.name()).collect::<Vec<_>>(),
         "peers": peers,
         "env": env,
+        "metrics": crate::metric_catalog::contract(),
     })
 }
 

@@ -9,6 +9,7 @@ mod config;
 mod events;
 mod files;
 mod listener;
+mod metric_catalog;
 mod node;
 mod serve;
 mod simulate;
@@ -72,8 +73,9 @@ enum Cmd {
     /// Simulate a fleet of vehicles over HTTP, MQTT or hawkBit DDI: they
     /// fetch their actions, download, install and report like real ones.
     Simulate(simulate::SimulateArgs),
-    /// The roles, peer variables and `OTA_*` variables as JSON, for
-    /// deployment tooling (`infra/ota-describe.json` is this output).
+    /// The roles, peer variables, `OTA_*` variables and exported metrics
+    /// as JSON, for deployment tooling (`infra/ota-describe.json` is this
+    /// output).
     #[command(hide = true)]
     Describe,
 }

@@ -39,6 +39,7 @@ struct HttpState {
 
 pub async fn run(cfg: Config, telemetry: Telemetry) -> anyhow::Result<()> {
     let started = Instant::now();
+    crate::metric_catalog::describe();
     let open_files = crate::files::raise_limit();
     log_start(&cfg, open_files);
     if uses_data_dir(&cfg, &cfg.services()) {
