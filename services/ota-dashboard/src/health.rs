@@ -1,7 +1,15 @@
 //! `/ui/health`: is the platform keeping up? Every role here or at its
 //! peer address, up or down (gRPC health); staging's lag and queue; the
-//! outbox backlog; MQTT connections; poll, report and error rates from
-//! this process's metrics, measured between two looks.
+//! outbox backlog and the bus's pending events; MQTT connections; poll,
+//! report and error rates from this process's metrics, measured between
+//! two looks. Every number of the traffic panel is read from the same
+//! series `/metrics` exports (docs/metrics.md, "The health page"), so the
+//! page and a Prometheus over that process agree: polls are
+//! `ota_poll_requests_total`, reports `ota_status_reports_total`, the
+//! backlogs `ota_outbox_pending` and `ota_bus_pending_events`, the staging
+//! lag `ota_staging_lag_seconds` and the repairs
+//! `ota_staging_reconcile_repaired_total`. The staging panel asks staging
+//! (Stats), which counts with the same calls as its metrics.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,8 +30,6 @@ use crate::{DashError, DashState};
 
 /// How long a peer gets to answer its health check.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// The route a DDI device polls (hawkBit's base resource).
-const DDI_POLL_ROUTE: &str = "/{tenant}/controller/v1/{controller}";
 /// Rates are measured over at least this long.
 const MIN_RATE_WINDOW: Duration = Duration::from_secs(2);
 
@@ -104,6 +110,11 @@ struct Totals {
     grpc_errors: f64,
     mqtt_connections: f64,
     outbox_pending: f64,
+    bus_pending: f64,
+    /// `ota_staging_lag_seconds`' sum and count.
+    lag_seconds: f64,
+    lags: f64,
+    reconcile_repaired: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +123,8 @@ struct Rates {
     reports: f64,
     http_error_pct: f64,
     grpc_error_pct: f64,
+    /// The mean staging lag of the documents staged between the looks.
+    lag_mean: Option<f64>,
 }
 
 /// One sample line: name, labels, value.
@@ -140,16 +153,11 @@ impl Totals {
         for (name, labels, v) in samples(text) {
             let label = |k: &str| labels.get(k).copied().unwrap_or("");
             match name {
-                // HTTP polls; DDI polls are the base resource's GETs.
-                "ota_vehicle_requests_total" if label("route").ends_with("/actions") => {
-                    t.polls += v
-                }
+                // HTTP and DDI polls, whatever their answer.
+                "ota_poll_requests_total" => t.polls += v,
                 "ota_status_reports_total" => t.reports += v,
                 "ota_http_requests_total" => {
                     t.http_requests += v;
-                    if label("route") == DDI_POLL_ROUTE && label("method") == "GET" {
-                        t.polls += v;
-                    }
                     if label("status").starts_with('5') {
                         t.http_errors += v;
                     }
@@ -162,6 +170,10 @@ impl Totals {
                 }
                 "ota_mqtt_connections" => t.mqtt_connections += v,
                 "ota_outbox_pending" => t.outbox_pending += v,
+                "ota_bus_pending_events" => t.bus_pending += v,
+                "ota_staging_lag_seconds_sum" => t.lag_seconds += v,
+                "ota_staging_lag_seconds_count" => t.lags += v,
+                "ota_staging_reconcile_repaired_total" => t.reconcile_repaired += v,
                 _ => {}
             }
         }
@@ -188,6 +200,10 @@ impl Totals {
                 d(self.grpc_errors, before.grpc_errors),
                 d(self.grpc_requests, before.grpc_requests),
             ),
+            lag_mean: {
+                let n = d(self.lags, before.lags);
+                (n > 0.0).then(|| d(self.lag_seconds, before.lag_seconds) / n)
+            },
         }
     }
 }
@@ -280,6 +296,13 @@ fn traffic(t: &Totals, rates: Option<&Rates>) -> Markup {
             tr { th { "gRPC errors" } td { (rate(|r| r.grpc_error_pct, " %")) } }
             tr { th { "MQTT connections" } td { (count(t.mqtt_connections as u64)) } }
             tr { th { "Outbox backlog" } td { (count(t.outbox_pending as u64)) } }
+            tr { th { "Bus pending events" } td { (count(t.bus_pending as u64)) } }
+            tr { th { "Staging lag (mean)" } td { (match rates {
+                None => "measuring…".to_owned(),
+                Some(Rates { lag_mean: Some(s), .. }) => format!("{s:.2} s"),
+                Some(_) => "nothing staged".to_owned(),
+            }) } }
+            tr { th { "Repaired by reconciles" } td { (count(t.reconcile_repaired as u64)) } }
         } }
     }
 }
@@ -288,15 +311,24 @@ fn traffic(t: &Totals, rates: Option<&Rates>) -> Markup {
 mod tests {
     use super::*;
 
-    const TEXT: &str = r#"# TYPE ota_vehicle_requests_total counter
+    const TEXT: &str = r#"# TYPE ota_poll_requests_total counter
+ota_poll_requests_total{protocol="http",outcome="200"} 8
+ota_poll_requests_total{protocol="http",outcome="304"} 2
+ota_poll_requests_total{protocol="ddi",outcome="200"} 5
 ota_vehicle_requests_total{route="/v1/vehicles/{vin}/actions",status="200"} 10
 ota_vehicle_requests_total{route="/v1/vehicles/{vin}/inventory",status="200"} 4
 ota_http_requests_total{route="/{tenant}/controller/v1/{controller}",method="GET",status="200"} 5
-ota_status_reports_total{protocol="mqtt",outcome="applied"} 7
-ota_http_requests_total{route="/x",method="GET",status="200"} 90
+ota_status_reports_total{protocol="mqtt",state="installing",outcome="applied"} 7
+ota_http_requests_total{route="/x",method="GET",status="200"} 85
 ota_http_requests_total{route="/x",method="GET",status="503"} 10
 ota_mqtt_connections 3
 ota_outbox_pending 12
+ota_bus_pending_events{topic="staging",group="staging"} 4
+ota_bus_pending_events{topic="vehicles",group="campaign-manager"} 1
+ota_staging_lag_seconds_bucket{le="+Inf"} 4
+ota_staging_lag_seconds_sum 2
+ota_staging_lag_seconds_count 4
+ota_staging_reconcile_repaired_total 3
 "#;
 
     #[test]
@@ -304,17 +336,28 @@ ota_outbox_pending 12
         let t = Totals::parse(TEXT);
         assert_eq!(t.polls, 15.0);
         assert_eq!(t.reports, 7.0);
-        assert_eq!((t.http_requests, t.http_errors), (105.0, 10.0));
+        assert_eq!((t.http_requests, t.http_errors), (100.0, 10.0));
         assert_eq!(t.mqtt_connections, 3.0);
         assert_eq!(t.outbox_pending, 12.0);
+        assert_eq!(t.bus_pending, 5.0);
+        assert_eq!((t.lag_seconds, t.lags), (2.0, 4.0));
+        assert_eq!(t.reconcile_repaired, 3.0);
         let later = Totals {
             polls: 35.0,
             http_requests: 205.0,
             http_errors: 10.0,
+            lag_seconds: 5.0,
+            lags: 6.0,
             ..t.clone()
         };
         let r = later.rates_since(&t, 2.0);
         assert_eq!(r.polls, 10.0);
         assert_eq!(r.http_error_pct, 0.0);
+        assert_eq!(
+            r.lag_mean,
+            Some(1.5),
+            "3 s over the 2 documents staged since"
+        );
+        assert_eq!(t.rates_since(&t, 2.0).lag_mean, None);
     }
 }
