@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::ingest::{Outcome, Recorder};
 use crate::topics::{Kind, Topics};
-use crate::{MqttError, MAX_RETAINED_BYTES};
+use crate::{MqttError, IN_FLIGHT, MAX_RETAINED_BYTES};
 
 /// How long a vehicle's report waits for the platform before the vehicle is
 /// disconnected (and sends it again after reconnecting).
@@ -31,6 +31,12 @@ const RECORD_PATIENCE: Duration = Duration::from_secs(20);
 /// Vehicle handshakes in progress at once (rmqtt's default is 1,000). A
 /// handshake is a token check, cached after a vehicle's first connect.
 const MAX_HANDSHAKES: usize = 128;
+
+/// Unacknowledged messages between the adapter and its listener, each way.
+const ADAPTER_IN_FLIGHT: std::num::NonZeroU16 = match std::num::NonZeroU16::new(IN_FLIGHT) {
+    Some(n) => n,
+    None => panic!("IN_FLIGHT is not 0"),
+};
 
 /// The adapter's own account: the only one allowed everywhere.
 #[derive(Clone)]
@@ -142,6 +148,9 @@ impl Broker {
             .laddr(loopback)
             .allow_anonymous(false)
             .max_packet_size(MAX_RETAINED_BYTES as u32)
+            // The adapter's window each way (rmqtt takes the smaller of
+            // this and the client's receive maximum for both).
+            .max_inflight(ADAPTER_IN_FLIGHT)
             .bind()
             .map_err(listen_err(loopback))?
             .tcp()
@@ -372,6 +381,15 @@ impl Acl {
         ) {
             return PublishAclResult::allow();
         }
+        // An MQTT 5 vehicle's trace context; 3.1.1 has no properties.
+        let traceparent = p.properties.as_ref().and_then(|props| {
+            crate::ingest::traceparent(
+                props
+                    .user_properties
+                    .iter()
+                    .map(|(k, v)| (k.as_ref(), v.as_ref())),
+            )
+        });
         let outcome = self
             .recorder
             .record(
@@ -379,6 +397,7 @@ impl Acl {
                 &p.payload,
                 p.retain,
                 Some(RECORD_PATIENCE),
+                traceparent,
             )
             .await;
         match outcome {
@@ -467,7 +486,10 @@ impl Handler for AclHandler {
             Parameter::ClientConnected(s) => {
                 metrics::gauge!("ota_mqtt_connections").increment(1.0);
                 if !s.superuser().await.unwrap_or_default() {
-                    let _ = acl.recorder.ensure.try_send(s.id.client_id.to_string());
+                    let _ = acl
+                        .recorder
+                        .ensure
+                        .try_send((s.id.client_id.to_string(), None));
                 }
                 (true, acc)
             }

@@ -1,6 +1,9 @@
 //! Vehicle reports: the adapter's MQTT client consumes status, inventory and
 //! presence through shared subscriptions, hands each to the platform, and
-//! acknowledges it only once the platform recorded it.
+//! acknowledges it only once the platform recorded it. Each report is
+//! recorded in a span of its own (`mqtt.report`) that continues the trace
+//! of the report's `traceparent` user property, if it has one, so the
+//! calls to the platform join that trace.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,12 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ota_common::rate::{Budget, VehicleLimits};
+use ota_common::trace::{self, SpanContext};
 use ota_common::Vin;
 use ota_proto::v1 as pb;
-use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS, SubscribeFilter};
+use rumqttc::v5::mqttbytes::v5::{Filter, Packet, Publish, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::topics::{Kind, Topics};
 use crate::{stopping, Backends, Stopped};
@@ -33,13 +40,38 @@ pub(crate) struct Ingest {
     pub fresh_sessions: Arc<AtomicU64>,
 }
 
+/// A vehicle whose document is to be published if it was not yet, with
+/// the trace of what brought it online (its presence report), if any.
+pub(crate) type Ensure = (String, Option<SpanContext>);
+
+/// The `traceparent` user property of an MQTT 5 message (the first, should
+/// there be several).
+pub(crate) fn traceparent<'a>(
+    user_properties: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<&'a str> {
+    user_properties
+        .into_iter()
+        .find(|(k, _)| *k == trace::TRACEPARENT)
+        .map(|(_, v)| v)
+}
+
+fn publish_traceparent(p: &Publish) -> Option<&str> {
+    let props: &PublishProperties = p.properties.as_ref()?;
+    traceparent(
+        props
+            .user_properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str())),
+    )
+}
+
 /// Turns vehicle reports into calls to the platform.
 pub(crate) struct Recorder {
     pub topics: Topics,
     pub max_payload: usize,
     pub backends: Backends,
     /// VINs that came online: their document is published if needed.
-    pub ensure: mpsc::Sender<String>,
+    pub ensure: mpsc::Sender<Ensure>,
     /// Every report takes from its vehicle's report budget.
     pub limits: Arc<VehicleLimits>,
     /// Notes vehicles heard from, for their `last_seen`.
@@ -127,14 +159,16 @@ impl Ingest {
                 let (this, connection) = (this.clone(), connection.clone());
                 workers.spawn(async move {
                     while let Some((p, on)) = rx.recv().await {
+                        // A topic that is not UTF-8 is none of ours: refused.
+                        let topic = String::from_utf8_lossy(&p.topic);
                         let outcome = this
                             .recorder
-                            .record(&p.topic, &p.payload, p.retain, None)
+                            .record(&topic, &p.payload, p.retain, None, publish_traceparent(&p))
                             .await;
                         let presence =
-                            matches!(this.topics.parse(&p.topic), Some((_, Kind::Presence)));
+                            matches!(this.topics.parse(&topic), Some((_, Kind::Presence)));
                         if presence && matches!(outcome, Outcome::Rejected(..)) {
-                            this.clear_retained(&p.topic).await;
+                            this.clear_retained(&topic).await;
                         }
                         if connection.load(Ordering::SeqCst) == on {
                             if let Err(e) = this.client.ack(&p).await {
@@ -166,7 +200,7 @@ impl Ingest {
                     // Subscribing again is harmless when the session kept the
                     // subscriptions, and needed when the broker lost them.
                     let filters = this.kinds.iter().map(|k| {
-                        SubscribeFilter::new(
+                        Filter::new(
                             format!("$share/{}/{}", this.share_group, this.topics.filter(*k)),
                             QoS::AtLeastOnce,
                         )
@@ -176,8 +210,8 @@ impl Ingest {
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                    use rumqttc::SubscribeReasonCode as C;
-                    if ack.return_codes.iter().any(|c| matches!(c, C::Failure)) {
+                    use rumqttc::v5::mqttbytes::v5::SubscribeReasonCode as C;
+                    if ack.return_codes.iter().any(|c| !matches!(c, C::Success(_))) {
                         tracing::error!(?ack, "MQTT broker refused the adapter's subscriptions");
                     }
                 }
@@ -223,16 +257,35 @@ impl Ingest {
 }
 
 impl Recorder {
-    /// Records one report. A transient failure is retried for `patience`
-    /// (`None`: until it works), the report unacknowledged meanwhile.
+    /// Records one report, in a span that continues the trace of the
+    /// report's `traceparent` (a malformed one is counted, and the report
+    /// recorded in a new trace). A transient failure is retried for
+    /// `patience` (`None`: until it works), the report unacknowledged
+    /// meanwhile.
     pub async fn record(
         &self,
         topic: &str,
         payload: &[u8],
         retain: bool,
         patience: Option<Duration>,
+        traceparent: Option<&str>,
     ) -> Outcome {
         let kind = self.topics.parse(topic).map(|(_, k)| k);
+        let span = report_span(kind);
+        trace::continue_from(&span, traceparent, "mqtt");
+        self.record_in(topic, kind, payload, retain, patience)
+            .instrument(span)
+            .await
+    }
+
+    async fn record_in(
+        &self,
+        topic: &str,
+        kind: Option<Kind>,
+        payload: &[u8],
+        retain: bool,
+        patience: Option<Duration>,
+    ) -> Outcome {
         let give_up = patience.map(|p| tokio::time::Instant::now() + p);
         match self.process(topic, payload, retain, give_up).await {
             Ok(()) => {
@@ -281,6 +334,7 @@ impl Recorder {
         let vin = Vin::parse(vin)
             .map_err(|e| Rejected::Refused("vin", e.to_string()))?
             .to_string();
+        tracing::Span::current().record("vin", vin.as_str());
         let online = match (kind, payload) {
             (Kind::Presence, b"online") => true,
             (Kind::Presence, b"offline") => false,
@@ -347,7 +401,9 @@ impl Recorder {
             }
             Kind::Presence => {
                 if online {
-                    let _ = self.ensure.try_send(vin.clone());
+                    let _ = self
+                        .ensure
+                        .try_send((vin.clone(), trace::current_context()));
                 }
                 // An inventory report with no changes moves last_seen.
                 self.report_inventory(
@@ -413,6 +469,18 @@ impl Recorder {
     }
 }
 
+/// The span one report is recorded in: a root of its own (whatever span
+/// the broker's task is in), continued from the report's trace by the
+/// caller. The VIN is recorded once it is known to be one.
+fn report_span(kind: Option<Kind>) -> tracing::Span {
+    tracing::info_span!(
+        parent: None,
+        "mqtt.report",
+        kind = kind.map_or("other", Kind::as_str),
+        vin = tracing::field::Empty,
+    )
+}
+
 /// Concurrent report recordings per adapter. The campaign manager writes
 /// concurrent status reports in one transaction, so throughput grows with
 /// this (about 4,400 status reports/s at 64, against 18,000/s unbounded on
@@ -421,10 +489,13 @@ const LANES: usize = 1024;
 
 /// The lane of a report: by the VIN in its topic (FNV-1a of the topic up to
 /// the kind, so a vehicle's status and inventory share one lane).
-fn lane_of(topic: &str) -> usize {
-    let vehicle = topic.rsplit_once('/').map_or(topic, |(v, _)| v);
+fn lane_of(topic: &[u8]) -> usize {
+    let vehicle = topic
+        .iter()
+        .rposition(|b| *b == b'/')
+        .map_or(topic, |end| &topic[..end]);
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in vehicle.bytes() {
+    for &b in vehicle {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
@@ -447,11 +518,16 @@ mod tests {
     fn a_vehicles_reports_share_a_lane_and_vehicles_spread() {
         let t = Topics::new(crate::topics::DEFAULT_PREFIX).unwrap();
         let vin = "WVWZZZE1ZMP000001";
-        let lane = lane_of(&t.topic(vin, Kind::Status));
-        assert_eq!(lane_of(&t.topic(vin, Kind::Inventory)), lane);
-        assert_eq!(lane_of(&t.topic(vin, Kind::Presence)), lane);
+        let lane = lane_of(t.topic(vin, Kind::Status).as_bytes());
+        assert_eq!(lane_of(t.topic(vin, Kind::Inventory).as_bytes()), lane);
+        assert_eq!(lane_of(t.topic(vin, Kind::Presence).as_bytes()), lane);
         let used: std::collections::HashSet<usize> = (0..1000)
-            .map(|i| lane_of(&t.topic(&format!("WVWZZZE1ZMP{i:06}"), Kind::Status)))
+            .map(|i| {
+                lane_of(
+                    t.topic(&format!("WVWZZZE1ZMP{i:06}"), Kind::Status)
+                        .as_bytes(),
+                )
+            })
             .collect();
         assert!(used.len() > LANES / 2, "only {} lanes used", used.len());
         assert!(used.iter().all(|l| *l < LANES));

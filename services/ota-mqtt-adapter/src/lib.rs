@@ -4,6 +4,12 @@
 //! external broker the adapter is one MQTT client of it, acknowledging
 //! reports once recorded; the embedded broker records status and inventory
 //! before it acknowledges them to the vehicle.
+//!
+//! The adapter speaks MQTT 5 (vehicles may speak 3.1.1 as well; the broker
+//! translates), so its messages carry the W3C trace context as the user
+//! property `traceparent` ([`ota_common::trace::TRACEPARENT`]): a report
+//! that has one is recorded in that trace, and a document it publishes
+//! carries the trace that changed it.
 
 mod broker;
 mod ingest;
@@ -20,7 +26,7 @@ use ota_common::rate::VehicleLimits;
 use ota_common::{CodedError, ErrorCode};
 use ota_proto::v1::campaign_manager_client::CampaignManagerClient;
 use ota_proto::v1::vehicle_store_client::VehicleStoreClient;
-use rumqttc::{AsyncClient, MqttOptions};
+use rumqttc::v5::{AsyncClient, MqttOptions};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use topics::Kind;
@@ -43,6 +49,17 @@ pub const MAX_RETAINED_BYTES: usize = 1024 * 1024;
 pub const MAX_RETAINED: usize = 10_000_000;
 /// The bus consumer group that republishes staged documents.
 pub const GROUP: &str = "mqtt-adapter";
+/// Unacknowledged QoS 1 messages the adapter's client has in flight, each
+/// way: what it publishes (documents), and what it lets a broker hand it
+/// before acknowledging (reports; the MQTT 5 receive maximum, without which
+/// a broker would allow 65,535). The embedded broker's adapter listener
+/// allows as many.
+pub(crate) const IN_FLIGHT: u16 = 100;
+/// How long a broker keeps the adapter's session while it is away: for
+/// ever, as an MQTT 3.1.1 persistent session (an MQTT 5 session without an
+/// expiry ends with its connection, and with it the reports taken but not
+/// acknowledged).
+const SESSION_EXPIRY_NEVER: u32 = u32::MAX;
 
 #[derive(Clone)]
 pub struct MqttAdapterConfig {
@@ -214,7 +231,7 @@ pub async fn start(
         return Err(MqttError::Config("client_id is empty".into()));
     }
     let topics = Topics::new(&config.topic_prefix)?;
-    let (ensure_tx, ensure_rx) = mpsc::channel::<String>(10_000);
+    let (ensure_tx, ensure_rx) = mpsc::channel::<ingest::Ensure>(10_000);
     let recorder = Arc::new(ingest::Recorder {
         topics: topics.clone(),
         max_payload: config.max_payload_bytes,
@@ -340,14 +357,16 @@ fn merge_stop(
 }
 
 fn tune(mut o: MqttOptions) -> MqttOptions {
-    o.set_clean_session(false)
+    o.set_clean_start(false)
+        .set_session_expiry_interval(Some(SESSION_EXPIRY_NEVER))
         .set_manual_acks(true)
         .set_keep_alive(Duration::from_secs(30))
         // Incoming packets larger than the client's limit kill the connection,
         // and a persistent session would hand the same packet out again
         // forever; so accept large ones here and reject them by size.
-        .set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024)
-        .set_inflight(100);
+        .set_max_packet_size(Some(16 * 1024 * 1024))
+        .set_receive_maximum(Some(IN_FLIGHT))
+        .set_outgoing_inflight_upper_limit(IN_FLIGHT);
     o
 }
 

@@ -1,6 +1,9 @@
 //! Staged documents to vehicles: every vehicle named by a `staged` event
 //! (or that just came online) gets its current document, retained, on its
-//! actions topic, once per etag.
+//! actions topic, once per etag. Documents are published in a span
+//! (`mqtt.publish`) that continues the trace of the event that named the
+//! vehicles, and carry that trace as the MQTT 5 user property
+//! `traceparent`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,10 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ota_bus::{topics, SharedBus, StagedEvent, Subscription};
-
-use rumqttc::{AsyncClient, QoS};
+use ota_common::trace::{self, SpanContext};
+use rumqttc::v5::mqttbytes::v5::PublishProperties;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::AsyncClient;
+use serde::Deserialize;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
+use crate::ingest::Ensure;
 use crate::topics::{Kind, Topics};
 use crate::{stopping, Stopped, GROUP};
 
@@ -53,7 +61,7 @@ impl Publisher {
         mut self,
         bus: SharedBus,
         consumer: String,
-        mut ensure: mpsc::Receiver<String>,
+        mut ensure: mpsc::Receiver<Ensure>,
         mut stopped: Stopped,
     ) {
         let mut sub: Option<Box<dyn Subscription>> = None;
@@ -64,10 +72,9 @@ impl Publisher {
                 self.seen_sessions = sessions;
                 self.published.clear();
             }
-            while let Ok(vin) = ensure.try_recv() {
-                if let Err(e) = self.publish(&vin).await {
-                    tracing::warn!(%vin, error = %e, "publishing a staged document");
-                }
+            while let Ok((vin, cause)) = ensure.try_recv() {
+                let vins = [vin];
+                self.publish_all(&vins).instrument(span(cause, 1)).await;
             }
             let s = match &mut sub {
                 Some(s) => s,
@@ -104,13 +111,8 @@ impl Publisher {
                         continue;
                     }
                 };
-                let mut failed = false;
-                for vin in &vins {
-                    if let Err(e) = self.publish(vin).await {
-                        tracing::warn!(%vin, error = %e, "publishing a staged document");
-                        failed = true;
-                    }
-                }
+                let span = events_span(&[event_traceparent(&m.payload)], vins.len());
+                let failed = self.publish_all(&vins).instrument(span).await;
                 // Left unacknowledged, the event comes back after the claim
                 // timeout and the VINs are tried again.
                 if !failed {
@@ -125,8 +127,22 @@ impl Publisher {
         }
     }
 
+    /// Publishes each vehicle's document (see [`Self::publish`]); true when
+    /// one failed.
+    async fn publish_all(&mut self, vins: &[String]) -> bool {
+        let mut failed = false;
+        for vin in vins {
+            if let Err(e) = self.publish(vin).await {
+                tracing::warn!(%vin, error = %e, "publishing a staged document");
+                failed = true;
+            }
+        }
+        failed
+    }
+
     /// Publishes the vehicle's current document unless this etag was
-    /// already published.
+    /// already published, with the current trace (if any) as its
+    /// `traceparent` user property.
     async fn publish(&mut self, vin: &str) -> Result<(), String> {
         let doc = self
             .documents
@@ -137,20 +153,88 @@ impl Publisher {
         if self.published.get(vin) == Some(&doc.etag) {
             return Ok(());
         }
-        self.client
-            .publish(
-                self.topics.topic(vin, Kind::Actions),
-                QoS::AtLeastOnce,
-                true,
-                doc.json.to_vec(),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+        let topic = self.topics.topic(vin, Kind::Actions);
+        match trace::current() {
+            Some(traceparent) => {
+                let properties = PublishProperties {
+                    user_properties: vec![(trace::TRACEPARENT.to_owned(), traceparent)],
+                    ..Default::default()
+                };
+                self.client
+                    .publish_with_properties(
+                        topic,
+                        QoS::AtLeastOnce,
+                        true,
+                        doc.json.clone(),
+                        properties,
+                    )
+                    .await
+            }
+            None => {
+                self.client
+                    .publish(topic, QoS::AtLeastOnce, true, doc.json.clone())
+                    .await
+            }
+        }
+        .map_err(|e| e.to_string())?;
         metrics::counter!("ota_mqtt_documents_published_total").increment(1);
         if self.published.len() >= REMEMBER_MAX {
             self.published.clear();
         }
         self.published.insert(vin.to_owned(), doc.etag);
         Ok(())
+    }
+}
+
+/// The span documents named by bus events are published in. It continues
+/// the events' trace, given as their `traceparent` values (one event's, or
+/// a batch's), or links to each of their traces when they are several; a
+/// malformed value is counted (carrier `bus`) and ignored.
+pub(crate) fn events_span(traceparents: &[Option<String>], vehicles: usize) -> tracing::Span {
+    let contexts = traceparents
+        .iter()
+        .flatten()
+        .filter_map(|v| trace::received(v, "bus"));
+    span(contexts, vehicles)
+}
+
+/// A publishing span, a root of its own, following `causes`.
+fn span(causes: impl IntoIterator<Item = SpanContext>, vehicles: usize) -> tracing::Span {
+    let span = tracing::info_span!(parent: None, "mqtt.publish", vehicles);
+    trace::follow(&span, causes);
+    span
+}
+
+/// The `traceparent` a bus event carries beside the event: a top-level
+/// field of its JSON object. One that is there but not a string is handed
+/// on as its JSON text, to be counted as malformed.
+fn event_traceparent(payload: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Carrier {
+        #[serde(default)]
+        traceparent: Option<serde_json::Value>,
+    }
+    match serde_json::from_str::<Carrier>(payload).ok()?.traceparent? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_traceparent_beside_the_event() {
+        const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let bare = r#"{"kind":"changed","vins":["V1"],"at_ms":1}"#;
+        assert_eq!(event_traceparent(bare), None);
+        let traced =
+            format!(r#"{{"kind":"changed","vins":["V1"],"at_ms":1,"traceparent":"{VALID}"}}"#);
+        assert_eq!(event_traceparent(&traced).as_deref(), Some(VALID));
+        let odd = r#"{"kind":"changed","vins":[],"at_ms":1,"traceparent":7}"#;
+        assert_eq!(event_traceparent(odd).as_deref(), Some("7"));
+        assert_eq!(event_traceparent("not json"), None);
     }
 }

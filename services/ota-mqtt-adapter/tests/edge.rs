@@ -16,8 +16,7 @@ use common::*;
 use ota_campaign_manager::model::ActionState;
 use ota_common::rate::{RateLimit, VehicleLimits, VehicleRates};
 use ota_mqtt_adapter::MqttAdapterConfig;
-use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason};
-use rumqttc::v5::mqttbytes::QoS as QoS5;
+use rumqttc::v5::mqttbytes::v5::PubAckReason;
 use rumqttc::{Packet, QoS};
 
 const SUPERUSER: (&str, &str) = ("ota-test-superuser", "superuser-secret-0123456789");
@@ -81,75 +80,12 @@ async fn retained(addr: SocketAddr) -> BTreeMap<String, bytes::Bytes> {
     out
 }
 
-/// An MQTT 5 vehicle, polled in the background.
-struct Vehicle5 {
-    client: rumqttc::v5::AsyncClient,
-    events: tokio::sync::mpsc::UnboundedReceiver<Result<Packet5, String>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Vehicle5 {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
+/// An MQTT 5 vehicle with its token on the embedded broker.
 async fn vehicle5(addr: SocketAddr, vin: &str, token: &str) -> Result<Vehicle5, String> {
     let mut o = rumqttc::v5::MqttOptions::new(vin, addr.ip().to_string(), addr.port());
     o.set_credentials(vin, token)
         .set_keep_alive(Duration::from_secs(5));
-    let (client, mut el) = rumqttc::v5::AsyncClient::new(o, 100);
-    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            let ev = match el.poll().await {
-                Ok(rumqttc::v5::Event::Incoming(p)) => Ok(p),
-                Ok(_) => continue,
-                Err(e) => Err(e.to_string()),
-            };
-            let failed = ev.is_err();
-            if tx.send(ev).is_err() || failed {
-                return;
-            }
-        }
-    });
-    let mut v = Vehicle5 {
-        client,
-        events,
-        task,
-    };
-    match v.next(|p| matches!(p, Packet5::ConnAck(_))).await {
-        Some(Ok(_)) => Ok(v),
-        Some(Err(e)) => Err(e),
-        None => Err("no CONNACK".into()),
-    }
-}
-
-impl Vehicle5 {
-    /// The next packet `pick` selects (or the connection's end), within 10 s.
-    async fn next(&mut self, pick: impl Fn(&Packet5) -> bool) -> Option<Result<Packet5, String>> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(Ok(p))) if pick(&p) => return Some(Ok(p)),
-                Ok(Some(Ok(_))) => {}
-                Ok(Some(Err(e))) => return Some(Err(e)),
-                _ => return None,
-            }
-        }
-    }
-
-    /// Publishes at QoS 1 and returns the PUBACK's reason code.
-    async fn publish(&mut self, topic: &str, retain: bool, payload: Vec<u8>) -> PubAckReason {
-        self.client
-            .publish(topic, QoS5::AtLeastOnce, retain, payload)
-            .await
-            .unwrap();
-        match self.next(|p| matches!(p, Packet5::PubAck(_))).await {
-            Some(Ok(Packet5::PubAck(ack))) => ack.reason,
-            other => panic!("no PUBACK: {other:?}"),
-        }
-    }
+    connect5(o).await
 }
 
 /// The next PUBACK (`Ok`) or the connection's end (`Err`).

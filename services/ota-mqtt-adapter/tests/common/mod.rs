@@ -12,6 +12,8 @@ use ota_bus::{topics, StagedEvent};
 use ota_campaign_manager::model::ActionState;
 use ota_mqtt_adapter::{Backends, MqttAdapterConfig, MqttAdapterHandle};
 use ota_proto::v1 as pb;
+use rumqttc::v5::mqttbytes::v5::{Packet as Packet5, PubAckReason, PublishProperties};
+use rumqttc::v5::mqttbytes::QoS as QoS5;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
 
@@ -231,6 +233,91 @@ impl Vehicle {
             .publish(topic, QoS::AtLeastOnce, false, v.to_string())
             .await
             .unwrap();
+    }
+}
+
+/// An MQTT 5 client, polled in the background until its connection ends.
+pub struct Vehicle5 {
+    pub client: rumqttc::v5::AsyncClient,
+    pub events: tokio::sync::mpsc::UnboundedReceiver<Result<Packet5, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Vehicle5 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connects an MQTT 5 client and waits for its CONNACK.
+pub async fn connect5(o: rumqttc::v5::MqttOptions) -> Result<Vehicle5, String> {
+    let (client, mut el) = rumqttc::v5::AsyncClient::new(o, 100);
+    let (tx, events) = tokio::sync::mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            let ev = match el.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(p)) => Ok(p),
+                Ok(_) => continue,
+                Err(e) => Err(e.to_string()),
+            };
+            let failed = ev.is_err();
+            if tx.send(ev).is_err() || failed {
+                return;
+            }
+        }
+    });
+    let mut v = Vehicle5 {
+        client,
+        events,
+        task,
+    };
+    match v.next(|p| matches!(p, Packet5::ConnAck(_))).await {
+        Some(Ok(_)) => Ok(v),
+        Some(Err(e)) => Err(e),
+        None => Err("no CONNACK".into()),
+    }
+}
+
+impl Vehicle5 {
+    /// The next packet `pick` selects (or the connection's end), within 10 s.
+    pub async fn next(
+        &mut self,
+        pick: impl Fn(&Packet5) -> bool,
+    ) -> Option<Result<Packet5, String>> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(Ok(p))) if pick(&p) => return Some(Ok(p)),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => return Some(Err(e)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Publishes at QoS 1 and returns the PUBACK's reason code.
+    pub async fn publish(&mut self, topic: &str, retain: bool, payload: Vec<u8>) -> PubAckReason {
+        self.publish_with(topic, retain, payload, PublishProperties::default())
+            .await
+    }
+
+    /// Publishes at QoS 1 with these properties and returns the PUBACK's
+    /// reason code.
+    pub async fn publish_with(
+        &mut self,
+        topic: &str,
+        retain: bool,
+        payload: Vec<u8>,
+        properties: PublishProperties,
+    ) -> PubAckReason {
+        self.client
+            .publish_with_properties(topic, QoS5::AtLeastOnce, retain, payload, properties)
+            .await
+            .unwrap();
+        match self.next(|p| matches!(p, Packet5::PubAck(_))).await {
+            Some(Ok(Packet5::PubAck(ack))) => ack.reason,
+            other => panic!("no PUBACK: {other:?}"),
+        }
     }
 }
 
