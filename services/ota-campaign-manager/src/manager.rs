@@ -64,6 +64,9 @@ pub(crate) struct Inner {
     deadlines: RwLock<HashMap<String, Deadline>>,
     /// Campaign ids whose targeting scan runs in this process.
     pub scanning: Mutex<std::collections::HashSet<String>>,
+    /// One scan of a campaign at a time: two scans insert the same rows and
+    /// would wait on each other's uncommitted inserts (see `scan_turn`).
+    pub(crate) scan_turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Where finished installs are recorded (see `installed`); unset in
     /// tests that have no vehicle store.
     pub inventory: Option<pb::vehicle_store_client::VehicleStoreClient<Peer>>,
@@ -88,6 +91,7 @@ impl CampaignManager {
                 compiled: Mutex::new(HashMap::new()),
                 deadlines: RwLock::new(HashMap::new()),
                 scanning: Mutex::new(Default::default()),
+                scan_turns: Mutex::new(HashMap::new()),
                 inventory: None,
             }),
         }

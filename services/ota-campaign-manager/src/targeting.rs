@@ -164,6 +164,39 @@ impl CampaignManager {
     /// again (vehicles that already have an action are skipped). Returns how
     /// many actions it created.
     pub async fn target_campaign(&self, id: &str) -> Result<u64, CampaignError> {
+        // A launch starts a scan in the background and a caller may ask for
+        // one too: the second waits for the first, then finds nothing to do.
+        let turn = self.scan_turn(id).await;
+        let result = self.scan(id).await;
+        self.end_turn(id, turn);
+        result
+    }
+
+    async fn scan_turn(&self, id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = Arc::clone(
+            self.inner
+                .scan_turns
+                .lock()
+                .expect("lock")
+                .entry(id.to_string())
+                .or_default(),
+        );
+        turn.lock_owned().await
+    }
+
+    fn end_turn(&self, id: &str, turn: tokio::sync::OwnedMutexGuard<()>) {
+        let mut turns = self.inner.scan_turns.lock().expect("lock");
+        // Held by the map and by this guard only: nobody waits, so the entry
+        // goes and the map stays as small as the scans running.
+        if turns.get(id).is_some_and(|t| {
+            Arc::strong_count(t) == 2 && Arc::ptr_eq(t, tokio::sync::OwnedMutexGuard::mutex(&turn))
+        }) {
+            turns.remove(id);
+        }
+        drop(turn);
+    }
+
+    async fn scan(&self, id: &str) -> Result<u64, CampaignError> {
         let c = self.campaign(id).await?;
         if !c.state.is_active() {
             return Ok(0);

@@ -24,6 +24,7 @@ on_both!(
     vehicles_join_and_leave_a_running_campaign,
     pause_and_abort_take_undelivered_actions_back,
     a_campaign_over_thousands_of_vehicles_targets_every_one,
+    scans_racing_over_one_campaign_create_each_action_once,
     states_travel_as_enums_over_grpc,
 );
 
@@ -646,6 +647,47 @@ async fn a_campaign_over_thousands_of_vehicles_targets_every_one(h: Harness) {
         ))
         .await;
     let total: u64 = h.counts(&id).await.values().sum();
+    assert_eq!(total, u64::from(N));
+}
+
+/// The launch starts a scan in the background; a caller in the same process
+/// and a second process scan the same campaign at once. They insert the same
+/// rows: each vehicle gets one action and no writer deadlocks on another.
+async fn scans_racing_over_one_campaign_create_each_action_once(h: Harness) {
+    const N: u32 = 3_000;
+    h.bulk_fleet(N).await;
+    h.package("bms-fw", "2.3.1").await;
+    let spec = format!(
+        "name: race\ntarget: 'true'\nrules:\n  - install: {{package: bms-fw, version: 2.3.1, ecu: BMS}}\n{FAST}"
+    );
+    let c = h
+        .manager
+        .create_campaign(&spec, "erin")
+        .await
+        .unwrap()
+        .unwrap();
+    h.manager
+        .transition(&c.id, Transition::Approve, &approver(), "ok")
+        .await
+        .unwrap();
+    h.manager
+        .transition(&c.id, Transition::Launch, &engineer(), "go")
+        .await
+        .unwrap();
+    let other = ota_tests::platform::Services::new(h.db.db()).manager;
+    let (here, again, there) = tokio::join!(
+        h.manager.target_campaign(&c.id),
+        h.manager.target_campaign(&c.id),
+        other.target_campaign(&c.id),
+    );
+    let created = here.expect("first scan")
+        + again.expect("second scan")
+        + there.expect("scan of the other process");
+    assert!(
+        created <= u64::from(N),
+        "{created} actions created for {N} vehicles"
+    );
+    let total: u64 = h.counts(&c.id).await.values().sum();
     assert_eq!(total, u64::from(N));
 }
 

@@ -7,18 +7,14 @@
 #[macro_use]
 mod common;
 
-use std::sync::Arc;
-
 use common::*;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use ota_campaign_manager::model::{ActionState, Campaign, CampaignState, Transition};
 use ota_campaign_manager::rollout::PAUSE_AFTER_FAILED_TICKS;
-use ota_campaign_manager::store::{CampaignEntry, Store};
-use ota_campaign_manager::{CampaignManager, CampaignManagerService, Config};
+use ota_campaign_manager::store::CampaignEntry;
+use ota_campaign_manager::{CampaignManager, CampaignManagerService};
 use ota_common::peer;
 use ota_proto::v1 as pb;
-use ota_rule_engine::{RuleEngineService, StoreVehicles};
-use ota_vehicle_store::grpc::VehicleStoreService;
 use pb::campaign_manager_client::CampaignManagerClient;
 
 on_both!(
@@ -38,17 +34,7 @@ const HUGE: std::time::Duration = std::time::Duration::from_secs(100_000_000 * 8
 /// A fresh campaign manager over the same database: what a restarted
 /// process has.
 fn restarted(h: &Harness) -> CampaignManager {
-    let vehicles = peer::in_process(VehicleStoreService::new(h.vehicles.clone()).into_server());
-    let rules = peer::in_process(
-        RuleEngineService::new(StoreVehicles::new(vehicles.clone())).into_server(),
-    );
-    let store = Store::new(h.db.db().clone(), h.relay.waker());
-    CampaignManager::new(
-        store,
-        rules,
-        Arc::new(StoreVehicles::new(vehicles)),
-        Config::default(),
-    )
+    ota_tests::platform::Services::new(h.db.db()).manager
 }
 
 fn grpc(manager: &CampaignManager) -> CampaignManagerClient<peer::Peer> {

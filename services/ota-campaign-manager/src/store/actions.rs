@@ -179,6 +179,19 @@ impl Store {
             return Ok(0);
         }
         let now_ms = millis(now);
+        // Rows in VIN order: two writers racing on the same vehicles (two
+        // processes scanning one campaign, or two campaigns on one ECU) then
+        // take their unique-index locks in the same order and wait for each
+        // other instead of deadlocking.
+        let sorted;
+        let actions = if actions.is_sorted_by(|a, b| a.vin <= b.vin) {
+            actions
+        } else {
+            let mut copy = actions.to_vec();
+            copy.sort_by(|a, b| a.vin.cmp(&b.vin));
+            sorted = copy;
+            &sorted[..]
+        };
         let inserted = write_tx!(self, tx => {
             let mut conn = Conn::from(&mut *tx);
             let n = insert_actions(&mut conn, campaign_id, actions, now_ms).await?;
