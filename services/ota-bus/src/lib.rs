@@ -14,6 +14,7 @@
 pub mod events;
 pub mod memory;
 pub mod outbox;
+pub mod pending;
 pub mod redis;
 
 use std::sync::Arc;

@@ -28,11 +28,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// topic and the timestamp every row shares.
 const SQLITE_ROWS_PER_INSERT: usize = 32_000;
 
-/// An event as outbox payload text.
+/// An event as outbox payload text, with the current trace
+/// ([`crate::events::encode`]).
 pub fn payload<T: Serialize>(event: &T) -> String {
-    // The event types are plain structs and enums with string keys, which
-    // always serialize.
-    serde_json::to_string(event).expect("events serialize to JSON")
+    crate::events::encode(event)
 }
 
 fn now_ms() -> i64 {
@@ -155,6 +154,28 @@ impl Relay {
     /// Moves one batch (up to the batch size) and returns how many rows it
     /// moved. On failure every row of the batch stays in the outbox.
     pub async fn relay_once(&self) -> Result<usize, BusError> {
+        let relayed = self.relay_batch().await;
+        if relayed.is_err() {
+            // The rows stay while the bus is down: `ota_outbox_pending` must
+            // grow with them, the outbox backlog alert is how anyone notices.
+            if let Ok(n) = self.backlog().await {
+                metrics::gauge!("ota_outbox_pending").set(n as f64);
+            }
+        }
+        relayed
+    }
+
+    /// An upper bound of the rows waiting (ids have gaps), but two index
+    /// lookups where a count would scan the table.
+    async fn backlog(&self) -> Result<i64, BusError> {
+        Ok(ota_db::with_pool!(&self.db, pool => {
+            sqlx::query_scalar("SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM outbox")
+                .fetch_one(pool)
+                .await?
+        }))
+    }
+
+    async fn relay_batch(&self) -> Result<usize, BusError> {
         let limit = self.batch_size as i64;
         let moved = match &self.db {
             Db::Postgres(pool) => {
@@ -214,14 +235,8 @@ impl Relay {
         if moved < self.batch_size {
             metrics::gauge!("ota_outbox_pending").set(0.0);
         } else {
-            // An upper bound (ids have gaps), but two index lookups where a
-            // count would scan the table.
-            let span: i64 = ota_db::with_pool!(&self.db, pool => {
-                sqlx::query_scalar("SELECT COALESCE(MAX(id) - MIN(id) + 1, 0) FROM outbox")
-                    .fetch_one(pool)
-                    .await?
-            });
-            metrics::gauge!("ota_outbox_pending").set(span as f64);
+            let n = self.backlog().await?;
+            metrics::gauge!("ota_outbox_pending").set(n as f64);
         }
         Ok(moved)
     }

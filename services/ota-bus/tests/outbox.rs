@@ -123,6 +123,7 @@ both_databases!(
     committed_rows_are_relayed_in_order_and_deleted,
     large_enqueues_relay_in_batches,
     a_failing_bus_keeps_the_rows,
+    the_backlog_gauge_grows_while_the_bus_fails,
     run_relays_when_woken_and_stops_on_shutdown,
     run_backs_off_and_loses_nothing_while_the_bus_fails,
 );
@@ -225,6 +226,27 @@ async fn a_failing_bus_keeps_the_rows(t: TestDb) {
     assert_eq!(relay.relay_once().await.unwrap(), 5);
     assert_eq!(outbox_rows(db).await, 0);
     assert_eq!(published(&memory, "t").await, numbered("p", 0..5));
+}
+
+/// `ota_outbox_pending` says how many rows wait while the bus refuses them
+/// (the outbox backlog alert), and drops to zero once they are relayed.
+async fn the_backlog_gauge_grows_while_the_bus_fails(t: TestDb) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let db = t.db();
+    enqueue_committed(db, "t", &numbered("p", 0..5)).await;
+    let relay = Relay::new(db.clone(), Arc::new(FlakyBus::new(MemoryBus::new(), 1)));
+    relay.relay_once().await.unwrap_err();
+    assert!(metrics
+        .render()
+        .lines()
+        .any(|l| l == "ota_outbox_pending 5"));
+    assert_eq!(relay.relay_once().await.unwrap(), 5);
+    assert!(metrics
+        .render()
+        .lines()
+        .any(|l| l == "ota_outbox_pending 0"));
 }
 
 async fn run_relays_when_woken_and_stops_on_shutdown(t: TestDb) {

@@ -556,3 +556,36 @@ both!(
     reconcile_repairs_what_differs_and_reports_the_count,
     a_new_public_url_restages_at_once,
 );
+
+/// `ota_staging_lag_seconds` runs from the change of a vehicle's actions
+/// (the event's `at_ms`) to its staged document: an event written 3 s ago
+/// is recorded as about 3 s, once its document is there. Current-thread,
+/// so the test's metrics recorder sees the worker's.
+#[tokio::test]
+async fn the_lag_runs_from_the_change_to_the_staged_document() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let metrics = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    let env = Env::new(Kind::Memory, Duration::from_secs(30)).await;
+    let source = Arc::new(FixtureSource::default());
+    source.set(&vin(1), vec![action("a1", "c1", 1, "2.3.1")]);
+    let worker = env.worker(env.stager(source), "w1", 500);
+    let mut sub = env.bus.subscribe(&env.topic, GROUP, "w1").await.unwrap();
+    env.publish(&[StagingEvent::Vins {
+        vins: vec![vin(1)],
+        at_ms: chrono::Utc::now().timestamp_millis() - 3000,
+    }])
+    .await;
+    assert_eq!(worker.process(sub.as_mut()).await.unwrap(), 1);
+    assert!(env.store.get(&vin(1)).await.unwrap().is_some());
+
+    let text = metrics.render();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{text}"))
+    };
+    assert_eq!(value("ota_staging_lag_seconds_count"), 1.0);
+    let lag = value("ota_staging_lag_seconds_sum");
+    assert!((3.0..10.0).contains(&lag), "{lag}");
+}

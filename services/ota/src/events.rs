@@ -70,7 +70,11 @@ impl Events {
                 )
             }
         };
-        let mut tasks = Vec::new();
+        // Every consumer group subscribed in this process reports its
+        // pending events (`ota_bus_pending_events`).
+        let metered = ota_bus::pending::Metered::new(bus);
+        let mut tasks = vec![tokio::spawn(metered.clone().run(shutdown.clone()))];
+        let bus: SharedBus = metered;
         let relay_waker = match db {
             Some(db)
                 if services.contains(&Service::VehicleStore)
