@@ -19,6 +19,7 @@ use ota_common::peer::Peer;
 use ota_common::vehicle::INSTALL_SOURCE;
 use ota_proto::v1 as pb;
 use pb::vehicle_store_client::VehicleStoreClient;
+use tracing::Instrument;
 
 use crate::manager::CampaignManager;
 use crate::CampaignError;
@@ -55,15 +56,26 @@ impl CampaignManager {
                 continue;
             }
             let mut installs = Vec::new();
+            let mut traces = Vec::new();
             for m in &messages {
-                match serde_json::from_str::<InstalledEvent>(&m.payload) {
-                    Ok(InstalledEvent::Succeeded { installs: i, .. }) => installs.extend(i),
+                match ota_bus::events::decode::<InstalledEvent>(&m.payload) {
+                    Ok((InstalledEvent::Succeeded { installs: i, .. }, trace)) => {
+                        installs.extend(i);
+                        traces.extend(trace);
+                    }
                     Err(e) => {
                         tracing::warn!(id = %m.id, error = %e, "dropping an unreadable installed event")
                     }
                 }
             }
-            match self.record_installs(&inventory, &installs).await {
+            // Continues the trace of the report that finished the install.
+            let span = tracing::info_span!("installs.record", installs = installs.len());
+            ota_common::trace::follow(&span, traces);
+            match self
+                .record_installs(&inventory, &installs)
+                .instrument(span)
+                .await
+            {
                 Ok(n) => {
                     metrics::counter!("ota_installs_recorded_total").increment(n as u64);
                     let ids: Vec<String> = messages.into_iter().map(|m| m.id).collect();

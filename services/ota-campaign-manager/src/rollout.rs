@@ -27,6 +27,7 @@ use ota_db::Db;
 use sqlx::Connection;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::gauges::CampaignGauges;
 use crate::manager::CampaignManager;
@@ -258,15 +259,23 @@ impl CampaignManager {
                 continue;
             }
             let mut vins = Vec::new();
+            let mut traces = Vec::new();
             for m in &messages {
-                match serde_json::from_str::<VehicleEvent>(&m.payload) {
-                    Ok(VehicleEvent::Changed { vins: v, .. }) => vins.extend(v),
+                match ota_bus::events::decode::<VehicleEvent>(&m.payload) {
+                    Ok((VehicleEvent::Changed { vins: v, .. }, trace)) => {
+                        vins.extend(v);
+                        traces.extend(trace);
+                    }
                     Err(e) => {
                         tracing::warn!(id = %m.id, error = %e, "dropping an unreadable vehicle event")
                     }
                 }
             }
-            let outcome = AssertUnwindSafe(self.on_vehicles_changed(&vins))
+            // Continues the trace of the inventory change (an import, a
+            // report); the staging events it writes carry it on.
+            let span = tracing::info_span!("vehicles.changed", vehicles = vins.len());
+            ota_common::trace::follow(&span, traces);
+            let outcome = AssertUnwindSafe(self.on_vehicles_changed(&vins).instrument(span))
                 .catch_unwind()
                 .await
                 .unwrap_or_else(|p| {

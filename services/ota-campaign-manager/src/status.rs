@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
+use ota_common::trace::SpanContext;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::model::ActionState;
 use crate::store::{ActionRow, NewEvent, ReportOutcome, StatusUpdate, Store};
@@ -33,9 +35,12 @@ pub struct StatusResult {
 
 type Reply = oneshot::Sender<Result<StatusResult, CampaignError>>;
 
+/// A queued report with the trace of the request that brought it.
+type Item = (StatusReport, Option<SpanContext>, Reply);
+
 #[derive(Clone)]
 pub struct StatusWriter {
-    tx: mpsc::Sender<(StatusReport, Reply)>,
+    tx: mpsc::Sender<Item>,
 }
 
 /// Reports queued beyond this wait for room: back-pressure to the adapters.
@@ -61,7 +66,7 @@ impl StatusWriter {
     pub async fn submit(&self, report: StatusReport) -> Result<StatusResult, CampaignError> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((report, reply))
+            .send((report, ota_common::trace::current_context(), reply))
             .await
             .map_err(|_| CampaignError::Conflict("the status writer has stopped".into()))?;
         answer
@@ -70,7 +75,7 @@ impl StatusWriter {
     }
 }
 
-type Queue = std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<(StatusReport, Reply)>>>;
+type Queue = std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Item>>>;
 
 async fn run(store: Store, rx: Queue, batch: usize) {
     let mut retries: HashMap<String, u32> = HashMap::new();
@@ -79,9 +84,18 @@ async fn run(store: Store, rx: Queue, batch: usize) {
     // writer while it writes.
     while rx.lock().await.recv_many(&mut buf, batch).await > 0 {
         let items = std::mem::take(&mut buf);
-        let (reports, replies): (Vec<StatusReport>, Vec<Reply>) = items.into_iter().unzip();
+        let mut reports = Vec::with_capacity(items.len());
+        let mut replies = Vec::with_capacity(items.len());
+        // The batch's span continues the reports' trace (links to each when
+        // they come from several): the events it writes carry it on.
+        let span = tracing::info_span!("status.batch", reports = items.len());
+        ota_common::trace::follow(&span, items.iter().filter_map(|(_, cx, _)| cx.clone()));
+        for (report, _, reply) in items {
+            reports.push(report);
+            replies.push(reply);
+        }
         let started = std::time::Instant::now();
-        let results = match apply(&store, &reports, &mut retries).await {
+        let results = match apply(&store, &reports, &mut retries).instrument(span).await {
             Ok(results) => results,
             Err(e) => {
                 tracing::warn!(error = %e, reports = reports.len(), "writing status reports failed");

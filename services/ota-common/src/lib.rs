@@ -4,7 +4,7 @@
 //! the vehicle domain types with their protobuf conversions, the
 //! per-vehicle rate limit of the vehicle-facing APIs and their batched
 //! last-seen times, secret comparison,
-//! links to the server's own resources,
+//! links to the server's own resources, W3C trace context on every carrier,
 //! and the memory allocator of every binary.
 
 #[cfg(unix)]
@@ -16,6 +16,7 @@ pub mod peer;
 pub mod rate;
 pub mod reference;
 pub mod secret;
+pub mod trace;
 pub mod vehicle;
 pub mod vin;
 

@@ -12,6 +12,8 @@ use tonic::body::Body;
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
+use crate::trace;
+
 pub type Peer = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, PeerError>;
 
 /// A peer could not be reached. A concrete type rather than a boxed
@@ -127,47 +129,19 @@ where
 
 /// Carries the caller's trace into the request (W3C `traceparent`), so a
 /// call to a peer in another process continues the same trace. A no-op when
-/// tracing export is off (the default propagator injects nothing).
+/// tracing export is off.
 fn inject_trace_context(headers: &mut http::HeaderMap) {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| {
-        p.inject_context(&cx, &mut HeaderCarrier(headers))
-    });
+    if let Some(v) = trace::current().and_then(|v| http::HeaderValue::from_str(&v).ok()) {
+        headers.insert(trace::TRACEPARENT, v);
+    }
 }
 
 /// Starts the server-side span of a gRPC request as a child of the caller's
 /// trace, when the request carries one.
 pub fn grpc_request_span<B>(req: &http::Request<B>) -> tracing::Span {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
     let span = tracing::info_span!("grpc.request", path = %req.uri().path());
-    let mut headers = req.headers().clone();
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderCarrier(&mut headers)));
-    let _ = span.set_parent(parent);
+    trace::continue_from(&span, trace::header(req.headers()), "grpc");
     span
-}
-
-struct HeaderCarrier<'a>(&'a mut http::HeaderMap);
-
-impl opentelemetry::propagation::Injector for HeaderCarrier<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(k), Ok(v)) = (
-            http::header::HeaderName::from_bytes(key.as_bytes()),
-            http::HeaderValue::from_str(&value),
-        ) {
-            self.0.insert(k, v);
-        }
-    }
-}
-
-impl opentelemetry::propagation::Extractor for HeaderCarrier<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(|k| k.as_str()).collect()
-    }
 }
 
 mod futures_util_box {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ota_bus::{topics, SharedBus, StagingEvent, Subscription};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use crate::stager::{is_permanent, Stager, CHUNK};
 use crate::StagingError;
@@ -141,14 +142,20 @@ impl Worker {
         let mut vins = BTreeSet::new();
         let mut campaigns: BTreeMap<String, Vec<i64>> = BTreeMap::new();
         let mut committed_at = Vec::with_capacity(msgs.len());
+        let mut traces = Vec::new();
         for m in &msgs {
-            match serde_json::from_str::<StagingEvent>(&m.payload) {
-                Ok(StagingEvent::Vins { vins: v, at_ms }) => {
-                    vins.extend(v);
-                    committed_at.push(at_ms);
-                }
-                Ok(StagingEvent::Campaign { campaign_id, at_ms }) => {
-                    campaigns.entry(campaign_id).or_default().push(at_ms);
+            match ota_bus::events::decode::<StagingEvent>(&m.payload) {
+                Ok((event, trace)) => {
+                    traces.extend(trace);
+                    match event {
+                        StagingEvent::Vins { vins: v, at_ms } => {
+                            vins.extend(v);
+                            committed_at.push(at_ms);
+                        }
+                        StagingEvent::Campaign { campaign_id, at_ms } => {
+                            campaigns.entry(campaign_id).or_default().push(at_ms);
+                        }
+                    }
                 }
                 // It will never parse: acknowledged with the batch so it
                 // does not come back forever.
@@ -159,17 +166,33 @@ impl Worker {
                 }
             }
         }
+        // The batch continues the trace of the change that caused it (links
+        // to each when several did): the events it publishes carry it on.
+        let span = tracing::info_span!("staging.batch", messages = msgs.len());
+        ota_common::trace::follow(&span, traces);
+        self.stage(sub, &msgs, vins, campaigns, committed_at)
+            .instrument(span)
+            .await
+    }
+
+    async fn stage(
+        &self,
+        sub: &mut dyn Subscription,
+        msgs: &[ota_bus::Message],
+        mut vins: BTreeSet<String>,
+        campaigns: BTreeMap<String, Vec<i64>>,
+        mut committed_at: Vec<i64>,
+    ) -> Result<usize, StagingError> {
         let mut fan_out = Vec::new();
         for (campaign, at) in campaigns {
             match self.stager.source().campaign_vins(&campaign).await {
                 Ok(v) if v.len() > self.config.fan_out_above => {
                     let at_ms = at.into_iter().min().unwrap_or_default();
                     fan_out.extend(v.chunks(CHUNK).map(|c| {
-                        serde_json::to_string(&StagingEvent::Vins {
+                        ota_bus::events::encode(&StagingEvent::Vins {
                             vins: c.to_vec(),
                             at_ms,
                         })
-                        .expect("events serialize")
                     }));
                 }
                 Ok(v) => {
@@ -184,6 +207,10 @@ impl Worker {
         }
         let vins: Vec<String> = vins.into_iter().collect();
         let outcome = self.stager.stage_vins(&vins).await?;
+        // The lag ends here, with the documents written: from the change of
+        // the vehicles' actions (the event's `at_ms`, the time of the
+        // transaction that wrote it) to the staged document a poll reads.
+        let staged_ms = chrono::Utc::now().timestamp_millis();
         // Published before the ack: a crash in between repeats the fan-out,
         // which staging tolerates, where the other order could lose it.
         if !fan_out.is_empty() {
@@ -198,11 +225,10 @@ impl Worker {
             let staged: Vec<String> = vins
                 .chunks(CHUNK)
                 .map(|c| {
-                    serde_json::to_string(&ota_bus::StagedEvent::Changed {
+                    ota_bus::events::encode(&ota_bus::StagedEvent::Changed {
                         vins: c.to_vec(),
                         at_ms,
                     })
-                    .expect("events serialize")
                 })
                 .collect();
             self.bus.publish(topics::STAGED, &staged).await?;
@@ -210,10 +236,9 @@ impl Worker {
         let ids: Vec<String> = msgs.iter().map(|m| m.id.clone()).collect();
         sub.ack(&ids).await?;
 
-        let now_ms = chrono::Utc::now().timestamp_millis();
         let stats = self.stager.stats();
         for at_ms in committed_at {
-            stats.record_lag((now_ms - at_ms) as f64 / 1000.0);
+            stats.record_lag((staged_ms - at_ms) as f64 / 1000.0);
         }
         stats.record_events(msgs.len() as u64);
         self.processed

@@ -292,14 +292,15 @@ fn uses_data_dir(cfg: &Config, services: &BTreeSet<Service>) -> bool {
         || (sqlite && db_roles.iter().any(|r| services.contains(r)))
 }
 
-/// One span per HTTP request, named by route template like the metrics.
+/// One span per HTTP request, named by route template like the metrics,
+/// continuing the caller's trace: the vehicle API, DDI and REST alike.
 fn http_request_span(req: &http::Request<axum::body::Body>) -> tracing::Span {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str())
         .unwrap_or("unmatched");
-    tracing::info_span!("http.request", method = %req.method(), route = %route)
+    ota_common::trace::http_request_span(req.method(), route, req.headers())
 }
 
 /// `ota_http_requests_total` and `ota_http_request_duration_seconds` by

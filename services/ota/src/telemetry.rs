@@ -1,11 +1,16 @@
 //! Logs (JSON lines on stdout, or readable lines on a terminal), traces (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT
-//! is set) and the Prometheus metrics recorder behind `/metrics`.
+//! is set, sampled as OTEL_TRACES_SAMPLER says) and the Prometheus metrics recorder behind `/metrics`.
+//! While traces are exported, every log line written inside a span names
+//! its `trace_id` and `span_id`, so logs and traces join.
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
@@ -64,17 +69,21 @@ pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<Telemetry> {
         .as_ref()
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("ota")));
     let (json, text) = if format.json() {
-        let layer = tracing_subscriber::fmt::layer()
+        let format = tracing_subscriber::fmt::format()
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_target(true);
+        let layer = tracing_subscriber::fmt::layer()
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(WithTraceIds(format));
         (Some(layer), None)
     } else {
         use std::io::IsTerminal;
+        let format = tracing_subscriber::fmt::format().with_target(false);
         let layer = tracing_subscriber::fmt::layer()
-            .with_target(false)
-            .with_ansi(std::io::stdout().is_terminal());
+            .with_ansi(std::io::stdout().is_terminal())
+            .event_format(WithTraceIds(format));
         (None, Some(layer))
     };
     tracing_subscriber::registry()
@@ -84,11 +93,6 @@ pub fn init(filter: &str, format: LogFormat) -> anyhow::Result<Telemetry> {
         .with(otel_layer)
         .try_init()
         .context("logging was already initialised")?;
-    if tracer.is_some() {
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-        );
-    }
     let metrics = PrometheusBuilder::new()
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -113,6 +117,43 @@ impl Telemetry {
             if let Err(e) = t.shutdown() {
                 tracing::warn!(error = %e, "flushing traces failed");
             }
+        }
+    }
+}
+
+/// Adds the OpenTelemetry ids of the span a log line was written in: the
+/// last two members of a JSON line, or the end of a text line. Lines
+/// outside any traced span are written as the inner format has them.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithTraceIds<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let Some((trace_id, span_id)) = ctx.parent_span().and_then(|span| {
+            let ext = span.extensions();
+            let data = ext.get::<tracing_opentelemetry::OtelData>()?;
+            Some((data.trace_id()?, data.span_id()?))
+        }) else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        let body = line.trim_end_matches('\n');
+        match body.strip_suffix('}') {
+            Some(open) if body.starts_with('{') => writeln!(
+                writer,
+                r#"{open},"trace_id":"{trace_id}","span_id":"{span_id}"}}"#
+            ),
+            _ => writeln!(writer, "{body} trace_id={trace_id} span_id={span_id}"),
         }
     }
 }
