@@ -14,9 +14,6 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 /// The header, metadata key and MQTT user property name.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// The counter of received values that are not a W3C `traceparent`.
-pub const INVALID_METRIC: &str = "ota_trace_context_invalid_total";
-
 /// The current span's context as a `traceparent` value, or `None` when no
 /// span carries one (tracing export off, or outside every span).
 pub fn current() -> Option<String> {
@@ -101,7 +98,7 @@ pub fn received(value: &str, carrier: &'static str) -> Option<SpanContext> {
     match parse(value) {
         Ok(sc) => Some(sc),
         Err(e) => {
-            metrics::counter!(INVALID_METRIC, "carrier" => carrier).increment(1);
+            metrics::counter!("ota_trace_context_invalid_total", "carrier" => carrier).increment(1);
             tracing::debug!(carrier, error = %e, "ignoring the received trace context");
             None
         }

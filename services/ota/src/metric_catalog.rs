@@ -146,6 +146,8 @@ pub const METRICS: &[Metric] = &[
       "Actions of each running or paused campaign, by state; zero once it finished or another process leads the rollout."),
     m("ota_campaign_failure_threshold", Gauge, &["campaign"],
       "The failure ratio (0 to 1) over which the rollout stops the campaign; 1 while none applies."),
+    m("ota_trace_context_invalid_total", Counter, &["carrier"],
+      "Received trace contexts (traceparent) that were malformed, by carrier (http, grpc, mqtt, bus); each started a new trace."),
     m("ota_status_reports_total", Counter, &["protocol", "state", "outcome"],
       "Status reports, by protocol (http, ddi, mqtt, other), reported state and outcome (applied, ignored, unknown_action, wrong_vehicle, error)."),
     m("ota_status_batch_seconds", Histogram, &[],
