@@ -103,7 +103,10 @@ async fn a_reports_spans_link_up_from_the_request_to_the_restaged_document() {
         .await
         .unwrap();
     // The outbox row goes to the bus, and staging takes it from there.
-    assert!(p.relay.relay_once().await.unwrap() > 0, "the report wrote no event");
+    assert!(
+        p.relay.relay_once().await.unwrap() > 0,
+        "the report wrote no event"
+    );
     assert!(worker.process(staging.as_mut()).await.unwrap() > 0);
     let announced = staged.next(10, Duration::from_secs(2)).await.unwrap();
     assert!(!announced.is_empty(), "staging announced no document");
