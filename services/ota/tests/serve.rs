@@ -652,81 +652,12 @@ async fn rules_check_explain_and_preview_from_the_cli_and_rest() {
     );
 }
 
-/// A stand-in OpenTelemetry collector: records (service.name, span name,
-/// trace id) of every exported span.
-mod collector {
-    use std::sync::{Arc, Mutex};
-
-    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-        TraceService, TraceServiceServer,
-    };
-    use opentelemetry_proto::tonic::collector::trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    };
-    use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
-
-    #[derive(Debug, Clone, PartialEq)]
-    pub struct Span {
-        pub service: String,
-        pub name: String,
-        pub trace_id: Vec<u8>,
-    }
-
-    #[derive(Clone, Default)]
-    pub struct Collector(pub Arc<Mutex<Vec<Span>>>);
-
-    #[tonic::async_trait]
-    impl TraceService for Collector {
-        async fn export(
-            &self,
-            req: tonic::Request<ExportTraceServiceRequest>,
-        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-            let mut spans = self.0.lock().unwrap();
-            for rs in req.into_inner().resource_spans {
-                let service = rs
-                    .resource
-                    .iter()
-                    .flat_map(|r| &r.attributes)
-                    .find(|kv| kv.key == "service.name")
-                    .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
-                        AnyValue::StringValue(s) => Some(s.clone()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                for ss in rs.scope_spans {
-                    for sp in ss.spans {
-                        spans.push(Span {
-                            service: service.clone(),
-                            name: sp.name,
-                            trace_id: sp.trace_id,
-                        });
-                    }
-                }
-            }
-            Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-        }
-    }
-
-    pub async fn start() -> (Collector, String) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let c = Collector::default();
-        let svc = TraceServiceServer::new(c.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(svc)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        (c, format!("http://{addr}"))
-    }
-}
-
 /// With OTEL_EXPORTER_OTLP_ENDPOINT set, requests become spans in the
 /// collector, and a call from `rest` to the vehicle store in another process
 /// continues the caller's trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_are_exported_over_otlp_and_continue_across_processes() {
-    let (collector, endpoint) = collector::start().await;
+    let (collector, endpoint) = ota_tests::otlp::start().await;
     let pg = ota_tests::db::postgres().await;
     let store = Server::start(
         &[
@@ -759,7 +690,7 @@ async fn traces_are_exported_over_otlp_and_continue_across_processes() {
     assert!(rest.terminate().0.success());
     assert!(store.terminate().0.success());
 
-    let spans = collector.0.lock().unwrap().clone();
+    let spans = collector.spans();
     let grpc_span = spans
         .iter()
         .find(|s| s.service == "ota-store" && s.name == "grpc.request")
