@@ -22,6 +22,14 @@
 # data directory of an earlier run with the same N: skips import, staging
 # and credentials; the server restages from its database on start).
 #
+# Variants, each a block of its own after the default one, with nginx run
+# again in every block (the ratio compares within a block):
+#   HTTP_POLL_BASELINE=/path/to/ota   the same data served by another build
+#                                     (an A/B of two binaries in one run);
+#   HTTP_POLL_OTLP=1                  tracing exported over OTLP/gRPC to
+#                                     bench/otlp_sink.py, 10 % of traces
+#                                     sampled (parentbased_traceidratio).
+#
 # The per-vehicle rate limit stays on, raised by configuration
 # (OTA_ADAPTERS__VEHICLE_RATE_PER_S / OTA_ADAPTERS__VEHICLE_BURST): 20,000
 # vehicles at 30,000 requests/s poll 1.5 times a second each, close to the
@@ -46,8 +54,10 @@ echo "fleet: $N vehicles; polled sample: $SAMPLE vehicles; wrk -t1 -d$DURATION, 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 HTTP_PORT=$(free_port); GRPC_PORT=$(free_port); MQTT_PORT=$(free_port); NGINX_PORT=$(free_port)
 BASE="http://127.0.0.1:$HTTP_PORT"
-SERVER_PID=""; NGINX_PID=""
+: >"$OUT/http_poll-server.log"
+SERVER_PID=""; NGINX_PID=""; SINK_PID=""
 cleanup() {
+  [ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null || true
   [ -n "$NGINX_PID" ] && { kill -QUIT "$NGINX_PID" 2>/dev/null || true; wait "$NGINX_PID" 2>/dev/null || true; }
   [ -n "$SERVER_PID" ] && stop_server
 }
@@ -56,13 +66,15 @@ trap cleanup EXIT
 # Its own ports (other bench scripts use lib.sh's fixed 18080), the system
 # Mosquitto keeps 1883. Reconcile is pushed out of the run: its walk over
 # 1M documents would land in one measurement and not the others.
+# start_ota [VAR=value ...]: with $BIN (default the release build) and
+# these extra variables.
 start_ota() {
-  env -u OTA_DATABASE_URL -u OTA_REDIS_URL -u OTA_MQTT_URL \
+  env -u OTA_DATABASE_URL -u OTA_REDIS_URL -u OTA_MQTT_URL -u OTEL_EXPORTER_OTLP_ENDPOINT \
     OTA_DATA_DIR="$DATA" OTA_HTTP_ADDR="127.0.0.1:$HTTP_PORT" OTA_GRPC_ADDR="127.0.0.1:$GRPC_PORT" \
     OTA_MQTT_LISTEN="127.0.0.1:$MQTT_PORT" OTA_LOG=warn \
     OTA_STAGING__RECONCILE_INTERVAL_S=3600 \
     OTA_ADAPTERS__VEHICLE_RATE_PER_S=1000000 OTA_ADAPTERS__VEHICLE_BURST=1000000 \
-    "$OTA" serve >"$OUT/http_poll-server.log" 2>&1 &
+    "$@" "${BIN:-$OTA}" serve >>"$OUT/http_poll-server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 3000); do
     curl -fs "$BASE/readyz" >/dev/null 2>&1 && return 0
@@ -183,10 +195,13 @@ got="$(code -H "Authorization: Bearer $token" "$BASE/v1/vehicles/$vin/actions") 
 # The first polls queue every sample vehicle's delivery for the campaign
 # manager; measure after that backlog is written, not during it.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-for _ in $(seq 1 60); do
-  c0=$(cpu_ticks "$SERVER_PID"); sleep 2; c1=$(cpu_ticks "$SERVER_PID")
-  [ $(( (c1 - c0) * 100 / $(getconf CLK_TCK) / 2 )) -lt 10 ] && break
-done
+settle() {
+  for _ in $(seq 1 60); do
+    c0=$(cpu_ticks "$SERVER_PID"); sleep 2; c1=$(cpu_ticks "$SERVER_PID")
+    [ $(( (c1 - c0) * 100 / $(getconf CLK_TCK) / 2 )) -lt 10 ] && break
+  done
+}
+settle
 
 RSS_STAGED=$(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status")
 c0=$(cpu_ticks "$SERVER_PID"); sleep 5; c1=$(cpu_ticks "$SERVER_PID")
@@ -206,7 +221,7 @@ quiet() {
   echo "  (a build kept running; measuring anyway)" >&2
 }
 run() {
-  local label=$1 url=$2 file=$3 share=$4 c=$5 raw="$OUT/http_poll-wrk-$1-c$5.txt"
+  local label=$1 url=$2 file=$3 share=$4 c=$5 raw="$OUT/http_poll-wrk-${1//\//-}-c$5.txt"
   quiet
   wrk -t1 -c"$c" -d"$DURATION" --latency -s "$ROOT/bench/http_poll.lua" "$url" -- "$file" "$share" >"$raw"
   awk -v label="$label" -v c="$c" '
@@ -217,22 +232,55 @@ run() {
   ! building || echo "  (a build ran during this measurement)" | tee -a "$RESULTS"
 }
 
-echo; echo "== GET /v1/vehicles/{vin}/actions (wrk -t1, $DURATION per run; waiting for /tmp/ota-bench.lock)"
-exec 9>/tmp/ota-bench.lock
-flock 9
-for c in $CONNS; do
-  run ours-200 "$BASE" "$DATA/sample.txt" 0 "$c"
-  run nginx-200 "http://127.0.0.1:$NGINX_PORT" "$NGX/sample.txt" 0 "$c"
-  run ours-304 "$BASE" "$DATA/sample.txt" 0.9 "$c"
-  run nginx-304 "http://127.0.0.1:$NGINX_PORT" "$NGX/sample.txt" 0.9 "$c"
-done
-flock -u 9
+# block NAME: ours and nginx, both mixes, at every connection count.
+block() {
+  echo; echo "== $1: GET /v1/vehicles/{vin}/actions (wrk -t1, $DURATION per run; waiting for /tmp/ota-bench.lock)"
+  exec 9>/tmp/ota-bench.lock
+  flock 9
+  for c in $CONNS; do
+    run "$1/ours-200" "$BASE" "$DATA/sample.txt" 0 "$c"
+    run "$1/nginx-200" "http://127.0.0.1:$NGINX_PORT" "$NGX/sample.txt" 0 "$c"
+    run "$1/ours-304" "$BASE" "$DATA/sample.txt" 0.9 "$c"
+    run "$1/nginx-304" "http://127.0.0.1:$NGINX_PORT" "$NGX/sample.txt" 0.9 "$c"
+  done
+  flock -u 9
+}
 
-echo; echo "== summary: ours / nginx at the same connection count"
+# restart NAME [VAR=value ...]: the server again on the same data, as
+# $BIN with these variables, staged and idle before its block.
+restart() {
+  local name=$1 t0; shift
+  stop_server
+  t0=$(date +%s.%N)
+  start_ota "$@"
+  wait_staged "$t0" "the restart for $name"
+  settle
+}
+
+block current
+if [ -n "${HTTP_POLL_BASELINE:-}" ]; then
+  BIN=$HTTP_POLL_BASELINE restart baseline
+  echo "baseline   $HTTP_POLL_BASELINE"
+  block baseline
+fi
+if [ "${HTTP_POLL_OTLP:-0}" = 1 ]; then
+  python3 -c 'import grpc' 2>/dev/null || pip install -q grpcio
+  SINK_PORT=$(free_port)
+  python3 "$ROOT/bench/otlp_sink.py" "$SINK_PORT" "$OUT/http_poll-otlp-count.txt" &
+  SINK_PID=$!
+  BIN=$OTA restart otlp10 OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT" \
+    OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1
+  block otlp10
+  read -r exports bytes <"$OUT/http_poll-otlp-count.txt" || true
+  echo "otlp sink  ${exports:-0} exports, ${bytes:-0} bytes of spans received"
+  kill "$SINK_PID" 2>/dev/null || true
+fi
+
+echo; echo "== summary: ours / nginx at the same connection count, in the same block"
 awk '{rps[$1 " " $2] = $3; p50[$1 " " $2] = $6; p99[$1 " " $2] = $9}
-  /^ours/ {order[++n] = $1 " " $2}
-  END {for (i = 1; i <= n; i++) {split(order[i], o, " "); mix = substr(o[1], 6); ng = "nginx-" mix " " o[2];
-    printf "%s-mix %-6s ours %7.0f req/s p50 %5.2f p99 %5.2f ms | nginx %7.0f req/s p50 %5.2f p99 %5.2f ms | ratio %.2f\n",
-      mix, o[2], rps[order[i]], p50[order[i]], p99[order[i]], rps[ng], p50[ng], p99[ng], rps[order[i]] / rps[ng]}}' "$RESULTS"
+  $1 ~ /\/ours-/ {order[++n] = $1 " " $2}
+  END {for (i = 1; i <= n; i++) {split(order[i], o, " "); ng = o[1]; sub(/\/ours-/, "/nginx-", ng); ng = ng " " o[2];
+    printf "%-16s %-6s ours %7.0f req/s p50 %5.2f p99 %5.2f ms | nginx %7.0f req/s p50 %5.2f p99 %5.2f ms | ratio %.2f\n",
+      o[1], o[2], rps[order[i]], p50[order[i]], p99[order[i]], rps[ng], p50[ng], p99[ng], rps[order[i]] / rps[ng]}}' "$RESULTS"
 echo "server RSS: $(awk '/VmRSS/ {printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status") MiB after the runs, $RSS_STAGED MiB before them, peak $(peak_rss_mib "$SERVER_PID") MiB (import and staging included)"
 echo "server log: $(grep -c 'WARN\|ERROR' "$OUT/http_poll-server.log" || true) warning or error lines ($OUT/http_poll-server.log)"

@@ -15,7 +15,6 @@ use ota_common::trace::{self, SpanContext};
 use rumqttc::v5::mqttbytes::v5::PublishProperties;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -103,15 +102,15 @@ impl Publisher {
             backoff = Duration::from_millis(100);
             let mut done = Vec::with_capacity(msgs.len());
             for m in msgs {
-                let vins = match serde_json::from_str::<StagedEvent>(&m.payload) {
-                    Ok(StagedEvent::Changed { vins, .. }) => vins,
+                let (vins, cause) = match ota_bus::events::decode::<StagedEvent>(&m.payload) {
+                    Ok((StagedEvent::Changed { vins, .. }, cause)) => (vins, cause),
                     Err(e) => {
                         tracing::warn!(id = m.id, error = %e, "unreadable staged event, dropped");
                         done.push(m.id);
                         continue;
                     }
                 };
-                let span = events_span(&[event_traceparent(&m.payload)], vins.len());
+                let span = span(cause, vins.len());
                 let failed = self.publish_all(&vins).instrument(span).await;
                 // Left unacknowledged, the event comes back after the claim
                 // timeout and the VINs are tried again.
@@ -186,55 +185,10 @@ impl Publisher {
     }
 }
 
-/// The span documents named by bus events are published in. It continues
-/// the events' trace, given as their `traceparent` values (one event's, or
-/// a batch's), or links to each of their traces when they are several; a
-/// malformed value is counted (carrier `bus`) and ignored.
-pub(crate) fn events_span(traceparents: &[Option<String>], vehicles: usize) -> tracing::Span {
-    let contexts = traceparents
-        .iter()
-        .flatten()
-        .filter_map(|v| trace::received(v, "bus"));
-    span(contexts, vehicles)
-}
-
-/// A publishing span, a root of its own, following `causes`.
+/// A publishing span, a root of its own, continuing the trace of the
+/// events (or of the report) that caused it.
 fn span(causes: impl IntoIterator<Item = SpanContext>, vehicles: usize) -> tracing::Span {
     let span = tracing::info_span!(parent: None, "mqtt.publish", vehicles);
     trace::follow(&span, causes);
     span
-}
-
-/// The `traceparent` a bus event carries beside the event: a top-level
-/// field of its JSON object. One that is there but not a string is handed
-/// on as its JSON text, to be counted as malformed.
-fn event_traceparent(payload: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Carrier {
-        #[serde(default)]
-        traceparent: Option<serde_json::Value>,
-    }
-    match serde_json::from_str::<Carrier>(payload).ok()?.traceparent? {
-        serde_json::Value::String(s) => Some(s),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_the_traceparent_beside_the_event() {
-        const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let bare = r#"{"kind":"changed","vins":["V1"],"at_ms":1}"#;
-        assert_eq!(event_traceparent(bare), None);
-        let traced =
-            format!(r#"{{"kind":"changed","vins":["V1"],"at_ms":1,"traceparent":"{VALID}"}}"#);
-        assert_eq!(event_traceparent(&traced).as_deref(), Some(VALID));
-        let odd = r#"{"kind":"changed","vins":[],"at_ms":1,"traceparent":7}"#;
-        assert_eq!(event_traceparent(odd).as_deref(), Some("7"));
-        assert_eq!(event_traceparent("not json"), None);
-    }
 }

@@ -50,6 +50,10 @@ const RARE: &[(&str, &str)] = &[
     ("ota_mqtt_rejected_total", "only for refused MQTT messages"),
     ("ota_staging_bad_events_total", "only for unreadable events"),
     (
+        "ota_trace_context_invalid_total",
+        "only for a malformed traceparent",
+    ),
+    (
         "ota_staging_build_errors_total",
         "only when a document cannot be built",
     ),
