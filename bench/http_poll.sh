@@ -23,7 +23,8 @@
 # and credentials; the server restages from its database on start).
 #
 # Variants, each a block of its own after the default one, with nginx run
-# again in every block (the ratio compares within a block):
+# again in every block (the ratio compares within a block; HTTP_POLL_BLOCKS
+# orders them, and may repeat them):
 #   HTTP_POLL_BASELINE=/path/to/ota   the same data served by another build
 #                                     (an A/B of two binaries in one run);
 #   HTTP_POLL_OTLP=1                  tracing exported over OTLP/gRPC to
@@ -257,23 +258,41 @@ restart() {
   settle
 }
 
-block current
-if [ -n "${HTTP_POLL_BASELINE:-}" ]; then
-  BIN=$HTTP_POLL_BASELINE restart baseline
-  echo "baseline   $HTTP_POLL_BASELINE"
-  block baseline
-fi
-if [ "${HTTP_POLL_OTLP:-0}" = 1 ]; then
-  python3 -c 'import grpc' 2>/dev/null || pip install -q grpcio
-  SINK_PORT=$(free_port)
-  python3 "$ROOT/bench/otlp_sink.py" "$SINK_PORT" "$OUT/http_poll-otlp-count.txt" &
-  SINK_PID=$!
-  BIN=$OTA restart otlp10 OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT" \
-    OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1
-  block otlp10
+# serve_as NAME: the server of that block (restarted unless it runs already).
+RUNNING=current
+serve_as() {
+  [ "$1" = "$RUNNING" ] && return 0
+  case $1 in
+    current) BIN=$OTA restart current ;;
+    baseline)
+      [ -n "${HTTP_POLL_BASELINE:-}" ] || { echo "HTTP_POLL_BASELINE is not set" >&2; exit 1; }
+      BIN=$HTTP_POLL_BASELINE restart baseline ;;
+    otlp10)
+      if [ -z "$SINK_PID" ]; then
+        python3 -c 'import grpc' 2>/dev/null || pip install -q grpcio
+        SINK_PORT=$(free_port)
+        python3 "$ROOT/bench/otlp_sink.py" "$SINK_PORT" "$OUT/http_poll-otlp-count.txt" &
+        SINK_PID=$!
+      fi
+      BIN=$OTA restart otlp10 OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$SINK_PORT" \
+        OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1 ;;
+    *) echo "unknown block $1 (current, baseline, otlp10)" >&2; exit 1 ;;
+  esac
+  RUNNING=$1
+}
+
+# HTTP_POLL_BLOCKS: the blocks in order, e.g. "current baseline current
+# baseline" for an A/B that alternates; by default the variants asked for.
+BLOCKS=${HTTP_POLL_BLOCKS:-current${HTTP_POLL_BASELINE:+ baseline}$([ "${HTTP_POLL_OTLP:-0}" = 1 ] && echo " otlp10")}
+round=0
+for b in $BLOCKS; do
+  round=$((round + 1))
+  serve_as "$b"
+  block "$b.$round"
+done
+if [ -n "$SINK_PID" ]; then
   read -r exports bytes <"$OUT/http_poll-otlp-count.txt" || true
   echo "otlp sink  ${exports:-0} exports, ${bytes:-0} bytes of spans received"
-  kill "$SINK_PID" 2>/dev/null || true
 fi
 
 echo; echo "== summary: ours / nginx at the same connection count, in the same block"

@@ -653,8 +653,8 @@ async fn rules_check_explain_and_preview_from_the_cli_and_rest() {
 }
 
 /// With OTEL_EXPORTER_OTLP_ENDPOINT set, requests become spans in the
-/// collector, and a call from `rest` to the vehicle store in another process
-/// continues the caller's trace.
+/// collector, an operator's `traceparent` is continued, and a call from
+/// `rest` to the vehicle store in another process continues that trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_are_exported_over_otlp_and_continue_across_processes() {
     let (collector, endpoint) = ota_tests::otlp::start().await;
@@ -675,13 +675,19 @@ async fn traces_are_exported_over_otlp_and_continue_across_processes() {
             ("OTA_PEERS__CAMPAIGN_MANAGER", &store.grpc),
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_SERVICE_NAME", "ota-rest"),
+            // Logging at warn does not turn the request spans off.
+            ("OTA_LOG", "warn"),
         ],
         &["--services", "rest"],
     );
     let token = rest.admin_token();
+    // An operator's tool sends its own trace: the request joins it.
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const CALLER: &str = "00f067aa0ba902b7";
     let r = http()
         .get(format!("{}/api/v1/vehicles/WVWZZZE1ZMP000001", rest.http))
         .bearer_auth(&token)
+        .header("traceparent", format!("00-{TRACE}-{CALLER}-01"))
         .send()
         .await
         .unwrap();
@@ -706,7 +712,11 @@ async fn traces_are_exported_over_otlp_and_continue_across_processes() {
             panic!("no ota-rest http.request shares the store span's trace in {spans:?}")
         });
     assert_eq!(
-        http_span.trace_id, grpc_span.trace_id,
-        "the store's span continues the REST request's trace"
+        (
+            http_span.trace_id.as_str(),
+            http_span.parent_span_id.as_deref()
+        ),
+        (TRACE, Some(CALLER)),
+        "the REST request continues the caller's trace, and the store's span with it"
     );
 }
