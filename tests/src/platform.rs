@@ -78,14 +78,20 @@ pub struct Services {
 }
 
 impl Services {
+    /// The services on an in-memory bus.
     pub fn new(db: &ota_db::Db) -> Self {
+        Self::with_bus(db, Arc::new(MemoryBus::new()))
+    }
+
+    /// The services writing their events through `bus` (the Redis bus, for
+    /// tests of a deployment of several processes).
+    pub fn with_bus(db: &ota_db::Db, bus: SharedBus) -> Self {
         let vehicles = VehicleStore::new(db, Precedence::default());
         let vehicle_peer =
             peer::in_process(VehicleStoreService::new(vehicles.clone()).into_server());
         let rule_peer = peer::in_process(
             RuleEngineService::new(StoreVehicles::new(vehicle_peer.clone())).into_server(),
         );
-        let bus: SharedBus = Arc::new(MemoryBus::new());
         let relay = Relay::new(db.clone(), bus.clone());
         let store = Store::new(db.clone(), relay.waker());
         let manager = CampaignManager::new(
@@ -106,6 +112,38 @@ impl Services {
             campaign_peer,
         }
     }
+
+    /// Vehicles `0..n` as [`Platform::fleet`] makes them (without
+    /// credentials), in one import: for fleets of thousands.
+    pub async fn import_fleet(&self, n: u32) {
+        let items = (0..n).map(|i| {
+            let patch: VehiclePatch = serde_json::from_value(serde_json::json!({
+                "vin": vin(i), "model": "ID.4", "platform": "MEB", "region": "EU",
+                "gateway": "hcp1", "ecus": {"BMS": {"hw": "H2", "sw": "2.2.0"}}
+            }))
+            .expect("a valid vehicle");
+            Ok(ota_vehicle_store::ImportItem::Record {
+                line: u64::from(i) + 1,
+                patch,
+            })
+        });
+        let summary = self
+            .vehicles
+            .import("manufacturing", true, futures::stream::iter(items))
+            .await
+            .expect("fleet imported");
+        assert_eq!(summary.imported, u64::from(n), "{summary:?}");
+    }
+}
+
+/// Events written to the outbox of `db` and not relayed to the bus yet.
+pub async fn outbox_backlog(db: &ota_db::Db) -> i64 {
+    ota_db::with_pool!(db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(pool)
+            .await
+            .expect("outbox counted")
+    })
 }
 
 /// [`Services`] (reached through `Deref`: `p.manager`, `p.vehicle_peer`)

@@ -6,14 +6,20 @@
 //! one vehicle at the same moment, and the one that read the campaign
 //! manager earlier can write last. Every change of open actions emits an
 //! event, so the next event or reconcile corrects such a document.
+//!
+//! Reconcile acts only on differences that outlast the events in flight
+//! (see [`Stager::reconcile`]): a document whose event is still on its way
+//! is not broken, and a reconcile that wrote it from its own earlier read
+//! could overwrite what the worker wrote meanwhile.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
+use ota_bus::SharedBus;
 use ota_common::{ErrorCode, Vin};
 use ota_proto::v1 as pb;
 
@@ -33,6 +39,19 @@ const CHUNKS_IN_FLIGHT: usize = 2;
 /// out when the holder died.
 const RECONCILE_LEASE: Duration = Duration::from_secs(120);
 const RECONCILE_LOCK: &str = "reconcile";
+
+/// Vehicles whose documents differed at reconcile's first look that it
+/// holds before looking again (about 40 bytes each).
+const CONFIRM_AT: usize = 50 * CHUNK;
+/// How long an event committed before reconcile's look may take to reach
+/// the bus: the outbox relay is woken by each commit of its process and
+/// looks every 100 ms otherwise.
+const RELAY_DELAY: Duration = Duration::from_secs(1);
+/// Longest wait for the staging queue to empty before a second look. The
+/// queue of a busy fleet may never be empty; reconcile then repairs what
+/// still differs after this, which may include documents in flight.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+const CATCH_UP_POLL: Duration = Duration::from_millis(50);
 
 /// What staging some vehicles did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +89,43 @@ struct Inner {
     /// When this process last rebuilt every document (unix ms, 0 never):
     /// as good as a reconcile for deciding when the next one is due.
     rebuilt_at_ms: AtomicI64,
+    /// The staging events' queue, once a worker runs here
+    /// ([`Stager::watch_queue`]).
+    queue: OnceLock<Queue>,
+}
+
+/// Where the staging events wait for the workers: a topic's consumer group.
+struct Queue {
+    bus: SharedBus,
+    topic: String,
+    group: String,
+}
+
+/// What writing a plan did.
+#[derive(Debug, Default, Clone, Copy)]
+struct Written {
+    /// Documents written or deleted.
+    changed: u64,
+    /// Of those, documents deleted that existed (the store's own answer).
+    deleted: u64,
+}
+
+/// How to bring some vehicles' documents in line with their open actions.
+#[derive(Default)]
+struct Plan {
+    puts: Vec<(String, StoredDoc)>,
+    /// Per put: whether it replaces a stored value.
+    replaces: Vec<bool>,
+    deletes: Vec<String>,
+}
+
+impl Plan {
+    fn vins(self) -> impl Iterator<Item = String> {
+        self.puts
+            .into_iter()
+            .map(|(vin, _)| vin)
+            .chain(self.deletes)
+    }
 }
 
 impl Stager {
@@ -84,8 +140,20 @@ impl Stager {
                 stats: StagingStats::default(),
                 ready: AtomicBool::new(ready),
                 rebuilt_at_ms: AtomicI64::new(0),
+                queue: OnceLock::new(),
             }),
         }
+    }
+
+    /// The queue this process's worker consumes (`topic` and `group` on
+    /// `bus`), so reconcile can tell when the events in flight are staged.
+    /// [`crate::StagingTasks::spawn`] sets it; the first call wins.
+    pub fn watch_queue(&self, bus: SharedBus, topic: &str, group: &str) {
+        let _ = self.inner.queue.set(Queue {
+            bus,
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+        });
     }
 
     /// This server as vehicles reach it: hosted artifacts are stored as
@@ -233,29 +301,47 @@ impl Stager {
         vins: &[String],
         open: &[pb::VehicleActions],
     ) -> Result<StageOutcome, StagingError> {
+        let plan = self.plan(vins, open).await?;
+        Ok(StageOutcome {
+            recomputed: vins.len() as u64,
+            changed: self.write(plan).await?.changed,
+        })
+    }
+
+    /// What [`apply`](Self::apply) would write, from the stored stamps.
+    async fn plan(
+        &self,
+        vins: &[String],
+        open: &[pb::VehicleActions],
+    ) -> Result<Plan, StagingError> {
         let (mut docs, failed) = self.build_all(open);
         let stamps = self.inner.store.stamps(vins).await?;
-        let mut puts = Vec::new();
-        let mut replaces = Vec::new();
-        let mut deletes = Vec::new();
+        let mut plan = Plan::default();
         for (vin, stamp) in vins.iter().zip(stamps) {
             match docs.remove(vin.as_str()) {
                 Some(doc) if stamp.as_ref().is_some_and(|s| s.matches(&doc)) => {}
                 Some(doc) => {
-                    puts.push((vin.clone(), doc));
-                    replaces.push(stamp.is_some());
+                    plan.puts.push((vin.clone(), doc));
+                    plan.replaces.push(stamp.is_some());
                 }
                 // Keep what is stored: a newer build of this vehicle failed.
                 None if failed.contains(vin.as_str()) => {}
-                None if stamp.is_some() => deletes.push(vin.clone()),
+                None if stamp.is_some() => plan.deletes.push(vin.clone()),
                 None => {}
             }
         }
-        self.inner.store.put_many(&puts, &replaces).await?;
-        self.inner.store.delete_many(&deletes).await?;
-        Ok(StageOutcome {
-            recomputed: vins.len() as u64,
-            changed: (puts.len() + deletes.len()) as u64,
+        Ok(plan)
+    }
+
+    async fn write(&self, plan: Plan) -> Result<Written, StagingError> {
+        self.inner
+            .store
+            .put_many(&plan.puts, &plan.replaces)
+            .await?;
+        let deleted = self.inner.store.delete_many(&plan.deletes).await?;
+        Ok(Written {
+            changed: (plan.puts.len() + plan.deletes.len()) as u64,
+            deleted,
         })
     }
 
@@ -332,6 +418,19 @@ impl Stager {
     /// differs: missing, outdated or damaged documents are written, documents
     /// of vehicles without open actions are deleted. `None` when another
     /// process holds the reconcile lock.
+    ///
+    /// A difference is repaired, and counted, only when it outlasts the
+    /// events in flight. Its first look at a vehicle can come between a
+    /// commit and the worker's staging of its event: a launch's released
+    /// vehicles have no document yet, a closed action's document is not
+    /// deleted yet. Repairing those counted documents that were never lost
+    /// (reconciles that fell due during a 1M-vehicle launch reported
+    /// repairs though nothing was lost), and writing from that earlier
+    /// read could replace the worker's newer document with an outdated one
+    /// that no further event corrects. So the vehicles that differ are
+    /// looked at again, from a fresh read, once the staging queue has been
+    /// seen empty (the events of the first look are staged then) or after
+    /// [`CATCH_UP_WAIT`].
     pub async fn reconcile(&self) -> Result<Option<ReconcileRecord>, StagingError> {
         let store = &self.inner.store;
         let token = uuid::Uuid::new_v4().to_string();
@@ -366,28 +465,22 @@ impl Stager {
 
     async fn reconcile_locked(&self, token: &str) -> Result<u64, StagingError> {
         let store = &self.inner.store;
-        let renew = || async {
-            if store
-                .try_lock(RECONCILE_LOCK, token, RECONCILE_LEASE)
-                .await?
-            {
-                Ok(())
-            } else {
-                Err(StagingError::Store(
-                    "lost the reconcile lock to another process".to_owned(),
-                ))
-            }
-        };
         let mut repaired = 0u64;
+        // Vehicles whose documents differed at the first look.
+        let mut suspects: Vec<String> = Vec::new();
 
         // Pass 1: every vehicle with open actions has its current document.
         let mut batches = self.inner.source.scan_all(CHUNK as u32).await?;
         while let Some(batch) = batches.next().await {
             let batch = batch?;
             let vins: Vec<String> = batch.iter().map(|v| v.vin.clone()).collect();
-            repaired += self.apply(&vins, &batch).await?.changed;
-            renew().await?;
+            suspects.extend(self.plan(&vins, &batch).await?.vins());
+            if suspects.len() >= CONFIRM_AT {
+                repaired += self.confirm(&mut suspects, token).await?.1.changed;
+            }
+            self.renew(token).await?;
         }
+        repaired += self.confirm(&mut suspects, token).await?.1.changed;
 
         // Pass 2: no stored document belongs to a vehicle without open
         // actions. Asking the campaign manager about stored VINs, rather
@@ -405,22 +498,29 @@ impl Stager {
                     .filter(|v| !v.actions.is_empty())
                     .map(|v| v.vin.as_str())
                     .collect();
-                let extras: Vec<String> = chunk
+                let extras = chunk
                     .iter()
                     .filter(|v| !with_actions.contains(v.as_str()))
-                    .cloned()
-                    .collect();
-                let n = store.delete_many(&extras).await?;
-                deleted += n;
-                walked += (chunk.len() - extras.len()) as u64;
+                    .cloned();
+                let before_extras = suspects.len();
+                suspects.extend(extras);
+                walked += (chunk.len() - (suspects.len() - before_extras)) as u64;
             }
-            renew().await?;
+            if suspects.len() >= CONFIRM_AT || next == 0 {
+                let (looked, done) = self.confirm(&mut suspects, token).await?;
+                repaired += done.changed;
+                deleted += done.deleted;
+                // Those still stored had open actions by the second look:
+                // documents of the walk too (when nobody else wrote, the
+                // only case in which the count is corrected below).
+                walked += looked - done.deleted;
+            }
+            self.renew(token).await?;
             if next == 0 {
                 break;
             }
             cursor = next;
         }
-        repaired += deleted;
         if store
             .correct_count(before.saturating_sub(deleted), walked)
             .await?
@@ -433,6 +533,81 @@ impl Stager {
             );
         }
         Ok(repaired)
+    }
+
+    /// Takes the reconcile lock for another lease; an error when another
+    /// process took it.
+    async fn renew(&self, token: &str) -> Result<(), StagingError> {
+        if self
+            .inner
+            .store
+            .try_lock(RECONCILE_LOCK, token, RECONCILE_LEASE)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(StagingError::Store(
+                "lost the reconcile lock to another process".to_owned(),
+            ))
+        }
+    }
+
+    /// The second look at `suspects` (emptied): once the events in flight
+    /// at the first look are staged, their documents are compared with a
+    /// fresh read of their open actions and what still differs is
+    /// repaired. Returns how many vehicles it looked at, and what it wrote.
+    async fn confirm(
+        &self,
+        suspects: &mut Vec<String>,
+        token: &str,
+    ) -> Result<(u64, Written), StagingError> {
+        if suspects.is_empty() {
+            return Ok((0, Written::default()));
+        }
+        self.wait_for_staging().await;
+        // A store walk may name a vehicle twice.
+        suspects.sort_unstable();
+        suspects.dedup();
+        let mut done = Written::default();
+        for chunk in suspects.chunks(CHUNK) {
+            let open = self.inner.source.open_actions(chunk).await?;
+            let plan = self.plan(chunk, &open).await?;
+            let w = self.write(plan).await?;
+            done.changed += w.changed;
+            done.deleted += w.deleted;
+        }
+        let looked = suspects.len() as u64;
+        suspects.clear();
+        self.renew(token).await?;
+        Ok((looked, done))
+    }
+
+    /// Returns once the staging events committed before now are staged:
+    /// when the queue of this process's worker is seen empty, at least
+    /// [`RELAY_DELAY`] from now (the time events take to reach it). Without
+    /// a worker here, after that delay; with a queue that does not empty,
+    /// after [`CATCH_UP_WAIT`].
+    async fn wait_for_staging(&self) {
+        let since = tokio::time::Instant::now();
+        tokio::time::sleep(RELAY_DELAY).await;
+        let Some(q) = self.inner.queue.get() else {
+            return;
+        };
+        loop {
+            match q.bus.depth(&q.topic, &q.group).await {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "cannot read the staging queue depth"),
+            }
+            if since.elapsed() >= CATCH_UP_WAIT {
+                tracing::info!(
+                    seconds = CATCH_UP_WAIT.as_secs(),
+                    "the staging queue did not empty; reconcile repairs what still differs"
+                );
+                return;
+            }
+            tokio::time::sleep(CATCH_UP_POLL).await;
+        }
     }
 
     /// Reconciles when no process did within `every` (Redis deployments

@@ -307,6 +307,9 @@ pub struct StagingTasks {
 impl StagingTasks {
     pub fn spawn(stager: Stager, bus: SharedBus, config: RunConfig) -> Self {
         let (shutdown, rx) = watch::channel(false);
+        // Reconcile looks at this queue to tell documents in flight from
+        // lost ones.
+        stager.watch_queue(bus.clone(), &config.worker.topic, &config.worker.group);
         let worker = Arc::new(Worker::new(stager.clone(), bus, config.worker.clone()));
         let mut tasks = Vec::new();
 
