@@ -27,6 +27,9 @@
 # orders them, and may repeat them):
 #   HTTP_POLL_BASELINE=/path/to/ota   the same data served by another build
 #                                     (an A/B of two binaries in one run);
+#                                     with HTTP_POLL_BASELINE_OWN_DATA=1 it
+#                                     sets up a fleet of its own (a build
+#                                     from before a schema change);
 #   HTTP_POLL_OTLP=1                  tracing exported over OTLP/gRPC to
 #                                     bench/otlp_sink.py, 10 % of traces
 #                                     sampled (parentbased_traceidratio).
@@ -85,7 +88,7 @@ start_ota() {
   echo "server did not get ready; see $OUT/http_poll-server.log" >&2; return 1
 }
 
-ota() { OTA_SERVER="$BASE" OTA_DATA_DIR="$DATA" "$OTA" "$@"; }
+ota() { OTA_SERVER="$BASE" OTA_DATA_DIR="$DATA" "${BIN:-$OTA}" "$@"; }
 api() { curl -fsS -H "Authorization: Bearer $(cat "$DATA/admin.token")" "$@"; }
 staged() { api "$BASE/api/v1/staging/stats" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["staged_vehicles"], s["queue_depth"])'; }
 secs_since() { echo "$(date +%s.%N) - $1" | bc; }
@@ -258,15 +261,31 @@ restart() {
   settle
 }
 
+MAIN_DATA=$DATA
 # serve_as NAME: the server of that block (restarted unless it runs already).
 RUNNING=current
 serve_as() {
   [ "$1" = "$RUNNING" ] && return 0
+  DATA=$MAIN_DATA
   case $1 in
     current) BIN=$OTA restart current ;;
     baseline)
       [ -n "${HTTP_POLL_BASELINE:-}" ] || { echo "HTTP_POLL_BASELINE is not set" >&2; exit 1; }
-      BIN=$HTTP_POLL_BASELINE restart baseline ;;
+      if [ "${HTTP_POLL_BASELINE_OWN_DATA:-0}" = 1 ]; then
+        # A build whose database schema differs: its own fleet, set up by
+        # its own CLI, polled as its own sample.
+        stop_server
+        DATA="$MAIN_DATA-baseline"
+        if [ -e "$DATA/ready" ] && [ "$(wc -l <"$DATA/creds.txt")" -eq "$SAMPLE" ]; then
+          BIN=$HTTP_POLL_BASELINE restart baseline
+        else
+          BIN=$HTTP_POLL_BASELINE setup
+          settle
+        fi
+        python3 "$ROOT/bench/http_poll_sample.py" etags "$BASE" "$DATA/creds.txt" "$DATA/sample.txt" "$OUT/http_poll-baseline-doc.json" >/dev/null
+      else
+        BIN=$HTTP_POLL_BASELINE restart baseline
+      fi ;;
     otlp10)
       if [ -z "$SINK_PID" ]; then
         python3 -c 'import grpc' 2>/dev/null || pip install -q grpcio

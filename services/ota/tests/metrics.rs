@@ -364,15 +364,11 @@ async fn health_page(http: &str, token: &str) -> String {
 }
 
 async fn campaign_state(http: &str, admin: &str, id: &str) -> String {
-    let c: Value = reqwest::Client::new()
-        .get(format!("{http}/api/v1/campaigns/{id}"))
-        .bearer_auth(admin)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let c = get_json(
+        &format!("{http}/api/v1/campaigns/{id}"),
+        &format!("Bearer {admin}"),
+    )
+    .await;
     c["state"].as_str().unwrap_or_default().to_owned()
 }
 
